@@ -1,0 +1,52 @@
+"""The judge server's exceptions, one tree.
+
+    ArenaError
+    ├── InvalidRequest      (also a ValueError) bad input; names the field at fault
+    ├── RunNotFound         the run does not exist and runs must be created first
+    ├── RunExists           create_run for a run id that is taken
+    ├── JudgeError          the comparator (the model behind the judge) failed
+    └── StoreError          the store could not read or write; nothing was silently lost
+
+Transports map each class to one status (HTTP) and one code (gRPC) in one table each and send
+the message only: never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class ArenaError(Exception):
+    """Base class of every error the judge server raises on purpose."""
+
+
+class InvalidRequest(ArenaError, ValueError):
+    """Bad input. ``field`` is the dotted path of the offending field, e.g. ``group.traces[3].reward``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+class RunNotFound(ArenaError, LookupError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run_id: run {run_id!r} does not exist")
+        self.field = "run_id"
+        self.run_id = run_id
+
+
+class RunExists(ArenaError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run_id: run {run_id!r} exists already")
+        self.field = "run_id"
+        self.run_id = run_id
+
+
+class JudgeError(ArenaError):
+    """The comparator failed (model server down, timeout, malformed response)."""
+
+
+class StoreError(ArenaError):
+    """The store failed to read or write."""
+
+
+__all__ = ["ArenaError", "InvalidRequest", "JudgeError", "RunExists", "RunNotFound", "StoreError"]
