@@ -1,0 +1,170 @@
+"""Anchor pools: traces kept from earlier training steps, with their fitted strengths.
+
+A run keeps, for each prompt id, a small pool of earlier traces of that prompt. A new group of
+the same prompt draws a few of them into its tournament as anchors: their known strengths tie
+the new group's strengths to a scale shared across steps, and they give the judge references
+spread over the quality range.
+
+Policies (:class:`PoolPolicy`):
+
+* entry: after a group is fitted, its traces are candidates; the pool keeps at most
+  ``per_prompt`` anchors *spread over the strength range* (the strongest and the weakest
+  always, the rest evenly spaced by strength);
+* exit: anchors older than ``max_age`` steps leave; of two anchors closer than ``min_gap`` in
+  strength, the older leaves (redundancy); a duplicate text keeps its newest strength;
+* capacity: ``per_prompt`` anchors per prompt and ``per_run`` in all; over the run's capacity
+  the oldest anchors of the run leave first.
+
+Everything here is plain data and pure functions, so a store can persist a pool as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A trace kept in a pool: its text, fitted strength, and the step it came from."""
+
+    text: str
+    strength: float
+    step: int
+    trace_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.strength):
+            raise ValueError(f"strength: must be finite, got {self.strength}")
+        if not self.trace_id:
+            object.__setattr__(self, "trace_id", trace_id(self.text))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Anchor:
+        return cls(
+            text=str(data["text"]),
+            strength=float(data["strength"]),
+            step=int(data["step"]),
+            trace_id=str(data.get("trace_id", "")),
+        )
+
+
+def trace_id(text: str) -> str:
+    """A short stable id for a trace text."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """How a run's anchor pool fills and empties; see the module docstring."""
+
+    per_prompt: int = 8
+    per_run: int = 100_000
+    max_age: int | None = 100
+    min_gap: float = 0.05
+    anchors_per_group: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("per_prompt", "per_run", "anchors_per_group"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.max_age is not None and self.max_age < 0:
+            raise ValueError(f"max_age: must be >= 0 or None, got {self.max_age}")
+        if not (self.min_gap >= 0 and math.isfinite(self.min_gap)):
+            raise ValueError(f"min_gap: must be a finite number >= 0, got {self.min_gap}")
+
+
+def spread_indices(strengths: Sequence[float], k: int) -> list[int]:
+    """Indices of ``k`` items spread evenly over the strength range (extremes first kept)."""
+    n = len(strengths)
+    if k >= n:
+        return list(range(n))
+    if k <= 0:
+        return []
+    order = np.argsort(np.asarray(strengths, dtype=float), kind="stable")
+    if k == 1:
+        return [int(order[n // 2])]
+    ranks = np.round(np.linspace(0, n - 1, k)).astype(int)
+    return sorted(int(order[r]) for r in ranks)
+
+
+def admit(
+    anchors: Sequence[Anchor], candidates: Sequence[Anchor], policy: PoolPolicy, *, step: int
+) -> list[Anchor]:
+    """The prompt's pool after ``candidates`` (just fitted, from ``step``) try to enter."""
+    newest: dict[str, Anchor] = {}
+    for a in [*anchors, *candidates]:  # later entries win: candidates replace stale copies
+        if policy.max_age is not None and step - a.step > policy.max_age:
+            continue
+        newest[a.trace_id] = a
+    kept = sorted(newest.values(), key=lambda a: a.strength)
+    if policy.min_gap > 0 and kept:
+        spaced = [kept[0]]
+        for a in kept[1:]:
+            if a.strength - spaced[-1].strength < policy.min_gap:
+                if a.step >= spaced[-1].step:
+                    spaced[-1] = a
+            else:
+                spaced.append(a)
+        kept = spaced
+    chosen = spread_indices([a.strength for a in kept], policy.per_prompt)
+    return [kept[i] for i in chosen]
+
+
+def select(anchors: Sequence[Anchor], k: int) -> list[Anchor]:
+    """``k`` anchors for a tournament, spread over the pool's strength range."""
+    chosen = spread_indices([a.strength for a in anchors], k)
+    return [anchors[i] for i in chosen]
+
+
+def refit(anchors: Sequence[Anchor], strengths: Sequence[float]) -> list[Anchor]:
+    """The same anchors with the strengths of the latest fit."""
+    return [replace(a, strength=float(s)) for a, s in zip(anchors, strengths, strict=True)]
+
+
+@dataclass
+class RunPool:
+    """Every prompt's anchors for one run; enforces the run-wide capacity."""
+
+    prompts: dict[str, list[Anchor]] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return sum(len(v) for v in self.prompts.values())
+
+    def get(self, prompt_id: str) -> list[Anchor]:
+        return list(self.prompts.get(prompt_id, ()))
+
+    def put(self, prompt_id: str, anchors: Sequence[Anchor], policy: PoolPolicy) -> set[str]:
+        """Store a prompt's pool; returns every prompt id whose pool changed."""
+        self.prompts[prompt_id] = list(anchors)
+        changed = {prompt_id}
+        excess = self.size() - policy.per_run
+        if excess > 0:
+            everyone = [(a.step, pid, a.trace_id) for pid, v in self.prompts.items() for a in v]
+            evict = set(sorted(everyone)[:excess])
+            for pid in list(self.prompts):
+                before = self.prompts[pid]
+                after = [a for a in before if (a.step, pid, a.trace_id) not in evict]
+                if len(after) != len(before):
+                    changed.add(pid)
+                    self.prompts[pid] = after
+        for pid in [p for p, v in self.prompts.items() if not v]:
+            del self.prompts[pid]
+        return changed
+
+    def to_dict(self) -> dict:
+        return {pid: [a.to_dict() for a in v] for pid, v in self.prompts.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> RunPool:
+        return cls({str(pid): [Anchor.from_dict(a) for a in v] for pid, v in data.items()})
+
+
+__all__ = ["Anchor", "PoolPolicy", "RunPool", "admit", "refit", "select", "spread_indices", "trace_id"]

@@ -1,0 +1,383 @@
+"""Tournament designs: which pairs of traces the judge compares, round by round.
+
+A tournament runs for one group. The service asks it for a round of comparisons, sends the
+whole round (with every other group's round) to the judge model as one batch, records the
+verdicts, and asks again until the round comes back empty. Items ``0 .. n_traces-1`` are the
+group's traces; items ``n_traces ..`` are historical anchors from the run's pool, whose
+strengths are known from earlier steps.
+
+Designs (``DESIGNS``):
+
+``live``
+    The paper's design. Traces arrive one by one; each new trace is compared with every
+    earlier trace while there are at most three, then with the current best, median and worst
+    earlier trace by the running Bradley-Terry fit. ``3G - 6`` pairs for G >= 3 (18 at G = 8).
+``round_robin``
+    Every pair once: the quality ceiling, ``G(G-1)/2`` pairs.
+``single_anchor``
+    BRPO-style: every trace against one reference trace (trace 0), ``G - 1`` pairs.
+``swiss``
+    Pairs neighbours in the current order, never repeating a pair; ``ceil(log2 G)`` rounds.
+``adaptive``
+    Ours. A random cycle through the traces first, so the comparison graph is connected; then
+    each round greedily picks the pairs that most increase the log-determinant of the fit's
+    precision (Fisher information ``p(1-p)`` times the current variance of the strength
+    difference), so that verdicts are spent where they tell the most: close pairs whose order
+    is still uncertain. Pool anchors, when given, compete for calls on the same footing.
+
+Every design takes a ``budget`` (maximum judge calls for the group; ``None`` for the design's
+natural size) and an ``order`` policy: ``"both"`` presents each pair in both orders (two calls,
+and the judge's position bias cancels), ``"random"`` presents it once in a random order.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bradley_terry import Fit, fit
+
+ORDERS = ("both", "random")
+
+Pair = tuple[int, int]
+"""A presentation: ``(first, second)`` item indices, ``first`` shown to the judge as trace A."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judge's answer to one presentation: ``p`` = P(``first`` is better)."""
+
+    first: int
+    second: int
+    p: float
+
+
+class Tournament(abc.ABC):
+    """Schedules the comparisons of one group and fits strengths from the verdicts so far.
+
+    Parameters
+    ----------
+    n_traces
+        Number of traces in the group (at least 2).
+    budget
+        Maximum judge calls (presentations) for the group; ``None`` for the design's natural size.
+    order
+        ``"both"`` or ``"random"`` (see the module docstring).
+    anchor_strengths
+        Known strengths of pool anchors, appended as items ``n_traces ..``.
+    anchor_mode
+        ``"prior"``: anchors' known strengths are their prior mean (they may move);
+        ``"fixed"``: anchors are held at their known strengths.
+    lam
+        Precision of the Gaussian prior on strengths (the fitter's ``lam``).
+    rng
+        Random generator (order of presentation, the adaptive design's first cycle).
+    """
+
+    name: str = ""
+
+    def __init__(
+        self,
+        n_traces: int,
+        *,
+        budget: int | None = None,
+        order: str = "random",
+        anchor_strengths: Sequence[float] = (),
+        anchor_mode: str = "prior",
+        lam: float = 1.0,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if n_traces < 2:
+            raise ValueError(f"n_traces: a tournament needs at least 2 traces, got {n_traces}")
+        if budget is not None and budget < 0:
+            raise ValueError(f"budget: must be >= 0 or None, got {budget}")
+        if order not in ORDERS:
+            raise ValueError(f"order: must be one of {ORDERS}, got {order!r}")
+        if anchor_mode not in ("prior", "fixed"):
+            raise ValueError(f"anchor_mode: must be 'prior' or 'fixed', got {anchor_mode!r}")
+        anchors = np.asarray(anchor_strengths, dtype=float).reshape(-1)
+        if not np.all(np.isfinite(anchors)):
+            raise ValueError("anchor_strengths: must be finite")
+        self.n_traces = n_traces
+        self.n_items = n_traces + anchors.size
+        self.order = order
+        self.lam = lam
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.anchor_mode = anchor_mode
+        self._anchors = anchors
+        centre = float(anchors.mean()) if anchors.size else 0.0
+        self._prior_mean = np.concatenate([np.full(n_traces, centre), anchors])
+        self.budget = self.natural_calls() if budget is None else budget
+        self._first: list[int] = []
+        self._second: list[int] = []
+        self._p: list[float] = []
+        self._fit: Fit | None = None
+        self._pending = 0
+
+    # -- what a design decides -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def natural_pairs(self) -> int:
+        """Number of pairs the design compares when the budget does not bind."""
+
+    def natural_calls(self) -> int:
+        """The default budget: judge calls for the natural pairs under the order policy."""
+        return self.natural_pairs() * (2 if self.order == "both" else 1)
+
+    @abc.abstractmethod
+    def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
+        """The next round's unordered pairs (at most ``max_pairs``); empty when done."""
+
+    # -- driving the tournament --------------------------------------------------------------
+
+    @property
+    def calls(self) -> int:
+        """Judge calls recorded so far."""
+        return len(self._p)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget - self.calls - self._pending)
+
+    def next_round(self) -> list[Pair]:
+        """The next round of presentations to judge; empty when the tournament is over.
+
+        Every presentation of a round must be recorded (:meth:`record`) before the next call.
+        """
+        if self._pending:
+            raise RuntimeError("record the previous round's verdicts before asking for the next")
+        per_pair = 2 if self.order == "both" else 1
+        # With both orders, a last call that fits only one presentation is still spent.
+        max_pairs = -(-self.remaining // per_pair)
+        if max_pairs <= 0:
+            return []
+        presentations: list[Pair] = []
+        for i, j in self._propose(max_pairs):
+            if self.order == "both":
+                presentations += [(i, j), (j, i)]
+            elif self.rng.random() < 0.5:
+                presentations.append((i, j))
+            else:
+                presentations.append((j, i))
+        presentations = presentations[: self.remaining]
+        self._pending = len(presentations)
+        return presentations
+
+    def record(self, verdicts: Iterable[Verdict]) -> None:
+        """Record the verdicts of the current round."""
+        for v in verdicts:
+            if not (0 <= v.first < self.n_items and 0 <= v.second < self.n_items):
+                raise ValueError(f"verdict: item index out of range in {v}")
+            if not (0.0 <= v.p <= 1.0):
+                raise ValueError(f"verdict.p: must be in [0, 1], got {v.p}")
+            self._first.append(v.first)
+            self._second.append(v.second)
+            self._p.append(float(v.p))
+        self._pending = 0
+        self._fit = None
+
+    def fit(self) -> Fit:
+        """The Bradley-Terry fit of every item (traces, then anchors) on the verdicts so far."""
+        if self._fit is None:
+            fixed = None
+            if self.anchor_mode == "fixed" and self._anchors.size:
+                fixed = {self.n_traces + k: float(s) for k, s in enumerate(self._anchors)}
+            self._fit = fit(
+                self.n_items,
+                np.asarray(self._first, dtype=np.intp),
+                np.asarray(self._second, dtype=np.intp),
+                np.asarray(self._p, dtype=float),
+                lam=self.lam,
+                prior_mean=self._prior_mean,
+                fixed=fixed,
+            )
+        return self._fit
+
+    def strengths(self) -> np.ndarray:
+        """Fitted strengths of the group's traces (anchors left out)."""
+        return self.fit().strengths[: self.n_traces]
+
+    def compared_pairs(self) -> set[tuple[int, int]]:
+        return {(min(i, j), max(i, j)) for i, j in zip(self._first, self._second)}
+
+
+class RoundRobin(Tournament):
+    name = "round_robin"
+
+    def natural_pairs(self) -> int:
+        return self.n_traces * (self.n_traces - 1) // 2
+
+    def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
+        if self.calls:
+            return []
+        pairs = [(i, j) for i in range(self.n_traces) for j in range(i + 1, self.n_traces)]
+        if len(pairs) > max_pairs:  # a binding budget: a random subset, not the first rows
+            keep = self.rng.choice(len(pairs), size=max_pairs, replace=False)
+            pairs = [pairs[k] for k in sorted(keep)]
+        return pairs
+
+
+class SingleAnchor(Tournament):
+    name = "single_anchor"
+
+    def natural_pairs(self) -> int:
+        return self.n_traces - 1
+
+    def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
+        if self.calls:
+            return []
+        return [(0, j) for j in range(1, self.n_traces)][:max_pairs]
+
+
+class Live(Tournament):
+    name = "live"
+
+    def __init__(self, n_traces: int, **kwargs) -> None:
+        super().__init__(n_traces, **kwargs)
+        self._arrived = 1  # trace 0 is in; trace 1 arrives first
+
+    def natural_pairs(self) -> int:
+        g = self.n_traces
+        return sum(min(t, 3) for t in range(1, g))
+
+    def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
+        if self._arrived >= self.n_traces:
+            return []
+        new = self._arrived
+        self._arrived += 1
+        if new <= 3:
+            opponents = list(range(new))
+        else:
+            earlier = self.fit().strengths[:new]
+            ranked = np.argsort(earlier, kind="stable")
+            opponents = sorted({int(ranked[-1]), int(ranked[(new - 1) // 2]), int(ranked[0])})
+        return [(o, new) for o in opponents][:max_pairs]
+
+
+class Swiss(Tournament):
+    name = "swiss"
+
+    def __init__(self, n_traces: int, **kwargs) -> None:
+        super().__init__(n_traces, **kwargs)
+        self._rounds = 0
+
+    def natural_pairs(self) -> int:
+        return (self.n_traces // 2) * max(1, math.ceil(math.log2(self.n_traces)))
+
+    def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
+        if self._rounds >= max(1, math.ceil(math.log2(self.n_traces))):
+            return []
+        self._rounds += 1
+        if self._rounds == 1:
+            order = self.rng.permutation(self.n_traces)
+        else:
+            order = np.argsort(-self.strengths(), kind="stable")
+        seen = self.compared_pairs()
+        free = [int(i) for i in order]
+        pairs: list[tuple[int, int]] = []
+        while len(free) >= 2 and len(pairs) < max_pairs:
+            i = free.pop(0)
+            for k, j in enumerate(free):
+                if (min(i, j), max(i, j)) not in seen:
+                    pairs.append((i, free.pop(k)))
+                    break
+        return pairs
+
+
+class Adaptive(Tournament):
+    """Information-greedy rounds; see the module docstring.
+
+    Its default budget, whatever the order policy, is a third of round-robin in both orders,
+    ``G(G-1)/3`` calls, and at most ``max_calls_per_trace * G`` (18 calls at G = 8, 80 at 16,
+    160 at 32). ``round_size`` is the number of pairs per round after the first cycle
+    (default: ``G``); smaller rounds adapt more often but cost more round trips to the judge,
+    and measured no better on the simulator.
+    """
+
+    name = "adaptive"
+
+    def __init__(
+        self,
+        n_traces: int,
+        *,
+        max_calls_per_trace: int = 5,
+        round_size: int | None = None,
+        **kwargs,
+    ) -> None:
+        self.max_calls_per_trace = max_calls_per_trace
+        self.round_size = round_size or n_traces
+        super().__init__(n_traces, **kwargs)
+
+    def natural_pairs(self) -> int:
+        return -(-self.natural_calls() // (2 if self.order == "both" else 1))
+
+    def natural_calls(self) -> int:
+        g = self.n_traces
+        return max(1, min(g * (g - 1) // 3, self.max_calls_per_trace * g))
+
+    def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
+        if not self.calls:
+            cycle = [int(i) for i in self.rng.permutation(self.n_traces)]
+            pairs = list(zip(cycle, cycle[1:] + cycle[:1])) if self.n_traces > 2 else [(0, 1)]
+            return pairs[:max_pairs]
+        return self._greedy(min(max_pairs, self.round_size))
+
+    def _greedy(self, k: int) -> list[tuple[int, int]]:
+        current = self.fit()
+        cov = current.covariance
+        if cov is None:  # the fitter's large-graph path: fall back to the diagonal
+            cov = np.diag(current.stderr**2)
+        cov = cov.copy()
+        beta = current.strengths
+        n = self.n_items
+        ii, jj = np.triu_indices(n, k=1)
+        keep = ii < self.n_traces  # anchor-anchor pairs tell nothing about the group
+        ii, jj = ii[keep], jj[keep]
+        win = 1.0 / (1.0 + np.exp(-(beta[ii] - beta[jj])))
+        info = win * (1.0 - win)
+        pairs: list[tuple[int, int]] = []
+        for _ in range(k):
+            var = cov[ii, ii] + cov[jj, jj] - 2.0 * cov[ii, jj]
+            gain = info * var
+            best = int(np.argmax(gain))
+            if gain[best] <= 1e-12:
+                break
+            i, j = int(ii[best]), int(jj[best])
+            pairs.append((i, j))
+            # Rank-one update of the covariance for the verdict we are about to ask for.
+            u = cov[:, i] - cov[:, j]
+            cov -= np.outer(u, u) * (info[best] / (1.0 + info[best] * var[best]))
+        return pairs
+
+
+DESIGNS: dict[str, type[Tournament]] = {
+    cls.name: cls for cls in (Live, RoundRobin, SingleAnchor, Swiss, Adaptive)
+}
+
+
+def make_tournament(design: str, n_traces: int, **kwargs) -> Tournament:
+    """Build the tournament named ``design`` (a key of :data:`DESIGNS`)."""
+    try:
+        cls = DESIGNS[design]
+    except KeyError:
+        raise ValueError(f"design: must be one of {sorted(DESIGNS)}, got {design!r}") from None
+    return cls(n_traces, **kwargs)
+
+
+__all__ = [
+    "DESIGNS",
+    "ORDERS",
+    "Adaptive",
+    "Live",
+    "Pair",
+    "RoundRobin",
+    "SingleAnchor",
+    "Swiss",
+    "Tournament",
+    "Verdict",
+    "make_tournament",
+]

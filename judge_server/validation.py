@@ -1,0 +1,133 @@
+"""Checks on what clients send: every failure names the field at fault.
+
+The transports turn wire messages into :mod:`trainer_client.types` objects and the service
+calls these checks before it accepts anything, so both transports refuse the same input with
+the same message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from trainer_client.types import Group, RunSettings
+
+from .arena.advantages import NORMALISATIONS
+from .arena.tournaments import DESIGNS, ORDERS
+from .errors import InvalidRequest
+
+MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits on requests (configured in :mod:`judge_server.settings`)."""
+
+    max_trace_bytes: int = 256 * 1024
+    max_traces_per_group: int = 1024
+    max_groups_per_request: int = 1024
+    max_prompt_bytes: int = 256 * 1024
+
+
+def _utf8_size(text: str, field: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(field, f"invalid UTF-8 at character {exc.start}") from None
+
+
+def check_id(value: str, field: str, *, required: bool = True) -> None:
+    if required and not value:
+        raise InvalidRequest(field, "must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRequest(field, f"must be at most {MAX_ID_CHARS} characters")
+    _utf8_size(value, field)
+
+
+def check_group(group: Group, limits: Limits, field: str = "group") -> None:
+    """Raise :class:`InvalidRequest` naming the first bad field of ``group``."""
+    check_id(group.group_id, f"{field}.group_id")
+    check_id(group.prompt_id, f"{field}.prompt_id", required=False)
+    check_id(group.request_id, f"{field}.request_id", required=False)
+    if _utf8_size(group.prompt, f"{field}.prompt") > limits.max_prompt_bytes:
+        raise InvalidRequest(f"{field}.prompt", f"longer than {limits.max_prompt_bytes} bytes")
+    if group.reference is not None:
+        size = _utf8_size(group.reference, f"{field}.reference")
+        if size > limits.max_prompt_bytes:
+            raise InvalidRequest(
+                f"{field}.reference", f"longer than {limits.max_prompt_bytes} bytes"
+            )
+    n = len(group.traces)
+    if n == 0:
+        raise InvalidRequest(f"{field}.traces", "the group is empty")
+    if n == 1:
+        raise InvalidRequest(f"{field}.traces", "a group needs at least 2 traces, got 1")
+    if n > limits.max_traces_per_group:
+        raise InvalidRequest(
+            f"{field}.traces", f"{n} traces, more than the limit of {limits.max_traces_per_group}"
+        )
+    for i, trace in enumerate(group.traces):
+        if not math.isfinite(trace.reward):
+            raise InvalidRequest(f"{field}.traces[{i}].reward", f"must be finite, got {trace.reward}")
+        size = _utf8_size(trace.text, f"{field}.traces[{i}].text")
+        if size > limits.max_trace_bytes:
+            raise InvalidRequest(
+                f"{field}.traces[{i}].text",
+                f"{size} bytes, more than the limit of {limits.max_trace_bytes}",
+            )
+    if group.step is not None and group.step < 0:
+        raise InvalidRequest(f"{field}.step", f"must be >= 0, got {group.step}")
+
+
+def check_groups(groups: list[Group], limits: Limits) -> None:
+    if not groups:
+        raise InvalidRequest("groups", "no groups given")
+    if len(groups) > limits.max_groups_per_request:
+        raise InvalidRequest(
+            "groups", f"{len(groups)} groups, more than the limit of {limits.max_groups_per_request}"
+        )
+    seen: set[str] = set()
+    for k, group in enumerate(groups):
+        check_group(group, limits, f"groups[{k}]")
+        if group.group_id in seen:
+            raise InvalidRequest(f"groups[{k}].group_id", f"duplicate id {group.group_id!r}")
+        seen.add(group.group_id)
+
+
+def columns_to_traces(texts: list[str], rewards: list[float], field: str):
+    """Pair a columnar group (``texts``, ``rewards``) into traces; lengths must match."""
+    from trainer_client.types import Trace
+
+    if len(texts) != len(rewards):
+        raise InvalidRequest(
+            f"{field}.rewards", f"{len(rewards)} rewards for {len(texts)} texts: lengths differ"
+        )
+    return tuple(Trace(text=t, reward=float(r)) for t, r in zip(texts, rewards))
+
+
+def check_settings(settings: RunSettings) -> None:
+    """Raise :class:`InvalidRequest` naming the first bad field of ``settings``."""
+    f = "settings"
+    check_id(settings.run_id, f"{f}.run_id")
+    if settings.design not in DESIGNS:
+        raise InvalidRequest(f"{f}.design", f"must be one of {sorted(DESIGNS)}")
+    if settings.order not in ORDERS:
+        raise InvalidRequest(f"{f}.order", f"must be one of {list(ORDERS)}")
+    if settings.normalisation not in NORMALISATIONS:
+        raise InvalidRequest(f"{f}.normalisation", f"must be one of {list(NORMALISATIONS)}")
+    if settings.anchor_mode not in ("prior", "fixed"):
+        raise InvalidRequest(f"{f}.anchor_mode", "must be 'prior' or 'fixed'")
+    for name in ("scale", "lam", "dead_eps"):
+        value = getattr(settings, name)
+        if not math.isfinite(value):
+            raise InvalidRequest(f"{f}.{name}", f"must be finite, got {value}")
+    if settings.lam <= 0:
+        raise InvalidRequest(f"{f}.lam", f"must be > 0, got {settings.lam}")
+    if settings.dead_eps < 0:
+        raise InvalidRequest(f"{f}.dead_eps", f"must be >= 0, got {settings.dead_eps}")
+    for name in ("budget", "anchors_per_group", "pool_per_prompt", "pool_per_run", "pool_max_age"):
+        if getattr(settings, name) < 0:
+            raise InvalidRequest(f"{f}.{name}", f"must be >= 0, got {getattr(settings, name)}")
+
+
+__all__ = ["Limits", "check_group", "check_groups", "check_id", "check_settings", "columns_to_traces"]

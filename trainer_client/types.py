@@ -1,0 +1,97 @@
+"""Plain data shared by the trainer client and the judge server: no I/O, no dependencies.
+
+A *group* is the G traces a policy sampled for one prompt, each with its verifiable reward.
+The judge answers each group with a :class:`GroupResult`: one advantage per trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """One sampled reasoning trace and the verifier's reward for it."""
+
+    text: str
+    reward: float
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The traces sampled for one prompt.
+
+    ``prompt_id`` identifies the prompt across training steps (it keys the anchor pool);
+    ``reference`` is an optional reference answer or worked solution shown to the judge;
+    ``step`` is the trainer's step (anchors remember it); ``request_id`` is a client-made id
+    that makes a retried group idempotent.
+    """
+
+    group_id: str
+    traces: tuple[Trace, ...]
+    prompt_id: str = ""
+    prompt: str = ""
+    reference: str | None = None
+    step: int | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """The judge's answer for one group.
+
+    ``routed`` says whether the group was dead and went to the judge. ``status`` is ``"ok"``,
+    or ``"judge_failed"`` when the judge could not answer: then ``advantages`` are what the
+    trainer would have had without the judge (zeros for a dead group) and ``error`` says why.
+    ``strengths`` and ``stderr`` are the Bradley-Terry fit of the traces (empty when not routed).
+    """
+
+    group_id: str
+    advantages: tuple[float, ...]
+    routed: bool
+    strengths: tuple[float, ...] = ()
+    stderr: tuple[float, ...] = ()
+    judge_calls: int = 0
+    rounds: int = 0
+    anchors_used: int = 0
+    status: str = "ok"
+    error: str = ""
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """How the judge treats one training run's groups. Every field has a working default.
+
+    design            tournament design: adaptive, live, round_robin, single_anchor, swiss
+    budget            maximum judge calls per group; 0 for the design's default
+    order             "random" (each pair once, random order) or "both" (both orders)
+    normalisation     strengths to advantages: minmax (paper), zscore, raw
+    scale             multiplies judge-derived advantages
+    lam               Bradley-Terry prior precision
+    dead_eps          a group is dead when max(reward) - min(reward) <= dead_eps
+    divide_by_std     non-dead groups: (r - mean) / std (True) or r - mean (False)
+    anchors_per_group pool anchors drawn into each tournament (0 turns the pool off)
+    anchor_mode       "prior" (anchors' strengths are a prior mean) or "fixed"
+    pool_per_prompt   anchors kept per prompt
+    pool_per_run      anchors kept per run, all prompts together
+    pool_max_age      steps after which an anchor leaves the pool
+    """
+
+    run_id: str
+    design: str = "adaptive"
+    budget: int = 0
+    order: str = "random"
+    normalisation: str = "minmax"
+    scale: float = 1.0
+    lam: float = 1.0
+    dead_eps: float = 1e-6
+    divide_by_std: bool = True
+    anchors_per_group: int = 3
+    anchor_mode: str = "prior"
+    pool_per_prompt: int = 8
+    pool_per_run: int = 100_000
+    pool_max_age: int = 100
+
+
+__all__ = ["Group", "GroupResult", "RunSettings", "Trace"]
