@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -88,6 +88,13 @@ class ServerSettings(BaseSettings):
                 raise ValueError(f"config_file: no such file: {config_file}")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_run_defaults(self) -> ServerSettings:
+        from .validation import check_settings
+
+        check_settings(self.run_defaults())  # a bad default design fails at start-up, not later
+        return self
 
     def limits(self) -> Limits:
         return Limits(

@@ -1,0 +1,164 @@
+"""``arena-judge``: run the judge server, print its options, run the benchmarks.
+
+    arena-judge serve [--grpc-port 50051] [--http-port 8000] [--config FILE] [--any-option ...]
+    arena-judge config                      the table of every server option and its default
+    arena-judge bench tournaments [--json]  tournament designs on the simulated judge
+    arena-judge bench fit [--json]          the Bradley-Terry fitter against choix
+    arena-judge bench judge [--json]        the embedded judge on real GSM8K traces
+    arena-judge bench serve [--json]        server throughput and latency, instant judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import typing
+
+from pydantic import ValidationError
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per server option (``--grpc-port``), defaulting to "not given"."""
+    from .settings import ServerSettings
+
+    for name, field in ServerSettings.model_fields.items():
+        flags = ["--" + name.replace("_", "-")] + (["--config"] if name == "config_file" else [])
+        if field.annotation is bool:
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=field.description)
+        else:
+            choices = typing.get_args(field.annotation) if typing.get_origin(
+                field.annotation) is typing.Literal else None
+            parser.add_argument(*flags, dest=name, default=None, choices=choices,
+                                help=f"{field.description} (default: {field.default})")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import run
+    from .settings import ServerSettings
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
+    try:
+        settings = ServerSettings(**given)
+    except (ValidationError, ValueError) as exc:
+        print(f"arena-judge serve: {exc}", file=sys.stderr)
+        return 2
+    run(settings)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from .settings import options_table
+
+    print(options_table())
+    return 0
+
+
+def _emit(result: dict, table: str, as_json: bool) -> int:
+    print(json.dumps(result, indent=2) if as_json else table)
+    return 0
+
+
+def _bench_tournaments(args: argparse.Namespace) -> int:
+    from .bench import tournaments
+
+    result = tournaments.run(
+        args.sizes, trials=args.trials, position_bias=args.position_bias, noise=args.noise,
+        spread=args.spread, soft=args.soft, seed=args.seed, progress=not args.json,
+    )
+    return _emit(result, tournaments.format_table(result), args.json)
+
+
+def _bench_fit(args: argparse.Namespace) -> int:
+    from .bench import fit
+
+    result = fit.run(args.sizes, graphs_per_size=args.graphs, seed=args.seed,
+                     progress=not args.json)
+    return _emit(result, fit.format_table(result), args.json)
+
+
+def _bench_judge(args: argparse.Namespace) -> int:
+    from .bench import judge
+    from .comparators.builtin import BuiltinComparator
+
+    if args.pairs:
+        pairs = judge.load_pairs_jsonl(args.pairs)
+    else:
+        pairs = judge.gsm8k_pairs(args.data, reference=args.reference) if args.data else \
+            judge.gsm8k_pairs(reference=args.reference)
+    result = asyncio.run(judge.evaluate(BuiltinComparator(), pairs, progress=not args.json))
+    return _emit(result, judge.format_report(result), args.json)
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from .bench import serve
+
+    result = serve.run(target=args.target, groups=args.groups, group_size=args.group_size,
+                       trace_bytes=args.trace_bytes, concurrency=args.concurrency,
+                       progress=not args.json)
+    return _emit(result, serve.format_table(result), args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arena-judge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the judge server (gRPC and HTTP)")
+    _add_settings_flags(serve)
+    serve.set_defaults(func=_serve)
+
+    config = commands.add_parser("config", help="print every server option and its default")
+    config.set_defaults(func=_config)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench", required=True
+    )
+    t = bench.add_parser("tournaments", help="tournament designs on the simulated judge")
+    t.add_argument("--sizes", type=_parse_ints, default=(8, 16, 32), help="group sizes, e.g. 8,16,32")
+    t.add_argument("--trials", type=int, default=300)
+    t.add_argument("--position-bias", type=float, default=0.3, help="judge's bias (logit)")
+    t.add_argument("--noise", type=float, default=0.0, help="sd of the judge's logit noise")
+    t.add_argument("--spread", type=float, default=1.0, help="sd of latent strengths")
+    t.add_argument("--soft", action="store_true", help="soft verdicts instead of Bernoulli")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_bench_tournaments)
+
+    f = bench.add_parser("fit", help="the Bradley-Terry fitter against choix")
+    f.add_argument("--sizes", type=_parse_ints, default=(16, 32, 64))
+    f.add_argument("--graphs", type=int, default=20, help="random graphs per size")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=_bench_fit)
+
+    j = bench.add_parser("judge", help="judge quality on labelled pairs (default: GSM8K)")
+    j.add_argument("--reference", choices=("worked", "answer", "none"), default="worked")
+    j.add_argument("--data", default=None, help="model_solutions.jsonl (default: ../shared)")
+    j.add_argument("--pairs", default=None, help="a JSONL file of labelled pairs instead")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(func=_bench_judge)
+
+    s = bench.add_parser("serve", help="server groups/s and latency with an instant judge")
+    s.add_argument("--target", default=None, help="host:grpc_port,http_url of a running server")
+    s.add_argument("--groups", type=int, default=2000)
+    s.add_argument("--group-size", type=int, default=16)
+    s.add_argument("--trace-bytes", type=int, default=1024)
+    s.add_argument("--concurrency", type=int, default=64)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_bench_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+import pytest
+
+from judge_server.arena.pools import (
+    Anchor,
+    PoolPolicy,
+    RunPool,
+    admit,
+    refit,
+    select,
+    spread_indices,
+)
+
+
+def anchors(strengths, step=0, prefix="t"):
+    return [Anchor(text=f"{prefix}{k}", strength=s, step=step) for k, s in enumerate(strengths)]
+
+
+def test_spread_keeps_extremes_and_evenly_spaced_middle():
+    s = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert spread_indices(s, 3) == [0, 4, 8]
+    assert spread_indices(s, 20) == list(range(9))
+    assert spread_indices(s, 0) == []
+    assert spread_indices(s, 1) == [4]
+
+
+def test_admit_caps_per_prompt_and_spreads_over_the_range():
+    policy = PoolPolicy(per_prompt=3, min_gap=0.0)
+    pool = admit([], anchors([0.1, 0.5, -2.0, 3.0, 0.2]), policy, step=0)
+    assert sorted(a.strength for a in pool) == [-2.0, 0.2, 3.0]
+
+
+def test_old_anchors_leave_after_max_age():
+    policy = PoolPolicy(per_prompt=10, max_age=5, min_gap=0.0)
+    pool = admit([], anchors([0.0, 1.0], step=0, prefix="old"), policy, step=0)
+    pool = admit(pool, anchors([2.0], step=6, prefix="new"), policy, step=6)
+    assert [a.text for a in pool] == ["new0"]
+
+
+def test_redundant_anchors_keep_the_newer():
+    policy = PoolPolicy(per_prompt=10, min_gap=0.1, max_age=None)
+    pool = admit([], anchors([1.0], step=0, prefix="old"), policy, step=0)
+    pool = admit(pool, anchors([1.05, 3.0], step=1, prefix="new"), policy, step=1)
+    assert sorted(a.text for a in pool) == ["new0", "new1"]
+
+
+def test_a_trace_seen_again_keeps_its_newest_strength():
+    policy = PoolPolicy(per_prompt=10, min_gap=0.0)
+    pool = admit([], [Anchor("same", 0.0, 0)], policy, step=0)
+    pool = admit(pool, [Anchor("same", 2.0, 1)], policy, step=1)
+    assert len(pool) == 1 and pool[0].strength == 2.0 and pool[0].step == 1
+
+
+def test_select_and_refit():
+    pool = anchors([-1.0, 0.0, 1.0, 2.0, 3.0])
+    chosen = select(pool, 3)
+    assert [a.strength for a in chosen] == [-1.0, 1.0, 3.0]
+    moved = refit(chosen, [0.0, 0.0, 0.0])
+    assert [a.trace_id for a in moved] == [a.trace_id for a in chosen]
+    assert all(a.strength == 0.0 for a in moved)
+
+
+def test_run_capacity_evicts_the_oldest_anchors_across_prompts():
+    policy = PoolPolicy(per_prompt=10, per_run=4, min_gap=0.0)
+    pool = RunPool()
+    pool.put("p1", anchors([0.0, 1.0, 2.0], step=0, prefix="a"), policy)
+    changed = pool.put("p2", anchors([0.0, 1.0, 2.0], step=5, prefix="b"), policy)
+    assert pool.size() == 4
+    assert changed == {"p1", "p2"}
+    assert all(a.step == 5 for a in pool.get("p2"))
+    assert len(pool.get("p1")) == 1
+
+
+def test_pool_state_round_trips_through_plain_data():
+    pool = RunPool()
+    pool.put("p", anchors([0.5, -0.5], step=3), PoolPolicy())
+    again = RunPool.from_dict(pool.to_dict())
+    assert again == pool
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"per_prompt": -1}, "per_prompt"), ({"max_age": -2}, "max_age"),
+     ({"min_gap": float("nan")}, "min_gap"), ({"per_run": -1}, "per_run")],
+)
+def test_bad_policy_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        PoolPolicy(**kwargs)
+
+
+def test_anchor_strength_must_be_finite():
+    with pytest.raises(ValueError, match="strength"):
+        Anchor("x", float("inf"), 0)
