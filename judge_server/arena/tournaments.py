@@ -25,6 +25,9 @@ Designs (``DESIGNS``):
     difference), so that verdicts are spent where they tell the most: close pairs whose order
     is still uncertain. Pool anchors, when given, compete for calls on the same footing.
 
+Every design but ``adaptive`` also compares each trace with one pool anchor in its first round
+(trace t against anchor t mod k), which ties the group's strengths to the pool's scale.
+
 Every design takes a ``budget`` (maximum judge calls for the group; ``None`` for the design's
 natural size) and an ``order`` policy: ``"both"`` presents each pair in both orders (two calls,
 and the judge's position bias cancels), ``"random"`` presents it once in a random order.
@@ -112,6 +115,7 @@ class Tournament(abc.ABC):
         centre = float(anchors.mean()) if anchors.size else 0.0
         self._prior_mean = np.concatenate([np.full(n_traces, centre), anchors])
         self.budget = self.natural_calls() if budget is None else budget
+        self._anchors_paired = False
         self._first: list[int] = []
         self._second: list[int] = []
         self._p: list[float] = []
@@ -125,8 +129,20 @@ class Tournament(abc.ABC):
         """Number of pairs the design compares when the budget does not bind."""
 
     def natural_calls(self) -> int:
-        """The default budget: judge calls for the natural pairs under the order policy."""
-        return self.natural_pairs() * (2 if self.order == "both" else 1)
+        """The default budget: judge calls for the natural pairs (and the anchor pairs)."""
+        pairs = self.natural_pairs() + len(self._anchor_pairs())
+        return pairs * (2 if self.order == "both" else 1)
+
+    def _anchor_pairs(self) -> list[tuple[int, int]]:
+        """Pairs that tie the group to the pool's scale: trace t against anchor t mod k.
+
+        Played in the first round by every design but ``adaptive``, which weighs anchor pairs
+        against the others itself.
+        """
+        k = self.n_items - self.n_traces
+        if not k or isinstance(self, Adaptive):
+            return []
+        return [(t, self.n_traces + t % k) for t in range(self.n_traces)]
 
     @abc.abstractmethod
     def _propose(self, max_pairs: int) -> list[tuple[int, int]]:
@@ -155,8 +171,12 @@ class Tournament(abc.ABC):
         max_pairs = -(-self.remaining // per_pair)
         if max_pairs <= 0:
             return []
+        proposed = self._propose(max_pairs)
+        if not self._anchors_paired:
+            self._anchors_paired = True
+            proposed += self._anchor_pairs()[: max(0, max_pairs - len(proposed))]
         presentations: list[Pair] = []
-        for i, j in self._propose(max_pairs):
+        for i, j in proposed:
             if self.order == "both":
                 presentations += [(i, j), (j, i)]
             elif self.rng.random() < 0.5:

@@ -180,3 +180,14 @@ def test_play_recovers_a_clear_order_with_soft_verdicts():
     judge = SimulatedJudge(np.linspace(-3, 3, 8), soft=True)
     outcome = play("adaptive", judge, 8, rng=np.random.default_rng(0))
     assert outcome.tau > 0.9
+
+
+@pytest.mark.parametrize("design", ["live", "round_robin", "single_anchor", "swiss"])
+def test_other_designs_tie_each_trace_to_one_pool_anchor_in_the_first_round(design):
+    rng = np.random.default_rng(9)
+    t = make_tournament(design, 5, anchor_strengths=[-1.0, 1.0], order="random", rng=rng)
+    first = t.next_round()
+    with_anchor = sorted((min(p), max(p)) for p in first if max(p) >= 5)
+    assert with_anchor == [(0, 5), (1, 6), (2, 5), (3, 6), (4, 5)]
+    no_anchors = make_tournament(design, 5, order="random", rng=rng)
+    assert t.budget == no_anchors.budget + 5

@@ -1,0 +1,191 @@
+"""The service core with the simulated judge: no transport."""
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from judge_server.comparators.base import Comparator
+from judge_server.comparators.simulated import SimulatedComparator
+from judge_server.errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
+from judge_server.service import ArenaService
+from judge_server.store.memory import MemoryStore
+from trainer_client.types import Group, RunSettings, Trace
+
+
+def dead_group(group_id, strengths, *, prompt_id="p", reward=1.0, **kw):
+    traces = tuple(Trace(f"{group_id} trace {k} strength={s}", reward) for k, s in enumerate(strengths))
+    return Group(group_id=group_id, prompt_id=prompt_id, prompt="2+2?", traces=traces, **kw)
+
+
+def service(comparator=None, store=None, **kw):
+    return ArenaService(
+        comparator=comparator or SimulatedComparator(), store=store or MemoryStore(), **kw
+    )
+
+
+class FailingComparator(Comparator):
+    name = "failing"
+
+    def __init__(self, error=JudgeError("model server down")):
+        self.error = error
+        self.fail = True
+        self.inner = SimulatedComparator()
+
+    async def compare(self, comparisons):
+        if self.fail:
+            raise self.error
+        return await self.inner.compare(comparisons)
+
+
+class FailingStore(MemoryStore):
+    async def save_pools(self, run_id, prompts):
+        raise StoreError("disk full")
+
+
+async def test_dead_group_gets_zero_mean_advantages_in_the_judges_order():
+    strengths = [0.5, -1.0, 2.0, 0.0, 1.2, -0.4]
+    svc = service()
+    await svc.create_run(RunSettings(run_id="r", design="round_robin", order="both"))
+    (result,) = await svc.rank("r", [dead_group("g", strengths)])
+    assert result.routed and result.status == "ok"
+    assert result.judge_calls == 30
+    assert sum(result.advantages) == pytest.approx(0.0, abs=1e-9)
+    assert max(result.advantages) - min(result.advantages) == pytest.approx(1.0)  # minmax
+    assert kendalltau(result.advantages, strengths).statistic == pytest.approx(1.0)
+    assert len(result.strengths) == len(result.stderr) == 6
+
+
+async def test_diverse_group_gets_standard_group_relative_advantages():
+    svc = service()
+    group = Group("g", (Trace("a", 1.0), Trace("b", 0.0), Trace("c", 0.0)), prompt_id="p")
+    (result,) = await svc.rank("r", [group])
+    r = np.array([1.0, 0.0, 0.0])
+    assert not result.routed and result.judge_calls == 0
+    assert result.advantages == pytest.approx((r - r.mean()) / (r.std() + 1e-4))
+
+
+async def test_rounds_of_groups_in_flight_are_batched_together():
+    comparator = SimulatedComparator()
+    svc = service(comparator)
+    groups = [dead_group(f"g{k}", np.linspace(-1, 1, 8), prompt_id=f"p{k}") for k in range(10)]
+    results = await svc.rank("r", groups)
+    rounds = sum(r.rounds for r in results)
+    assert all(r.routed and r.status == "ok" for r in results)
+    assert svc.batcher.batches < rounds / 5  # ten groups' rounds travel together
+    assert comparator.calls == sum(r.judge_calls for r in results)
+
+
+async def test_judge_failure_fails_only_the_routed_groups_and_the_service_goes_on():
+    comparator = FailingComparator()
+    svc = service(comparator)
+    diverse = Group("d", (Trace("a", 1.0), Trace("b", 0.0)), prompt_id="q")
+    dead, live = await svc.rank("r", [dead_group("g", [0, 1, 2]), diverse])
+    assert dead.status == "judge_failed" and "model server down" in dead.error
+    assert dead.advantages == (0.0, 0.0, 0.0)  # what the trainer would have had
+    assert live.status == "ok" and not live.routed
+    comparator.fail = False
+    (again,) = await svc.rank("r", [dead_group("g2", [0, 1, 2])])
+    assert again.status == "ok"
+
+
+@pytest.mark.parametrize("bad", [[0.5], [0.5, float("nan")], [1.5, 0.2]])
+async def test_malformed_verdicts_are_a_judge_failure(bad):
+    class Malformed(Comparator):
+        async def compare(self, comparisons):
+            return (bad * len(comparisons))[: len(bad) if len(bad) == 1 else len(comparisons)]
+
+    (result,) = await service(Malformed()).rank("r", [dead_group("g", [0, 1, 2])])
+    assert result.status == "judge_failed"
+
+
+async def test_unexpected_comparator_exception_becomes_a_judge_failure():
+    svc = service(FailingComparator(error=ConnectionResetError("peer reset")))
+    (result,) = await svc.rank("r", [dead_group("g", [0, 1])])
+    assert result.status == "judge_failed" and "ConnectionResetError" in result.error
+
+
+async def test_a_retried_request_id_is_judged_once():
+    comparator = SimulatedComparator()
+    svc = service(comparator)
+    group = dead_group("g", [0, 1, 2, 3], request_id="req-1")
+    first, second = await asyncio.gather(svc.rank_group("r", group), svc.rank_group("r", group))
+    third = await svc.rank_group("r", group)
+    assert first.advantages == second.advantages == third.advantages
+    assert comparator.calls == first.judge_calls
+    assert len((await svc.pool_snapshot("r"))["p"]) > 0
+
+
+async def test_pool_fills_and_anchors_the_next_group_of_the_same_prompt_only():
+    svc = service()
+    await svc.rank("r", [dead_group("g1", [-1.0, 0.0, 1.0, 2.0], step=0)])
+    pool = await svc.pool_snapshot("r")
+    assert set(pool) == {"p"} and 0 < len(pool["p"]) <= 8
+    (same,) = await svc.rank("r", [dead_group("g2", [0.5, 1.5], step=1)])
+    (other,) = await svc.rank("r", [dead_group("g3", [0.5, 1.5], prompt_id="q", step=1)])
+    assert same.anchors_used == 3 and other.anchors_used == 0
+    assert set(await svc.pool_snapshot("r")) == {"p", "q"}
+    (other_run,) = await svc.rank("r2", [dead_group("g4", [0.5, 1.5], step=1)])
+    assert other_run.anchors_used == 0  # pools never cross runs
+
+
+async def test_anchors_put_groups_of_one_prompt_on_one_scale():
+    svc = service()
+    await svc.create_run(RunSettings(run_id="r", design="round_robin", order="both"))
+    await svc.rank("r", [dead_group("g1", [-2.0, -1.0, 0.0, 1.0, 2.0], step=0)])
+    (strong,) = await svc.rank("r", [dead_group("g2", [3.0, 3.5], step=1)])
+    (weak,) = await svc.rank("r", [dead_group("g3", [-3.0, -3.5], step=2)])
+    assert min(strong.strengths) > max(weak.strengths)
+
+
+async def test_runs_must_exist_when_auto_creation_is_off():
+    svc = service(auto_create_runs=False)
+    with pytest.raises(RunNotFound):
+        await svc.rank("nope", [dead_group("g", [0, 1])])
+    await svc.create_run(RunSettings(run_id="yes"))
+    with pytest.raises(RunExists):
+        await svc.create_run(RunSettings(run_id="yes"))
+    assert (await svc.get_run("yes")).design == "adaptive"
+    assert await svc.delete_run("yes")
+    with pytest.raises(RunNotFound):
+        await svc.get_run("yes")
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (RunSettings(run_id="r", design="knockout"), "settings.design"),
+        (RunSettings(run_id="r", order="sideways"), "settings.order"),
+        (RunSettings(run_id="r", lam=0.0), "settings.lam"),
+        (RunSettings(run_id="r", scale=math.inf), "settings.scale"),
+        (RunSettings(run_id="r", budget=-1), "settings.budget"),
+        (RunSettings(run_id=""), "settings.run_id"),
+    ],
+)
+async def test_bad_run_settings_name_the_field(settings, field):
+    with pytest.raises(InvalidRequest) as info:
+        await service().create_run(settings)
+    assert info.value.field == field
+
+
+async def test_a_failed_pool_write_is_an_error_not_a_silent_loss():
+    svc = service(store=FailingStore())
+    with pytest.raises(StoreError):
+        await svc.rank("r", [dead_group("g", [0, 1, 2])])
+
+
+async def test_stream_yields_results_as_groups_finish_and_reports_bad_groups():
+    svc = service()
+
+    async def requests():
+        yield "r", dead_group("a", [0, 1, 2, 3, 4, 5, 6, 7])
+        yield "r", Group("bad", (Trace("only one", 1.0),))
+        yield "r", Group("live", (Trace("x", 1.0), Trace("y", 0.0)))
+
+    results = [r async for r in svc.rank_stream(requests())]
+    by_id = {r.group_id: r for r in results}
+    assert set(by_id) == {"a", "bad", "live"} and len(results) == 3
+    assert by_id["bad"].status == "invalid" and "traces" in by_id["bad"].error
+    assert [r.group_id for r in results][0] != "a"  # the 7-round tournament finishes last
