@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="bench", required=True
     )
     t = bench.add_parser("tournaments", help="tournament designs on the simulated judge")
-    t.add_argument("--sizes", type=_parse_ints, default=(8, 16, 32), help="group sizes, e.g. 8,16,32")
+    t.add_argument("--sizes", type=_parse_ints, default=(8, 16, 32), help="e.g. 8,16,32")
     t.add_argument("--trials", type=int, default=300)
     t.add_argument("--position-bias", type=float, default=0.3, help="judge's bias (logit)")
     t.add_argument("--noise", type=float, default=0.0, help="sd of the judge's logit noise")

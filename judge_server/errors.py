@@ -19,7 +19,7 @@ class ArenaError(Exception):
 
 
 class InvalidRequest(ArenaError, ValueError):
-    """Bad input. ``field`` is the dotted path of the offending field, e.g. ``group.traces[3].reward``."""
+    """Bad input. ``field`` is the path of the offending field, e.g. ``group.traces[3].reward``."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

@@ -210,7 +210,9 @@ class ArenaService:
         rewards = np.array([t.reward for t in group.traces], dtype=float)
         if not advantages.is_dead(rewards, eps=settings.dead_eps):
             adv = advantages.group_relative(rewards, divide_by_std=settings.divide_by_std)
-            result = GroupResult(group_id=group.group_id, advantages=tuple(adv.tolist()), routed=False)
+            result = GroupResult(
+                group_id=group.group_id, advantages=tuple(adv.tolist()), routed=False
+            )
             outcome = "live"
         else:
             result = await self._judge(settings, group)

@@ -62,7 +62,7 @@ class ServerSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, time given to groups in flight."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging.")
     # Defaults of new runs (a run may override each when it is created).
     design: str = Field("adaptive", description="Default tournament design of new runs.")
     budget: int = Field(0, ge=0, description="Default judge-call budget per group (0: design's).")

@@ -68,7 +68,9 @@ def check_group(group: Group, limits: Limits, field: str = "group") -> None:
         )
     for i, trace in enumerate(group.traces):
         if not math.isfinite(trace.reward):
-            raise InvalidRequest(f"{field}.traces[{i}].reward", f"must be finite, got {trace.reward}")
+            raise InvalidRequest(
+                f"{field}.traces[{i}].reward", f"must be finite, got {trace.reward}"
+            )
         size = _utf8_size(trace.text, f"{field}.traces[{i}].text")
         if size > limits.max_trace_bytes:
             raise InvalidRequest(
@@ -84,7 +86,8 @@ def check_groups(groups: list[Group], limits: Limits) -> None:
         raise InvalidRequest("groups", "no groups given")
     if len(groups) > limits.max_groups_per_request:
         raise InvalidRequest(
-            "groups", f"{len(groups)} groups, more than the limit of {limits.max_groups_per_request}"
+            "groups",
+            f"{len(groups)} groups, more than the limit of {limits.max_groups_per_request}",
         )
     seen: set[str] = set()
     for k, group in enumerate(groups):
@@ -130,4 +133,6 @@ def check_settings(settings: RunSettings) -> None:
             raise InvalidRequest(f"{f}.{name}", f"must be >= 0, got {getattr(settings, name)}")
 
 
-__all__ = ["Limits", "check_group", "check_groups", "check_id", "check_settings", "columns_to_traces"]
+__all__ = [
+    "Limits", "check_group", "check_groups", "check_id", "check_settings", "columns_to_traces",
+]

@@ -42,7 +42,9 @@ def generate(out: pathlib.Path) -> list[pathlib.Path]:
     for path in sorted(out.rglob("*.py*")):
         text = path.read_text()
         # protoc writes absolute imports of the proto package; make them package-relative.
-        text = text.replace("from reasoning_arena.v1 import", f"from {PACKAGE}.reasoning_arena.v1 import")
+        text = text.replace(
+            "from reasoning_arena.v1 import", f"from {PACKAGE}.reasoning_arena.v1 import"
+        )
         path.write_text(text)
         written.append(path)
     for d in [out, *[p for p in out.rglob("*") if p.is_dir()]]:

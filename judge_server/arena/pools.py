@@ -167,4 +167,6 @@ class RunPool:
         return cls({str(pid): [Anchor.from_dict(a) for a in v] for pid, v in data.items()})
 
 
-__all__ = ["Anchor", "PoolPolicy", "RunPool", "admit", "refit", "select", "spread_indices", "trace_id"]
+__all__ = [
+    "Anchor", "PoolPolicy", "RunPool", "admit", "refit", "select", "spread_indices", "trace_id",
+]

@@ -16,7 +16,9 @@ from trainer_client.types import Group, RunSettings, Trace
 
 
 def dead_group(group_id, strengths, *, prompt_id="p", reward=1.0, **kw):
-    traces = tuple(Trace(f"{group_id} trace {k} strength={s}", reward) for k, s in enumerate(strengths))
+    traces = tuple(
+        Trace(f"{group_id} trace {k} strength={s}", reward) for k, s in enumerate(strengths)
+    )
     return Group(group_id=group_id, prompt_id=prompt_id, prompt="2+2?", traces=traces, **kw)
 
 
@@ -29,8 +31,8 @@ def service(comparator=None, store=None, **kw):
 class FailingComparator(Comparator):
     name = "failing"
 
-    def __init__(self, error=JudgeError("model server down")):
-        self.error = error
+    def __init__(self, error=None):
+        self.error = error or JudgeError("model server down")
         self.fail = True
         self.inner = SimulatedComparator()
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install everything the tests need into .venv and run every test (and the linter).
+# This is the README's test command; .ci/run calls it on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -q "$@"
