@@ -1,0 +1,485 @@
+"""Tests for :mod:`judge_server.arena.bradley_terry`.
+
+Golden values come from ``choix`` (an independent implementation), from analytic solutions and
+from finite differences of an independently written gradient; properties (relabelling, anchor
+shifts, monotonicity) are checked with hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import brentq
+from scipy.special import expit
+
+from judge_server.arena.bradley_terry import NEWTON_MAX_FREE, Fit, fit, fit_batch
+from judge_server.errors import InvalidRequest
+
+choix = pytest.importorskip("choix")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def random_graph(rng: np.random.Generator, n: int, per_item: int = 4):
+    """A connected comparison graph with ``per_item * n`` comparisons and hard BT outcomes.
+
+    A random cycle keeps it connected; the rest are random pairs. Returns ``first, second, p``
+    (``p`` in {0, 1}: whether ``first`` won) and the true strengths.
+    """
+    cycle = rng.permutation(n)
+    extra = per_item * n - n
+    first = np.concatenate([cycle, rng.integers(0, n, extra)])
+    second = np.concatenate([np.roll(cycle, 1), rng.integers(0, n, extra)])
+    keep = first != second
+    first, second = first[keep], second[keep]
+    beta = rng.normal(size=n)
+    p = (rng.random(first.size) < expit(beta[first] - beta[second])).astype(float)
+    return first, second, p, beta
+
+
+def choix_data(first, second, p):
+    return [(int(i), int(j)) if won else (int(j), int(i)) for i, j, won in zip(first, second, p)]
+
+
+def reference_gradient(beta, first, second, p, weight, lam, prior_mean):
+    """The objective's gradient, written independently of the module (np.add.at, no bincount)."""
+    d = beta[first] - beta[second]
+    r = weight * (expit(d) - p)
+    g = lam * (beta - prior_mean)
+    np.add.at(g, first, r)
+    np.add.at(g, second, -r)
+    return g
+
+
+def centred(x):
+    return x - x.mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with choix and between solvers
+
+
+@pytest.mark.parametrize("n", [8, 16, 32, 64])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_choix_opt_pairwise(n, seed):
+    rng = np.random.default_rng(seed)
+    first, second, p, _ = random_graph(rng, n)
+    ours = fit(n, first, second, p, lam=1.0)
+    # choix minimises alpha ||theta||^2 + sum log(1 + exp(theta_lose - theta_win)): lam = 2 alpha
+    theirs = choix.opt_pairwise(
+        n, choix_data(first, second, p), alpha=0.5, tol=1e-10, max_iter=1000
+    )
+    assert ours.converged
+    assert np.max(np.abs(centred(ours.strengths) - centred(theirs))) <= 1e-4
+
+
+@pytest.mark.parametrize("n", [8, 32, 128])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
+def test_newton_matches_large_graph_solvers(n, seed, method):
+    rng = np.random.default_rng(seed)
+    first, second, p, _ = random_graph(rng, n)
+    p = np.clip(p + rng.uniform(-0.3, 0.3, p.size), 0.0, 1.0)  # soft outcomes
+    weight = rng.uniform(0.5, 2.0, p.size)
+    newton = fit(n, first, second, p, weight, lam=0.5, method="newton")
+    other = fit(n, first, second, p, weight, lam=0.5, method=method)
+    assert newton.converged and other.converged
+    assert np.max(np.abs(newton.strengths - other.strengths)) <= 1e-5
+    assert other.covariance is None
+    # the large-graph stderr is 1/sqrt(diag(H)): a lower bound on the Laplace value
+    assert np.all(other.stderr <= newton.stderr + 1e-9)
+
+
+def test_auto_uses_the_scalable_path_on_a_large_graph():
+    n = 500
+    assert n > NEWTON_MAX_FREE
+    rng = np.random.default_rng(7)
+    first, second, p, _ = random_graph(rng, n)
+    auto = fit(n, first, second, p)
+    dense = fit(n, first, second, p, method="newton")
+    assert auto.converged and dense.converged
+    assert auto.covariance is None  # only the dense Newton path forms H^-1
+    assert dense.covariance is not None
+    assert np.max(np.abs(auto.strengths - dense.strengths)) <= 1e-6
+    # with a few fixed anchors the free count drops under the threshold: dense Newton again
+    anchors = {i: 0.0 for i in range(n - NEWTON_MAX_FREE)}
+    assert fit(n, first, second, p, fixed=anchors).covariance is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Soft outcomes and analytic cases
+
+
+@pytest.mark.parametrize("prior_mean", [0.0, 0.7])
+def test_ties_everywhere_give_the_prior_mean(prior_mean):
+    # With p = 0.5 on every comparison and the same prior mean for every item, b = prior mean
+    # is stationary (every s(b_i - b_j) = 0.5), so it is the unique optimum.
+    rng = np.random.default_rng(3)
+    first, second, _, _ = random_graph(rng, 12)
+    result = fit(12, first, second, np.full(first.size, 0.5), prior_mean=prior_mean)
+    assert result.converged
+    np.testing.assert_allclose(result.strengths, prior_mean, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("lam", [0.1, 1.0, 4.0])
+@pytest.mark.parametrize("weight", [1.0, 3.0])
+def test_two_items_match_the_analytic_optimum(p, lam, weight):
+    # By symmetry b0 = x = -b1 with w (s(2x) - p) + lam x = 0.
+    def stationarity(x):
+        return weight * (expit(2 * x) - p) + lam * x
+
+    x = brentq(stationarity, -50, 50, xtol=1e-15)
+    result = fit(2, [0], [1], [p], [weight], lam=lam)
+    assert result.converged
+    np.testing.assert_allclose(result.strengths, [x, -x], atol=1e-10)
+    # H = [[h + lam, -h], [-h, h + lam]], so diag(H^-1) = (h + lam) / (lam (2h + lam))
+    s = expit(2 * x)
+    h = weight * s * (1 - s)
+    expected = math.sqrt((h + lam) / (lam * (2 * h + lam)))
+    np.testing.assert_allclose(result.stderr, [expected, expected], rtol=1e-6)
+
+
+def test_laplace_stderr_matches_finite_difference_hessian():
+    rng = np.random.default_rng(11)
+    n = 7
+    first, second, p, _ = random_graph(rng, n, per_item=3)
+    p = np.clip(p + rng.uniform(-0.4, 0.4, p.size), 0, 1)
+    weight = rng.uniform(0.5, 2.0, p.size)
+    prior = rng.normal(size=n)
+    lam = 0.8
+    fixed = {2: 0.3}
+    result = fit(n, first, second, p, weight, lam=lam, prior_mean=prior, fixed=fixed)
+    beta = np.asarray(result.strengths)
+    free = np.array([i for i in range(n) if i not in fixed])
+
+    def grad_free(x):
+        b = beta.copy()
+        b[free] = x
+        return reference_gradient(b, first, second, p, weight, lam, prior)[free]
+
+    # stationary: the free gradient vanishes at the fit
+    assert np.max(np.abs(grad_free(beta[free]))) <= 1e-9
+    eps = 1e-5
+    H = np.empty((free.size, free.size))
+    for k in range(free.size):
+        e = np.zeros(free.size)
+        e[k] = eps
+        H[:, k] = (grad_free(beta[free] + e) - grad_free(beta[free] - e)) / (2 * eps)
+    cov = np.linalg.inv((H + H.T) / 2)
+    np.testing.assert_allclose(result.covariance[np.ix_(free, free)], cov, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(result.stderr[free], np.sqrt(np.diag(cov)), rtol=1e-5)
+    assert result.stderr[2] == 0.0
+    assert not result.covariance[2].any() and not result.covariance[:, 2].any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Degenerate graphs
+
+
+@pytest.mark.parametrize("lam", [1e-3, 1.0])
+@pytest.mark.parametrize("method", ["newton", "newton-cg", "lbfgs"])
+def test_disconnected_graph_with_an_item_that_wins_everything(lam, method):
+    # component {0, 1, 2, 3}: item 0 beats everyone, twice; component {4, 5}; item 6 alone
+    first = [0, 0, 0, 0, 0, 0, 1, 4]
+    second = [1, 2, 3, 1, 2, 3, 2, 5]
+    p = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.4]
+    result = fit(7, first, second, p, lam=lam, method=method)
+    assert result.converged
+    assert np.all(np.isfinite(result.strengths)) and np.all(np.isfinite(result.stderr))
+    assert int(np.argmax(result.strengths)) == 0
+    assert result.strengths[6] == pytest.approx(0.0, abs=1e-9)  # no data: the prior mean
+    # each component is centred on the prior mean (the data gradient sums to zero in it)
+    assert result.strengths[:4].sum() == pytest.approx(0.0, abs=1e-6)
+    assert result.strengths[4:6].sum() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_zero_comparisons_return_the_prior_mean():
+    prior = np.array([0.5, -1.0, 2.0])
+    result = fit(3, [], [], [], prior_mean=prior, lam=4.0)
+    assert isinstance(result, Fit)
+    assert result.converged
+    np.testing.assert_array_equal(result.strengths, prior)
+    np.testing.assert_allclose(result.stderr, 0.5)  # 1 / sqrt(lam)
+    assert fit(1, [], [], []).strengths.tolist() == [0.0]
+
+
+def test_results_are_read_only():
+    result = fit(3, [0, 1], [1, 2], [0.9, 0.6])
+    for array in (result.strengths, result.stderr, result.covariance):
+        with pytest.raises(ValueError):
+            array[0] = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed anchors and prior means
+
+
+def test_fixed_anchors_keep_their_value_exactly():
+    rng = np.random.default_rng(5)
+    n = 10
+    first, second, p, _ = random_graph(rng, n)
+    anchors = {0: 1.25, 4: -0.75, 9: 3.0}
+    mask = np.zeros(n, dtype=bool)
+    mask[list(anchors)] = True
+    full_values = np.zeros(n)
+    full_values[list(anchors)] = list(anchors.values())
+    by_mapping = fit(n, first, second, p, fixed=anchors)
+    by_mask_full = fit(n, first, second, p, fixed=(mask, full_values))
+    by_mask_compact = fit(n, first, second, p, fixed=(mask, full_values[mask]))
+    for result in (by_mapping, by_mask_full, by_mask_compact):
+        assert result.converged
+        for item, value in anchors.items():
+            assert result.strengths[item] == value
+            assert result.stderr[item] == 0.0
+        np.testing.assert_array_equal(result.strengths, by_mapping.strengths)
+    free = ~mask
+    unanchored = fit(n, first, second, p)
+    assert np.max(np.abs(by_mapping.strengths[free] - unanchored.strengths[free])) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["newton-cg", "lbfgs"])
+def test_every_solver_handles_anchors_and_prior_means(method):
+    rng = np.random.default_rng(8)
+    n = 40
+    first, second, p, _ = random_graph(rng, n)
+    anchors = {3: 1.0, 17: -2.0, 30: 0.5}
+    prior = rng.normal(size=n)
+    kwargs = {"lam": 0.6, "prior_mean": prior, "fixed": anchors}
+    newton = fit(n, first, second, p, method="newton", **kwargs)
+    other = fit(n, first, second, p, method=method, **kwargs)
+    assert other.converged
+    assert np.max(np.abs(newton.strengths - other.strengths)) <= 1e-5
+    for item, value in anchors.items():
+        assert other.strengths[item] == value and other.stderr[item] == 0.0
+
+
+def test_an_item_that_beats_a_high_anchor_moves_up_with_it():
+    # item 1 beats the anchor (item 0) in a soft way; raising the anchor raises item 1
+    low = fit(2, [1], [0], [0.8], fixed={0: 0.0}, lam=1.0)
+    high = fit(2, [1], [0], [0.8], fixed={0: 2.0}, lam=1.0)
+    assert high.strengths[1] > low.strengths[1]
+
+
+def test_a_known_strength_as_a_prior_mean_is_soft():
+    # As a prior mean the known value only pulls; the data may move the item away from it.
+    result = fit(2, [0, 0, 0], [1, 1, 1], [1.0, 1.0, 1.0], prior_mean=[0.0, 2.0], lam=1.0)
+    assert 0.0 < result.strengths[0] and result.strengths[1] < 2.0
+    assert result.stderr[1] > 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+
+
+@st.composite
+def graphs(draw, min_items=2, max_items=9, max_comparisons=24):
+    n = draw(st.integers(min_items, max_items))
+    m = draw(st.integers(0, max_comparisons))
+    pairs = draw(
+        st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, n - 1)), min_size=m, max_size=m)
+    )
+    first = np.array([i for i, _ in pairs], dtype=np.int64)
+    second = np.array([(i + k) % n for i, k in pairs], dtype=np.int64)  # never equal to first
+    unit = st.floats(0.0, 1.0, allow_nan=False)
+    p = np.array(draw(st.lists(unit, min_size=m, max_size=m)), dtype=float)
+    weight = np.array(draw(st.lists(st.floats(0.1, 3.0), min_size=m, max_size=m)), dtype=float)
+    lam = draw(st.sampled_from([0.25, 1.0, 3.0]))
+    return n, first, second, p, weight, lam
+
+
+@settings(max_examples=60, deadline=None)
+@given(graph=graphs(), data=st.data())
+def test_relabelling_items_permutes_the_strengths(graph, data):
+    n, first, second, p, weight, lam = graph
+    perm = np.array(data.draw(st.permutations(range(n))))  # item i becomes perm[i]
+    prior = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n)))
+    relabelled_prior = np.empty(n)
+    relabelled_prior[perm] = prior
+    original = fit(n, first, second, p, weight, lam=lam, prior_mean=prior)
+    relabelled = fit(n, perm[first], perm[second], p, weight, lam=lam, prior_mean=relabelled_prior)
+    np.testing.assert_allclose(relabelled.strengths[perm], original.strengths, atol=1e-8)
+    np.testing.assert_allclose(relabelled.stderr[perm], original.stderr, atol=1e-8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(graph=graphs(), data=st.data())
+def test_shifting_anchors_and_prior_mean_shifts_every_free_strength(graph, data):
+    # The likelihood only sees differences b_i - b_j, so adding c to every strength leaves it
+    # unchanged; the prior term (b_i - prior_mean_i)^2 is unchanged only if the prior means of
+    # the free items shift by c too. Hence: fixed values + c and free prior means + c give
+    # free strengths + c. (Shifting the anchors alone does not: the prior pulls back to 0.)
+    n, first, second, p, weight, lam = graph
+    n_fixed = data.draw(st.integers(1, n - 1))
+    anchors = data.draw(st.permutations(range(n)))[:n_fixed]
+    values = data.draw(st.lists(st.floats(-3, 3), min_size=n_fixed, max_size=n_fixed))
+    prior = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n)))
+    c = data.draw(st.floats(-5, 5))
+    base = fit(
+        n, first, second, p, weight, lam=lam, prior_mean=prior, fixed=dict(zip(anchors, values))
+    )
+    shifted = fit(
+        n,
+        first,
+        second,
+        p,
+        weight,
+        lam=lam,
+        prior_mean=prior + c,
+        fixed={a: v + c for a, v in zip(anchors, values)},
+    )
+    np.testing.assert_allclose(shifted.strengths, base.strengths + c, atol=1e-8)
+    np.testing.assert_allclose(shifted.stderr, base.stderr, atol=1e-8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(graph=graphs(), data=st.data())
+def test_a_more_favourable_outcome_never_lowers_the_strength(graph, data):
+    n, first, second, p, weight, lam = graph
+    base = fit(n, first, second, p, weight, lam=lam)
+    if first.size:
+        # raise p of one comparison: its first item cannot go down, its second cannot go up
+        k = data.draw(st.integers(0, first.size - 1))
+        raised = p.copy()
+        raised[k] = data.draw(st.floats(p[k], 1.0))
+        better = fit(n, first, second, raised, weight, lam=lam)
+        assert better.strengths[first[k]] >= base.strengths[first[k]] - 1e-9
+        assert better.strengths[second[k]] <= base.strengths[second[k]] + 1e-9
+    # add a win for item i over j (in either presentation order)
+    i = data.draw(st.integers(0, n - 1))
+    j = (i + data.draw(st.integers(1, n - 1))) % n
+    i_first = data.draw(st.booleans())
+    extra = ([i], [j], [1.0]) if i_first else ([j], [i], [0.0])
+    more = fit(
+        n,
+        np.concatenate([first, extra[0]]),
+        np.concatenate([second, extra[1]]),
+        np.concatenate([p, extra[2]]),
+        np.concatenate([weight, [1.0]]),
+        lam=lam,
+    )
+    assert more.strengths[i] >= base.strengths[i] - 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+GOOD = {"n_items": 3, "first": [0, 1], "second": [1, 2], "p": [0.9, 0.4]}
+NAN, INF = float("nan"), float("inf")
+
+BAD_INPUTS = [
+    ({"n_items": 0}, "n_items"),
+    ({"n_items": -2}, "n_items"),
+    ({"n_items": 2.5}, "n_items"),
+    ({"n_items": True}, "n_items"),
+    ({"first": [0, 3]}, "first"),
+    ({"first": [-1, 1]}, "first"),
+    ({"first": [0.0, 1.0]}, "first"),
+    ({"first": [[0, 1]]}, "first"),
+    ({"first": [0, 1, 2]}, "second"),  # lengths differ: reported on the later field
+    ({"second": [1, 7]}, "second"),
+    ({"second": [1, 0.5]}, "second"),
+    ({"second": [1, 1]}, "second"),
+    ({"second": [0, 2]}, "second"),  # comparison 0 compares item 0 with itself
+    ({"p": [0.9]}, "p"),
+    ({"p": [1.5, 0.4]}, "p"),
+    ({"p": [-0.1, 0.4]}, "p"),
+    ({"p": [NAN, 0.4]}, "p"),
+    ({"p": ["a", 0.4]}, "p"),
+    ({"weight": [1.0]}, "weight"),
+    ({"weight": [-1.0, 1.0]}, "weight"),
+    ({"weight": [NAN, 1.0]}, "weight"),
+    ({"weight": [INF, 1.0]}, "weight"),
+    ({"prior_mean": [0.0, NAN, 0.0]}, "prior_mean"),
+    ({"prior_mean": INF}, "prior_mean"),
+    ({"prior_mean": [0.0, 1.0]}, "prior_mean"),
+    ({"fixed": {0: NAN}}, "fixed"),
+    ({"fixed": {0: INF}}, "fixed"),
+    ({"fixed": {3: 1.0}}, "fixed"),
+    ({"fixed": {"0": 1.0}}, "fixed"),
+    ({"fixed": (np.array([True, False]), [1.0])}, "fixed"),
+    ({"fixed": (np.array([True, False, False]), [NAN])}, "fixed"),
+    ({"fixed": (np.array([True, False, True]), [1.0, 2.0, 3.0, 4.0])}, "fixed"),
+    ({"fixed": [0, 1.0]}, "fixed"),
+    ({"lam": 0.0}, "lam"),
+    ({"lam": -1.0}, "lam"),
+    ({"lam": NAN}, "lam"),
+    ({"lam": INF}, "lam"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"tol": -1.0}, "tol"),
+    ({"method": "bfgs"}, "method"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_INPUTS)
+def test_bad_input_names_the_field(change, field):
+    kwargs = {**GOOD, **change}
+    with pytest.raises(ValueError, match=rf"^{field}: ") as info:
+        fit(**kwargs)
+    assert isinstance(info.value, InvalidRequest)
+    assert info.value.field == field
+
+
+def test_bad_input_in_a_batch_names_the_group():
+    good = (3, [0, 1], [1, 2], [0.9, 0.4])
+    with pytest.raises(ValueError, match=r"^groups\[1\]\.p: "):
+        fit_batch([good, (3, [0, 1], [1, 2], [0.9, 2.0])])
+    with pytest.raises(ValueError, match=r"^groups\[0\]\.second: "):
+        fit_batch([(3, [0], [0], [0.5])])
+    with pytest.raises(ValueError, match=r"^groups\[0\]: "):
+        fit_batch([(3, [0], [1])])
+    with pytest.raises(ValueError, match=r"^prior_means: "):
+        fit_batch([good, good], prior_means=[None])
+    with pytest.raises(ValueError, match=r"^prior_means\[1\]: "):
+        fit_batch([good, good], prior_means=[None, [NAN, 0, 0]])
+    with pytest.raises(ValueError, match=r"^fixed\[0\]: "):
+        fit_batch([good], fixed=[{5: 1.0}])
+    with pytest.raises(ValueError, match=r"^lam: "):
+        fit_batch([good], lam=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def test_fit_batch_equals_fit_per_group():
+    rng = np.random.default_rng(2)
+    groups, prior_means, fixed = [], [], []
+    for b, n in enumerate([8, 3, 16, 1, 5, 8, 12, 2]):
+        if n > 1:
+            first, second, p, _ = random_graph(rng, n, per_item=2 + b % 3)
+            p = np.clip(p + rng.uniform(-0.3, 0.3, p.size), 0.0, 1.0)
+        else:
+            first, second, p = np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+        weight = rng.uniform(0.5, 2.0, p.size) if b % 2 else None
+        groups.append((n, first, second, p, weight))
+        prior_means.append(rng.normal(size=n) if b % 3 == 0 else None)
+        fixed.append({0: 0.5, n - 1: -0.5} if b in (2, 6) else None)
+    groups.append((3, [0, 1], [1, 2], [0.8, 0.3], None))  # every item fixed: nothing to fit
+    prior_means.append(None)
+    fixed.append({0: 1.0, 1: 2.0, 2: 3.0})
+    batched = fit_batch(groups, lam=0.7, prior_means=prior_means, fixed=fixed)
+    assert len(batched) == len(groups)
+    for group, pm, fx, got in zip(groups, prior_means, fixed, batched):
+        want = fit(*group, lam=0.7, prior_mean=pm, fixed=fx, method="newton")
+        assert got.converged and want.converged
+        assert got.iterations == want.iterations
+        np.testing.assert_allclose(got.strengths, want.strengths, atol=1e-10)
+        np.testing.assert_allclose(got.stderr, want.stderr, atol=1e-10)
+        np.testing.assert_allclose(got.covariance, want.covariance, atol=1e-10)
+    assert fit_batch([]) == []
+
+
+def test_fit_batch_of_equal_sizes_matches_choix():
+    rng = np.random.default_rng(9)
+    graphs_ = [random_graph(rng, 16)[:3] for _ in range(5)]
+    batched = fit_batch([(16, *g) for g in graphs_])
+    for g, got in zip(graphs_, batched):
+        theirs = choix.opt_pairwise(16, choix_data(*g), alpha=0.5, tol=1e-10)
+        assert np.max(np.abs(centred(got.strengths) - centred(theirs))) <= 1e-4
