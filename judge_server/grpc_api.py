@@ -1,0 +1,418 @@
+"""The gRPC transport (``grpc.aio``): wire messages in, :class:`ArenaService` calls, messages out.
+
+The servicer is thin: it converts protobuf messages to :mod:`trainer_client.types` objects and
+back (the ``*_from_proto`` / ``*_to_proto`` functions below, all pure) and maps the exception
+tree of :mod:`judge_server.errors` to status codes in one table, :data:`STATUS_CODES`:
+
+    InvalidRequest  INVALID_ARGUMENT     RunExists   ALREADY_EXISTS
+    RunNotFound     NOT_FOUND            StoreError  UNAVAILABLE
+    JudgeError      UNAVAILABLE          anything else  INTERNAL "internal error" (logged)
+
+The status message is the exception's message (``"field: reason"``), never a stack trace. A
+request that cannot be deserialized (for example a string field holding invalid UTF-8, which a
+non-Python client can send) is INVALID_ARGUMENT naming the field when it can be found.
+
+:func:`build_grpc_server` adds the standard health service (``grpc.health.v1``) and server
+reflection next to the Arena service, so ``grpcurl`` and Kubernetes gRPC probes work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from google.protobuf import message as protobuf_message
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
+from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+from trainer_client.types import Group, GroupResult, RunSettings, Trace
+
+from .errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
+from .service import ArenaService
+from .validation import columns_to_traces
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Arena"].full_name  # "reasoning_arena.v1.Arena"
+
+# Large enough for a full group at the default limits (1024 traces of 256 KiB is 256 MiB),
+# with room for the protobuf framing.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    RunNotFound: grpc.StatusCode.NOT_FOUND,
+    RunExists: grpc.StatusCode.ALREADY_EXISTS,
+    StoreError: grpc.StatusCode.UNAVAILABLE,
+    JudgeError: grpc.StatusCode.UNAVAILABLE,
+}
+
+SHUTTING_DOWN = (
+    "the server is shutting down: groups of this stream that got no result were not ranked"
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of an exception: :data:`STATUS_CODES`, else INTERNAL."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls], str(exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+# -- conversions: wire to domain and back --------------------------------------------------
+
+
+def group_from_proto(message: pb.Group, field: str = "group") -> Group:
+    """A :class:`Group` from its message: ``traces``, or the columns ``texts`` + ``rewards``."""
+    if message.traces and (message.texts or message.rewards):
+        raise InvalidRequest(f"{field}.texts", "give either traces or texts and rewards, not both")
+    if message.texts or message.rewards:
+        traces = columns_to_traces(list(message.texts), list(message.rewards), field)
+    else:
+        traces = tuple(Trace(text=t.text, reward=t.reward) for t in message.traces)
+    return Group(
+        group_id=message.group_id,
+        traces=traces,
+        prompt_id=message.prompt_id,
+        prompt=message.prompt,
+        reference=message.reference if message.HasField("reference") else None,
+        step=message.step if message.HasField("step") else None,
+        request_id=message.request_id,
+    )
+
+
+def result_to_proto(result: GroupResult) -> pb.GroupResult:
+    return pb.GroupResult(**dataclasses.asdict(result))
+
+
+def settings_from_proto(message: pb.RunSettings, defaults: RunSettings) -> RunSettings:
+    """``message``'s settings; a field left unset (or zero, without presence) keeps ``defaults``.
+
+    The proto's field names are :class:`RunSettings`' names, so this follows new fields.
+    """
+    given = {}
+    for f in message.DESCRIPTOR.fields:
+        if f.name == "run_id":
+            continue
+        if message.HasField(f.name) if f.has_presence else getattr(message, f.name):
+            given[f.name] = getattr(message, f.name)
+    return dataclasses.replace(defaults, run_id=message.run_id, **given)
+
+
+def settings_to_proto(settings: RunSettings) -> pb.RunSettings:
+    return pb.RunSettings(**dataclasses.asdict(settings))
+
+
+# -- requests that do not parse ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Stands in for a request message that failed to parse; the handler refuses it."""
+
+    error: InvalidRequest
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _bad_utf8(descriptor: Descriptor, data: bytes, prefix: str) -> InvalidRequest | None:
+    """The first string field of ``data`` (a ``descriptor`` message) that is not UTF-8."""
+    counts: dict[int, int] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _varint(data, pos)
+            chunk, pos = data[pos : pos + length], pos + length
+            field = descriptor.fields_by_number.get(number)
+            if field is None:
+                continue
+            name = field.name
+            if field.is_repeated:
+                counts[number] = counts.get(number, -1) + 1
+                name = f"{name}[{counts[number]}]"
+            path = f"{prefix}.{name}" if prefix else name
+            if field.type == FieldDescriptor.TYPE_STRING:
+                try:
+                    chunk.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    at = len(chunk[: exc.start].decode("utf-8"))
+                    return InvalidRequest(path, f"invalid UTF-8 at character {at}")
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                found = _bad_utf8(field.message_type, chunk, path)
+                if found is not None:
+                    return found
+        else:
+            return None
+    return None
+
+
+def _decode_error(cls: type[protobuf_message.Message], data: bytes) -> InvalidRequest:
+    try:
+        found = _bad_utf8(cls.DESCRIPTOR, data, "")
+    except IndexError:  # truncated: not even the wire format holds
+        found = None
+    if found is not None:
+        return found
+    return InvalidRequest("request", f"not a valid {cls.DESCRIPTOR.full_name} message")
+
+
+def request_deserializer(cls: type[protobuf_message.Message]) -> Callable[[bytes], object]:
+    """``cls.FromString``, but a message that does not parse becomes :class:`Undecodable`.
+
+    (gRPC answers an exception raised while deserializing with INTERNAL; the handler answers
+    an :class:`Undecodable` with INVALID_ARGUMENT.)
+    """
+
+    def deserialize(data: bytes) -> object:
+        try:
+            return cls.FromString(data)
+        except protobuf_message.DecodeError:
+            return Undecodable(_decode_error(cls, data))
+
+    return deserialize
+
+
+def _checked(request: object) -> object:
+    if isinstance(request, Undecodable):
+        raise request.error
+    return request
+
+
+# -- the servicer --------------------------------------------------------------------------
+
+
+def _errors_to_status(method):
+    """Run a handler; map what it raises to one status via :func:`status_for`, and abort."""
+
+    @functools.wraps(method)
+    async def handler(self: ArenaServicer, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+            code, message = status_for(exc)
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                self.service.metrics.invalid.labels("grpc").inc()
+            elif code == grpc.StatusCode.INTERNAL:
+                logger.exception("internal error in %s", method.__name__)
+            await context.abort(code, message)
+
+    return handler
+
+
+class _Messages:
+    """A stream's request messages until the client ends it or the server starts to drain."""
+
+    def __init__(self, requests: AsyncIterator, draining: asyncio.Event) -> None:
+        self.requests = requests
+        self.draining = draining
+        self.cut = False  # True when draining ended the stream, not the client
+
+    async def __aiter__(self):
+        drained = asyncio.ensure_future(self.draining.wait())
+        read = None
+        try:
+            while True:
+                read = asyncio.ensure_future(self.requests.__anext__())
+                await asyncio.wait({read, drained}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    self.cut = True
+                    return
+                try:
+                    message = read.result()
+                except StopAsyncIteration:
+                    return
+                yield message
+        finally:
+            drained.cancel()
+            if read is not None:
+                read.cancel()
+
+
+class ArenaServicer(pb_grpc.ArenaServicer):
+    """The Arena service over an :class:`ArenaService`.
+
+    ``draining`` is set when the server starts to stop: streams then take no new groups,
+    finish the ones in flight, and end with UNAVAILABLE so that the client resends the rest.
+    """
+
+    def __init__(self, service: ArenaService, *, draining: asyncio.Event | None = None) -> None:
+        self.service = service
+        self.draining = draining or asyncio.Event()
+
+    @_errors_to_status
+    async def Rank(self, request, context):
+        request = _checked(request)
+        groups = [group_from_proto(g, f"groups[{k}]") for k, g in enumerate(request.groups)]
+        results = await self.service.rank(request.run_id, groups)
+        return pb.RankResponse(results=[result_to_proto(r) for r in results])
+
+    @_errors_to_status
+    async def RankStream(self, request_iterator, context):
+        writing = asyncio.Lock()  # results and refusals are written from two tasks
+
+        async def send(result: GroupResult) -> None:
+            if result.status == "invalid":
+                self.service.metrics.invalid.labels("grpc").inc()
+            async with writing:
+                await context.write(result_to_proto(result))
+
+        messages = _Messages(request_iterator, self.draining)
+
+        async def groups():
+            async for message in messages:
+                message = _checked(message)
+                try:
+                    group = group_from_proto(message.group, "group")
+                except InvalidRequest as exc:
+                    await send(GroupResult(
+                        group_id=message.group.group_id, advantages=(), routed=False,
+                        status="invalid", error=str(exc),
+                    ))
+                    continue
+                yield message.run_id, group
+
+        async for result in self.service.rank_stream(groups()):
+            await send(result)
+        if messages.cut:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+    @_errors_to_status
+    async def CreateRun(self, request, context):
+        request = _checked(request)
+        run_id = request.settings.run_id
+        defaults = self.service.settings_for_new_run(run_id)
+        created = await self.service.create_run(settings_from_proto(request.settings, defaults))
+        return settings_to_proto(created)
+
+    @_errors_to_status
+    async def GetRun(self, request, context):
+        request = _checked(request)
+        return settings_to_proto(await self.service.get_run(request.run_id))
+
+    @_errors_to_status
+    async def DeleteRun(self, request, context):
+        request = _checked(request)
+        return pb.DeleteRunResponse(deleted=await self.service.delete_run(request.run_id))
+
+
+def method_handlers(servicer: ArenaServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The Arena methods, as ``add_ArenaServicer_to_server`` builds them but with
+    :func:`request_deserializer`."""
+    return {
+        "Rank": grpc.unary_unary_rpc_method_handler(
+            servicer.Rank,
+            request_deserializer=request_deserializer(pb.RankRequest),
+            response_serializer=pb.RankResponse.SerializeToString,
+        ),
+        "RankStream": grpc.stream_stream_rpc_method_handler(
+            servicer.RankStream,
+            request_deserializer=request_deserializer(pb.RankStreamRequest),
+            response_serializer=pb.GroupResult.SerializeToString,
+        ),
+        "CreateRun": grpc.unary_unary_rpc_method_handler(
+            servicer.CreateRun,
+            request_deserializer=request_deserializer(pb.CreateRunRequest),
+            response_serializer=pb.RunSettings.SerializeToString,
+        ),
+        "GetRun": grpc.unary_unary_rpc_method_handler(
+            servicer.GetRun,
+            request_deserializer=request_deserializer(pb.GetRunRequest),
+            response_serializer=pb.RunSettings.SerializeToString,
+        ),
+        "DeleteRun": grpc.unary_unary_rpc_method_handler(
+            servicer.DeleteRun,
+            request_deserializer=request_deserializer(pb.DeleteRunRequest),
+            response_serializer=pb.DeleteRunResponse.SerializeToString,
+        ),
+    }
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+async def build_grpc_server(
+    service: ArenaService,
+    *,
+    host: str,
+    port: int,
+    health_servicer: health.aio.HealthServicer | None = None,
+    draining: asyncio.Event | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """An unstarted ``grpc.aio`` server with the Arena, health and reflection services.
+
+    ``port`` 0 picks a free port; the bound port is returned. The health service answers
+    SERVING for the server ("") and for the Arena service. Pass ``health_servicer`` and
+    ``draining`` to control them when stopping (see :class:`judge_server.server.JudgeServer`).
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),  # a second server on the port is an error, not a twin
+        ]
+    )
+    handlers = method_handlers(ArenaServicer(service, draining=draining))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+    health_servicer = health_servicer or health.aio.HealthServicer()
+    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    try:
+        bound = server.add_insecure_port(host_port(host, port))
+    except RuntimeError as exc:  # grpc's "Failed to bind to address"
+        raise OSError(f"gRPC: cannot listen on {host_port(host, port)}") from exc
+    return server, bound
+
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "SERVICE_NAME",
+    "STATUS_CODES",
+    "ArenaServicer",
+    "Undecodable",
+    "build_grpc_server",
+    "group_from_proto",
+    "method_handlers",
+    "request_deserializer",
+    "result_to_proto",
+    "settings_from_proto",
+    "settings_to_proto",
+    "status_for",
+]

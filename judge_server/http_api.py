@@ -1,0 +1,288 @@
+"""The HTTP transport (FastAPI): JSON bodies in, :class:`ArenaService` calls, JSON out.
+
+:func:`build_app` makes the app for one service; there is no module-level app or settings.
+The routes only convert :mod:`judge_server.http_protocol` bodies to :mod:`trainer_client.types`
+objects and back. Every error goes through :func:`error_response`, the one table:
+
+    InvalidRequest            400 invalid_argument
+    RequestValidationError    422 invalid_argument  (pydantic's; field: group.traces[2].reward)
+    RunNotFound               404 not_found
+    RunExists                 409 already_exists
+    StoreError, JudgeError    503 unavailable
+    HTTPException (Starlette) its status            (unknown path 404, wrong method 405, ...)
+    anything else             500 internal "internal error" (logged, never a stack trace)
+
+Bodies are decoded as UTF-8 with invalid bytes kept as lone surrogates, so that a string with
+invalid UTF-8 is refused by the service's checks naming its field, with the gRPC API's message
+(bytes that break the JSON itself are a 422 naming ``body``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trainer_client.types import Group, GroupResult, RunSettings, Trace
+
+from .errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
+from .http_protocol import (
+    CreateRunRequest,
+    DeleteRunResponse,
+    ErrorBody,
+    ErrorCode,
+    ErrorDetail,
+    GroupIn,
+    GroupResultOut,
+    RankRequest,
+    RankResponse,
+    RunList,
+    RunSettingsOut,
+    Status,
+)
+from .service import ArenaService
+from .validation import columns_to_traces
+
+logger = logging.getLogger(__name__)
+
+ERRORS: dict[type[Exception], tuple[int, ErrorCode]] = {
+    InvalidRequest: (400, "invalid_argument"),
+    RequestValidationError: (422, "invalid_argument"),
+    RunNotFound: (404, "not_found"),
+    RunExists: (409, "already_exists"),
+    StoreError: (503, "unavailable"),
+    JudgeError: (503, "unavailable"),
+}
+HTTP_STATUS_CODES: dict[int, ErrorCode] = {
+    400: "invalid_argument",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "already_exists",
+    413: "too_large",
+    422: "invalid_argument",
+    503: "unavailable",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 404, 409, 422, 500, 503)
+}
+
+
+# -- conversions: wire to domain and back --------------------------------------------------
+
+
+def group_from_body(body: GroupIn, field: str = "group") -> Group:
+    """A :class:`Group` from its body: ``traces``, or the columns ``texts`` + ``rewards``."""
+    if body.traces and (body.texts or body.rewards):
+        raise InvalidRequest(f"{field}.texts", "give either traces or texts and rewards, not both")
+    if body.texts or body.rewards:
+        traces = columns_to_traces(body.texts or [], body.rewards or [], field)
+    else:
+        traces = tuple(Trace(text=t.text, reward=t.reward) for t in body.traces or ())
+    return Group(
+        group_id=body.group_id,
+        traces=traces,
+        prompt_id=body.prompt_id,
+        prompt=body.prompt,
+        reference=body.reference,
+        step=body.step,
+        request_id=body.request_id,
+    )
+
+
+def result_to_body(result: GroupResult) -> GroupResultOut:
+    return GroupResultOut(**dataclasses.asdict(result))
+
+
+def settings_to_body(settings: RunSettings) -> RunSettingsOut:
+    return RunSettingsOut(**dataclasses.asdict(settings))
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's ``("body", "group", "traces", 2, "reward")`` as ``group.traces[2].reward``."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "path", "query") else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+# -- the one error table -------------------------------------------------------------------
+
+
+def _error(status: int, code: ErrorCode, field: str | None, message: str) -> JSONResponse:
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates
+    body = ErrorBody(error=ErrorDetail(code=code, field=field, message=message))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def error_response(exc: Exception, service: ArenaService | None = None) -> JSONResponse:
+    """The response for an exception, by :data:`ERRORS`; counts refused requests."""
+    if isinstance(exc, StarletteHTTPException):
+        code = HTTP_STATUS_CODES.get(exc.status_code, "error")
+        field = "body" if exc.status_code in (400, 413) else None
+        message = f"body: {exc.detail}" if field else str(exc.detail)
+        return _error(exc.status_code, code, field, message)
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            status, code = ERRORS[cls]
+            break
+    else:
+        logger.error("internal error", exc_info=exc)
+        return _error(500, "internal", None, "internal error")
+    if status in (400, 422) and service is not None:
+        service.metrics.invalid.labels("http").inc()
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            reason = (first.get("ctx") or {}).get("error", "malformed")
+            return _error(status, code, "body", f"body: invalid JSON: {reason}")
+        field = _field_path(tuple(first.get("loc", ())))
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more error{'s' * (more > 1)})" if more else ""
+        return _error(status, code, field, f"{field}: {first.get('msg', 'invalid')}{suffix}")
+    return _error(status, code, getattr(exc, "field", None), str(exc))
+
+
+class _LenientJSONRequest(Request):
+    """Parses the body as JSON with invalid UTF-8 kept as lone surrogates (see module doc)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = (await self.body()).removeprefix(codecs.BOM_UTF8)
+            self._json = json.loads(body.decode("utf-8", "surrogateescape"))
+        return self._json
+
+
+class _ArenaRoute(APIRoute):
+    """Every route's errors go through :func:`error_response`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handle(_LenientJSONRequest(request.scope, request.receive))
+            except Exception as exc:  # noqa: BLE001 - the one place errors become responses
+                return error_response(exc, request.app.state.service)
+
+        return route
+
+
+def build_app(service: ArenaService) -> FastAPI:
+    """The HTTP API of ``service``. Set ``app.state.draining`` to make ``/readyz`` answer 503."""
+    app = FastAPI(
+        title="Reasoning Arena judge",
+        version="1",
+        description="Groups of reasoning traces in, advantages out. Dead groups (all rewards "
+        "equal) are judged in a tournament; every error body is an ErrorBody.",
+    )
+    app.router.route_class = _ArenaRoute
+    app.state.service = service
+    app.state.draining = False
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)  # unknown paths and methods
+
+    @app.post(
+        "/v1/rank",
+        response_model=GroupResultOut | RankResponse,
+        responses=ERROR_RESPONSES,
+        summary="Rank one group (answer: its result) or several (answer: results in order)",
+    )
+    async def rank(body: RankRequest) -> GroupResultOut | RankResponse:
+        if body.group is not None and body.groups is not None:
+            raise InvalidRequest("groups", "give either group or groups, not both")
+        if body.group is not None:
+            result = await service.rank_group(body.run_id, group_from_body(body.group, "group"))
+            return result_to_body(result)
+        if body.groups is None:
+            raise InvalidRequest("group", "give group (one group) or groups (a list)")
+        groups = [group_from_body(g, f"groups[{k}]") for k, g in enumerate(body.groups)]
+        results = await service.rank(body.run_id, groups)
+        return RankResponse(results=[result_to_body(r) for r in results])
+
+    @app.post(
+        "/v1/runs",
+        status_code=201,
+        response_model=RunSettingsOut,
+        responses=ERROR_RESPONSES,
+        summary="Create a run; settings left out take the server's defaults",
+    )
+    async def create_run(body: CreateRunRequest) -> RunSettingsOut:
+        given = body.settings.model_dump(exclude_none=True)
+        settings = dataclasses.replace(service.settings_for_new_run(given.pop("run_id")), **given)
+        return settings_to_body(await service.create_run(settings))
+
+    @app.get("/v1/runs", response_model=RunList, responses=ERROR_RESPONSES, summary="Every run")
+    async def list_runs() -> RunList:
+        return RunList(runs=[settings_to_body(s) for s in await service.list_runs()])
+
+    @app.get(
+        "/v1/runs/{run_id}",
+        response_model=RunSettingsOut,
+        responses=ERROR_RESPONSES,
+        summary="A run's settings",
+    )
+    async def get_run(run_id: str) -> RunSettingsOut:
+        return settings_to_body(await service.get_run(run_id))
+
+    @app.delete(
+        "/v1/runs/{run_id}",
+        response_model=DeleteRunResponse,
+        responses=ERROR_RESPONSES,
+        summary="Delete a run, its settings and its anchor pool",
+    )
+    async def delete_run(run_id: str) -> DeleteRunResponse:
+        return DeleteRunResponse(deleted=await service.delete_run(run_id))
+
+    @app.get("/healthz", response_model=Status, summary="The process is alive")
+    async def healthz() -> Status:
+        return Status(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Status,
+        responses={503: {"model": Status}},
+        summary="Ready to rank: the judge answers and the server is not draining",
+    )
+    async def readyz() -> Response:
+        if app.state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        try:
+            healthy = await service.check_health()
+        except Exception:  # noqa: BLE001 - a failing health check means "not ready"
+            logger.warning("health check failed", exc_info=True)
+            healthy = False
+        if not healthy:
+            return JSONResponse({"status": "judge unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+__all__ = [
+    "ERRORS",
+    "build_app",
+    "error_response",
+    "group_from_body",
+    "result_to_body",
+    "settings_to_body",
+]

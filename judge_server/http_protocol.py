@@ -1,0 +1,175 @@
+"""The HTTP API's request and response bodies (pydantic), importable by clients.
+
+Every route and its bodies (the OpenAPI page at ``/docs`` shows the same):
+
+    POST   /v1/rank            RankRequest -> GroupResultOut (for "group") or RankResponse
+                               (for "groups", results in the order of the groups)
+    POST   /v1/runs            CreateRunRequest -> RunSettingsOut (201; 409 if the run exists)
+    GET    /v1/runs            -> RunList
+    GET    /v1/runs/{run_id}   -> RunSettingsOut (404 if none)
+    DELETE /v1/runs/{run_id}   -> DeleteRunResponse
+    GET    /healthz, /readyz   -> Status (readyz: 503 when the judge is down or the server drains)
+    GET    /metrics            Prometheus text
+
+Every error, whatever its status, has one body, :class:`ErrorBody`::
+
+    {"error": {"code": "invalid_argument", "field": "group.traces[2].reward",
+               "message": "group.traces[2].reward: must be finite, got nan"}}
+
+``field`` is the path of the field at fault (as the gRPC API's messages name it), or null;
+``message`` starts with it. Rewards are JSON numbers; Python's ``NaN`` and ``Infinity`` literals
+parse but are refused as not finite. These models hold only the wire format: the server
+checks the contents (sizes, counts, finiteness) and refuses bad values with a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ErrorCode = Literal[
+    "invalid_argument",
+    "not_found",
+    "already_exists",
+    "unavailable",
+    "internal",
+    "method_not_allowed",
+    "too_large",
+    "error",
+]
+
+
+class TraceIn(BaseModel):
+    """One sampled reasoning trace and the verifier's reward for it."""
+
+    text: str = Field(description="The trace (at most the server's max_trace_bytes of UTF-8).")
+    reward: float = Field(description="The verifier's reward; must be finite.")
+
+
+class GroupIn(BaseModel):
+    """The traces sampled for one prompt: ``traces``, or the columns ``texts`` + ``rewards``."""
+
+    group_id: str = Field(description="Names the group in its result.")
+    prompt_id: str = Field("", description="Keys the anchor pool across steps; default group_id.")
+    prompt: str = Field("", description="The problem shown to the judge.")
+    reference: str | None = Field(None, description="A reference answer shown to the judge.")
+    traces: list[TraceIn] | None = Field(None, description="At least two traces.")
+    texts: list[str] | None = Field(None, description="Columnar alternative to traces.")
+    rewards: list[float] | None = Field(None, description="rewards[i] is texts[i]'s reward.")
+    step: int | None = Field(None, description="The trainer's step; anchors remember it.")
+    request_id: str = Field("", description="A client-made id that makes a retry idempotent.")
+
+
+class RankRequest(BaseModel):
+    """Groups of one run: exactly one of ``group`` and ``groups``."""
+
+    run_id: str = Field(description="The run (created with defaults on first use if allowed).")
+    group: GroupIn | None = Field(None, description="One group; the answer is its result.")
+    groups: list[GroupIn] | None = Field(None, description="Several groups; answer: results.")
+
+
+class GroupResultOut(BaseModel):
+    """The judge's answer for one group (see :class:`trainer_client.types.GroupResult`)."""
+
+    group_id: str
+    advantages: list[float] = Field(description="One advantage per trace.")
+    routed: bool = Field(description="Whether the group was dead and went to the judge.")
+    strengths: list[float] = Field(default_factory=list, description="Bradley-Terry strengths.")
+    stderr: list[float] = Field(default_factory=list, description="Their standard errors.")
+    judge_calls: int = 0
+    rounds: int = 0
+    anchors_used: int = 0
+    status: str = Field("ok", description='"ok" or "judge_failed" (advantages: no-judge ones).')
+    error: str = ""
+    latency_ms: float = 0.0
+
+
+class RankResponse(BaseModel):
+    results: list[GroupResultOut] = Field(description="One per group, in the request's order.")
+
+
+class RunSettingsIn(BaseModel):
+    """A new run's settings; a field left out (or null) takes the server's default."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
+
+    run_id: str
+    design: str | None = None
+    budget: int | None = None
+    order: str | None = None
+    normalisation: str | None = None
+    scale: float | None = None
+    lam: float | None = None
+    dead_eps: float | None = None
+    divide_by_std: bool | None = None
+    anchors_per_group: int | None = None
+    anchor_mode: str | None = None
+    pool_per_prompt: int | None = None
+    pool_per_run: int | None = None
+    pool_max_age: int | None = None
+
+
+class CreateRunRequest(BaseModel):
+    settings: RunSettingsIn
+
+
+class RunSettingsOut(BaseModel):
+    """A run's settings (see :class:`trainer_client.types.RunSettings` for each field)."""
+
+    run_id: str
+    design: str
+    budget: int
+    order: str
+    normalisation: str
+    scale: float
+    lam: float
+    dead_eps: float
+    divide_by_std: bool
+    anchors_per_group: int
+    anchor_mode: str
+    pool_per_prompt: int
+    pool_per_run: int
+    pool_max_age: int
+
+
+class RunList(BaseModel):
+    runs: list[RunSettingsOut]
+
+
+class DeleteRunResponse(BaseModel):
+    deleted: bool = Field(description="Whether a run was deleted.")
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ErrorDetail(BaseModel):
+    code: ErrorCode
+    field: str | None = Field(None, description="Path of the field at fault, if one is.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+__all__ = [
+    "CreateRunRequest",
+    "DeleteRunResponse",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorDetail",
+    "GroupIn",
+    "GroupResultOut",
+    "RankRequest",
+    "RankResponse",
+    "RunList",
+    "RunSettingsIn",
+    "RunSettingsOut",
+    "Status",
+    "TraceIn",
+]

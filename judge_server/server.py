@@ -1,0 +1,223 @@
+"""Both transports, gRPC and HTTP, in one asyncio loop on one :class:`ArenaService`.
+
+:class:`JudgeServer` starts and stops them; :func:`run` is ``arena-judge serve``: it sets up
+logging (the only place that does), runs the server until SIGINT or SIGTERM, and stops it
+gracefully. Stopping: the health service says NOT_SERVING and ``/readyz`` 503, both transports
+stop accepting, groups in flight get ``grace`` seconds to finish (streams take no new groups
+and end with UNAVAILABLE once their groups in flight are answered), then the service closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health
+
+from .app import build_service
+from .grpc_api import build_grpc_server, host_port
+from .http_api import build_app
+from .service import ArenaService
+from .settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Idle HTTP connections are kept this long: longer than clients keep theirs (httpx: 5 s), so
+# that the client, not the server, closes an idle connection and no request is sent on a
+# connection the server is closing (uvicorn's default, 5 s, races httpx's and loses requests).
+HTTP_KEEP_ALIVE_S = 75
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handlers: the :class:`JudgeServer` owner has them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (``port`` 0: a free one) for uvicorn to serve on."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"HTTP: cannot listen on {host_port(host, port)}: {exc}") from exc
+    return sock
+
+
+class JudgeServer:
+    """The gRPC and HTTP APIs of one service, in the running event loop.
+
+    ``async with JudgeServer(service) as server:`` starts it on free ports (``server.grpc_port``,
+    ``server.http_port``) and stops it on exit; or call :meth:`start` and :meth:`stop`. The
+    server owns the service: :meth:`stop` closes it.
+    """
+
+    def __init__(
+        self,
+        service: ArenaService,
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
+        http_port: int = 0,
+        access_log: bool = False,
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.grpc_port = grpc_port
+        self.http_port = http_port
+        self.access_log = access_log
+        self.app = build_app(service)
+        self._draining = asyncio.Event()
+        self._health: health.aio.HealthServicer | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: _Uvicorn | None = None
+        self._http_task: asyncio.Task | None = None
+        self._stopped = False
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    @property
+    def grpc_address(self) -> str:
+        return host_port(self.host, self.grpc_port)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{host_port(self.host, self.http_port)}"
+
+    async def start(self) -> None:
+        """Listen on both ports; returns when both accept requests."""
+        self._health = health.aio.HealthServicer()
+        self._grpc, self.grpc_port = await build_grpc_server(
+            self.service,
+            host=self.host,
+            port=self.grpc_port,
+            health_servicer=self._health,
+            draining=self._draining,
+        )
+        await self._grpc.start()
+        try:
+            sock = _listen(self.host, self.http_port)
+            self.http_port = sock.getsockname()[1]
+            config = uvicorn.Config(
+                self.app,
+                log_config=None,
+                lifespan="off",
+                access_log=self.access_log,
+                timeout_keep_alive=HTTP_KEEP_ALIVE_S,
+            )
+            self._http = _Uvicorn(config)
+            self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+            while not self._http.started:
+                if self._http_task.done():
+                    await self._http_task  # raises why it failed
+                    raise RuntimeError("HTTP server exited while starting")
+                await asyncio.sleep(0.01)
+        except BaseException:
+            await self._grpc.stop(None)
+            raise
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Refuse new work, give groups in flight ``grace`` seconds, then close the service."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._draining.set()
+        self.app.state.draining = True
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        waits = []
+        if self._grpc is not None:
+            waits.append(self._grpc.stop(grace))
+        if self._http is not None and self._http_task is not None:
+            self._http.config.timeout_graceful_shutdown = grace
+            self._http.should_exit = True
+            waits.append(self._http_task)
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, asyncio.CancelledError
+            ):
+                logger.error("error while stopping", exc_info=result)
+        await self.service.aclose()
+
+    async def wait_http(self) -> None:
+        """Wait until the HTTP server exits (it does on its own only when it fails)."""
+        if self._http_task is not None:
+            await asyncio.shield(self._http_task)
+
+    async def __aenter__(self) -> JudgeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run a server for ``settings`` until SIGINT or SIGTERM (a second one is not caught)."""
+    server = JudgeServer(
+        build_service(settings),
+        host=settings.host,
+        grpc_port=settings.grpc_port,
+        http_port=settings.http_port,
+        access_log=settings.log_level == "debug",
+    )
+    try:
+        await server.start()
+    except BaseException:
+        await server.service.aclose()
+        raise
+    logger.info("gRPC on %s, HTTP on %s", server.grpc_address, server.http_url)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        logger.info("%s: stopping (grace %.1f s)", signal.Signals(signum).name,
+                    settings.shutdown_grace_s)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(server.wait_http())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if failed.done() and not stopped.done():
+            logger.error("the HTTP server exited; stopping")
+        stopped.cancel()
+        failed.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop(settings.shutdown_grace_s)
+    logger.info("stopped")
+
+
+def run(settings: ServerSettings) -> None:
+    """``arena-judge serve``: configure logging, serve until SIGINT or SIGTERM, stop gracefully."""
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    asyncio.run(serve(settings))
+
+
+__all__ = ["JudgeServer", "run", "serve"]
