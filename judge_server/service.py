@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -58,6 +59,7 @@ class ArenaService:
         auto_create_runs: bool = True,
         max_batch: int = 1024,
         batch_window_s: float = 0.0,
+        max_stream_in_flight: int = 1024,
         metrics: Metrics | None = None,
     ) -> None:
         self.comparator = comparator
@@ -65,6 +67,7 @@ class ArenaService:
         self.limits = limits or Limits()
         self.defaults = defaults or RunSettings(run_id="default")
         self.auto_create_runs = auto_create_runs
+        self.max_stream_in_flight = max_stream_in_flight
         self.metrics = metrics or Metrics()
         self.batcher = RoundBatcher(
             comparator,
@@ -75,7 +78,7 @@ class ArenaService:
         self._settings: dict[str, RunSettings] = {}
         self._pools: dict[str, pools.RunPool] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Future] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task] = {}
         self._done: OrderedDict[tuple[str, str], GroupResult] = OrderedDict()
 
     # -- runs --------------------------------------------------------------------------------
@@ -143,10 +146,12 @@ class ArenaService:
         """Rank ``(run_id, group)`` pairs as they arrive; yield each result when it is ready.
 
         A bad group yields a result with ``status="invalid"`` naming the field at fault and the
-        stream goes on. Results are not in arrival order.
+        stream goes on. Results are not in arrival order. At most ``max_stream_in_flight``
+        groups of one stream are ranked at once; the stream is not read further until one ends.
         """
         results: asyncio.Queue[GroupResult | None] = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
+        room = asyncio.Semaphore(self.max_stream_in_flight)
 
         async def one(run_id: str, group: Group) -> None:
             try:
@@ -156,11 +161,14 @@ class ArenaService:
                     group_id=group.group_id, advantages=(), routed=False,
                     status="invalid", error=str(exc),
                 )
+            finally:
+                room.release()
             await results.put(result)
 
         async def feed() -> None:
             try:
                 async for run_id, group in requests:
+                    await room.acquire()  # read no further ahead than the stream's limit
                     task = asyncio.create_task(one(run_id, group))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -180,30 +188,31 @@ class ArenaService:
                 task.cancel()
 
     async def _rank_once(self, settings: RunSettings, group: Group) -> GroupResult:
-        """Rank a group, or return the result of an earlier try with the same request id."""
+        """Rank a group, or return the result of an earlier try with the same request id.
+
+        A group with a request id is ranked in a task of its own, so that a client giving up
+        on one try (cancelling it) does not cancel a retry waiting on the same work.
+        """
         if not group.request_id:
             return await self._rank(settings, group)
         key = (settings.run_id, group.request_id)
         if key in self._done:
             return dataclasses.replace(self._done[key], group_id=group.group_id)
-        if key in self._inflight:
-            earlier = await asyncio.shield(self._inflight[key])
-            return dataclasses.replace(earlier, group_id=group.group_id)
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._rank(settings, group)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters see it, nobody logs it as lost
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        future.set_result(result)
-        self._done[key] = result
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._rank(settings, group))
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._finished, key))
+        result = await asyncio.shield(task)
+        return dataclasses.replace(result, group_id=group.group_id)
+
+    def _finished(self, key: tuple[str, str], task: asyncio.Task) -> None:
+        self._inflight.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._done[key] = task.result()
         while len(self._done) > DONE_CACHE_SIZE:
             self._done.popitem(last=False)
-        return result
 
     async def _rank(self, settings: RunSettings, group: Group) -> GroupResult:
         started = time.perf_counter()
@@ -287,8 +296,13 @@ class ArenaService:
     async def _pool(self, run_id: str) -> pools.RunPool:
         if run_id not in self._pools:
             async with self._lock(run_id):
-                if run_id not in self._pools:
-                    self._pools[run_id] = await self.store.load_pool(run_id)
+                return await self._pool_locked(run_id)
+        return self._pools[run_id]
+
+    async def _pool_locked(self, run_id: str) -> pools.RunPool:
+        """The run's pool, loaded from the store if need be; the caller holds the run's lock."""
+        if run_id not in self._pools:
+            self._pools[run_id] = await self.store.load_pool(run_id)
         return self._pools[run_id]
 
     async def _update_pool(
@@ -309,7 +323,9 @@ class ArenaService:
             anchors_per_group=settings.anchors_per_group,
         )
         async with self._lock(settings.run_id):
-            pool = await self._pool(settings.run_id)
+            if self._settings.get(settings.run_id) is not settings:
+                return  # the run was deleted (or replaced) while this group was judged
+            pool = await self._pool_locked(settings.run_id)
             current = pool.get(prompt_id)
             step = group.step
             if step is None:  # no step from the trainer: each group of a prompt is one step
@@ -341,6 +357,9 @@ class ArenaService:
         return await self.comparator.check_health()
 
     async def aclose(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.batcher.aclose()
         await self.comparator.aclose()
         await self.store.aclose()

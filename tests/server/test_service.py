@@ -191,3 +191,70 @@ async def test_stream_yields_results_as_groups_finish_and_reports_bad_groups():
     assert set(by_id) == {"a", "bad", "live"} and len(results) == 3
     assert by_id["bad"].status == "invalid" and "traces" in by_id["bad"].error
     assert [r.group_id for r in results][0] != "a"  # the 7-round tournament finishes last
+
+
+class GatedComparator(SimulatedComparator):
+    """Holds every batch until the test opens the gate; counts batches judged at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+        self.most_waiting = 0
+
+    async def compare(self, comparisons):
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        return await super().compare(comparisons)
+
+
+async def test_a_cancelled_try_does_not_cancel_its_retry():
+    comparator = GatedComparator()
+    svc = service(comparator)
+    group = dead_group("g", [0, 1, 2], request_id="req-7")
+    first = asyncio.create_task(svc.rank_group("r", group))
+    await asyncio.sleep(0.01)
+    retry = asyncio.create_task(svc.rank_group("r", group))
+    await asyncio.sleep(0.01)
+    first.cancel()  # the client gave up on its first try
+    comparator.gate.set()
+    result = await retry
+    assert result.status == "ok" and result.routed
+    assert comparator.calls == result.judge_calls  # judged once
+
+
+async def test_a_run_deleted_while_judged_leaves_no_pool_behind():
+    comparator = GatedComparator()
+    store = MemoryStore()
+    svc = service(comparator, store)
+    ranking = asyncio.create_task(svc.rank("r", [dead_group("g", [0, 1, 2])]))
+    await asyncio.sleep(0.01)
+    assert await svc.delete_run("r")
+    comparator.gate.set()
+    (result,) = await ranking
+    assert result.status == "ok"
+    assert (await store.load_pool("r")).prompts == {}
+
+
+async def test_a_stream_reads_no_further_than_its_in_flight_limit():
+    comparator = GatedComparator()
+    svc = service(comparator, max_stream_in_flight=2)
+    sent = 0
+
+    async def requests():
+        nonlocal sent
+        for k in range(6):
+            sent += 1
+            yield "r", dead_group(f"g{k}", [0, 1], prompt_id=f"p{k}")
+
+    stream = svc.rank_stream(requests())
+    first = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0.05)
+    assert sent == 3  # two groups in flight, the third read and waiting for room
+    comparator.gate.set()
+    results = [await first] + [r async for r in stream]
+    assert sorted(r.group_id for r in results) == [f"g{k}" for k in range(6)]
