@@ -14,9 +14,8 @@ second round of prompts on):
     ``httpx.AsyncClient`` s of at most 16 connections each).
 
 Latency is measured by the client, from sending a group to receiving its result. Each phase
-starts with an untimed warm-up of ``concurrency`` groups. Run it as
-``python -m judge_server.bench.serve`` or ``arena-judge bench serve``; ``--target
-HOST:GRPC_PORT,HTTP_URL`` measures a running server instead.
+starts with an untimed warm-up of ``concurrency`` groups. Run it as ``arena-judge bench
+serve``; ``--target HOST:GRPC_PORT,HTTP_URL`` measures a running server instead.
 """
 
 from __future__ import annotations
@@ -282,25 +281,17 @@ async def _serve_until_stdin_closes() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--target", default=None, help="HOST:GRPC_PORT,HTTP_URL of a server")
-    parser.add_argument("--groups", type=int, default=2000)
-    parser.add_argument("--group-size", type=int, default=16)
-    parser.add_argument("--trace-bytes", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if args.server:
-        import logging
+    """``python -m judge_server.bench.serve --server``: the server side of :func:`run`.
 
-        logging.basicConfig(level=logging.WARNING)
-        asyncio.run(_serve_until_stdin_closes())
-        return 0
-    result = run(target=args.target, groups=args.groups, group_size=args.group_size,
-                 trace_bytes=args.trace_bytes, concurrency=args.concurrency,
-                 progress=not args.json)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    The benchmark itself is ``arena-judge bench serve``.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", action="store_true", required=True)
+    parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(_serve_until_stdin_closes())
     return 0
 
 
