@@ -96,11 +96,14 @@ def _bench_judge(args: argparse.Namespace) -> int:
 
     if args.pairs:
         pairs = judge.load_pairs_jsonl(args.pairs)
+        title = f"builtin judge on {args.pairs}"
     else:
-        pairs = judge.gsm8k_pairs(args.data, reference=args.reference) if args.data else \
-            judge.gsm8k_pairs(reference=args.reference)
+        pairs = judge.gsm8k_pairs(args.data or judge.DEFAULT_GSM8K_PATH, reference=args.reference)
+        title = (f"builtin judge on GSM8K (correct, incorrect) pairs, reference: {args.reference}, "
+                 "final-answer lines removed, <<...>> stripped")
     result = asyncio.run(judge.evaluate(BuiltinComparator(), pairs, progress=not args.json))
-    return _emit(result, judge.format_report(result), args.json)
+    result["reference"] = None if args.pairs else args.reference
+    return _emit(result, judge.format_report(result, title=title), args.json)
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
