@@ -75,6 +75,8 @@ class ArenaServicer:
         """Rank groups as they come: each result is sent as soon as its group finishes, tagged with
         its group id, not necessarily in the order the groups were sent. A bad group is answered
         with a result whose status is "invalid" (the stream goes on); a stream-level error ends it.
+        When the server shuts down it finishes the groups in flight, then ends the stream with
+        UNAVAILABLE: a group that got no result was not ranked and may be sent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
