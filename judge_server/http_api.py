@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainer_client.types import Group, GroupResult, RunSettings, Trace
 
+from .assembly import AssemblyOptions, GroupAssembler, Sample, SampleScore, response_of
 from .errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
 from .http_protocol import (
     CreateRunRequest,
@@ -44,6 +45,8 @@ from .http_protocol import (
     ErrorDetail,
     GroupIn,
     GroupResultOut,
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
     RankRequest,
     RankResponse,
     RunList,
@@ -180,8 +183,89 @@ class _ArenaRoute(APIRoute):
         return route
 
 
-def build_app(service: ArenaService) -> FastAPI:
-    """The HTTP API of ``service``. Set ``app.state.draining`` to make ``/readyz`` answer 503."""
+# -- per-sample rewards: OpenRLHF's remote reward URL, and any trainer that scores one sample
+# at a time. The route translates the body into samples and calls the GroupAssembler
+# (judge_server.assembly), which buffers them into groups and ranks each group once. -------
+
+OPENRLHF_COLUMNS = {
+    "response": "query",
+    "prompt": "prompts",
+    "label": "labels",
+    "group_key": "group_ids",
+    "reward": "verifiable_rewards",
+}
+
+
+def samples_from_openrlhf(body: OpenRLHFRewardRequest) -> list[Sample]:
+    """One :class:`Sample` per query; every other column, when given, matches it in length."""
+    n = len(body.query)
+    columns = {}
+    for attr, name in OPENRLHF_COLUMNS.items():
+        values = getattr(body, name) if attr != "response" else body.query
+        if values is not None and len(values) != n:
+            raise InvalidRequest(name, f"{len(values)} {name} for {n} queries: lengths differ")
+        columns[attr] = values or [None] * n
+    samples = []
+    for k in range(n):
+        prompt, label = columns["prompt"][k], columns["label"][k]
+        samples.append(
+            Sample(
+                response=response_of(body.query[k], prompt),
+                prompt=prompt or "",
+                label=None if label is None else str(label),
+                group_key=columns["group_key"][k],
+                reward=columns["reward"][k],
+            )
+        )
+    return samples
+
+
+def openrlhf_body(scores: list[SampleScore]) -> OpenRLHFRewardResponse:
+    return OpenRLHFRewardResponse(
+        rewards=[s.value for s in scores],
+        scores=[s.verifiable for s in scores],
+        extra_logs={
+            "arena_verifiable": [s.verifiable for s in scores],
+            "arena_judge": [s.judge for s in scores],
+            "arena_judged": [float(s.status == "judged") for s in scores],
+            "arena_group_size": [float(s.group_size) for s in scores],
+        },
+    )
+
+
+def _add_openrlhf_route(app: FastAPI, assembler: GroupAssembler) -> None:
+    @app.post(
+        "/v1/openrlhf/{run_id}",
+        response_model=OpenRLHFRewardResponse,
+        responses=ERROR_RESPONSES,
+        summary="Score samples one at a time (OpenRLHF --reward.remote_url); each is judged "
+        "with the rest of its group",
+    )
+    async def openrlhf_reward(
+        run_id: str,
+        body: OpenRLHFRewardRequest,
+        group_size: int | None = Query(None, description="Samples per group (server default)."),
+        timeout_s: float | None = Query(None, description="Wait for the group (server default)."),
+    ) -> OpenRLHFRewardResponse:
+        scores = await assembler.score_many(
+            run_id,
+            samples_from_openrlhf(body),
+            group_size=group_size,
+            timeout_s=timeout_s,
+            columns=OPENRLHF_COLUMNS,
+        )
+        return openrlhf_body(scores)
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None) -> FastAPI:
+    """The HTTP API of ``service``. Set ``app.state.draining`` to make ``/readyz`` answer 503.
+
+    ``assembly`` configures the per-sample route's group buffer (``app.state.assembler``; close
+    it with ``await app.state.assembler.aclose()`` before closing the service).
+    """
     app = FastAPI(
         title="Reasoning Arena judge",
         version="1",
@@ -275,6 +359,8 @@ def build_app(service: ArenaService) -> FastAPI:
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.state.assembler = GroupAssembler(service, assembly)
+    _add_openrlhf_route(app, app.state.assembler)
     return app
 
 
@@ -283,6 +369,8 @@ __all__ = [
     "build_app",
     "error_response",
     "group_from_body",
+    "openrlhf_body",
+    "samples_from_openrlhf",
     "result_to_body",
     "settings_to_body",
 ]

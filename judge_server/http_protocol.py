@@ -10,6 +10,9 @@ Every route and its bodies (the OpenAPI page at ``/docs`` shows the same):
     DELETE /v1/runs/{run_id}   -> DeleteRunResponse
     GET    /healthz, /readyz   -> Status (readyz: 503 when the judge is down or the server drains)
     GET    /metrics            Prometheus text
+    POST   /v1/openrlhf/{run_id}[?group_size=8&timeout_s=120]
+                               OpenRLHFRewardRequest -> OpenRLHFRewardResponse: samples scored
+                               one at a time, judged as groups (:mod:`judge_server.assembly`)
 
 Every error, whatever its status, has one body, :class:`ErrorBody`::
 
@@ -145,6 +148,45 @@ class Status(BaseModel):
     status: str
 
 
+# -- per-sample rewards (OpenRLHF's remote reward protocol) ---------------------------------
+
+
+class OpenRLHFRewardRequest(BaseModel):
+    """What OpenRLHF POSTs to ``--reward.remote_url``: one sample per request in recent versions.
+
+    ``query[i]`` is prompt + response as the trainer decoded them; the response is ``query[i]``
+    minus its ``prompts[i]`` prefix. ``labels[i]`` is the dataset's label (the reference
+    answer). ``group_ids`` and ``verifiable_rewards`` are extensions for other trainers (verl's
+    reward manager sends both): a group key other than the prompt, and the trainer's own
+    verifiable reward instead of the server's answer check.
+    """
+
+    query: list[str] = Field(description="Prompt + response, one per sample.")
+    prompts: list[str] | None = Field(None, description="The prompt of each sample.")
+    labels: list[str | int | float | None] | None = Field(
+        None, description="The reference answer of each sample (OpenRLHF --data.label_key)."
+    )
+    group_ids: list[str] | None = Field(
+        None, description="Extension: the group of each sample (default: its prompt)."
+    )
+    verifiable_rewards: list[float] | None = Field(
+        None, description="Extension: each sample's verifiable reward (default: answer check)."
+    )
+
+
+class OpenRLHFRewardResponse(BaseModel):
+    """What OpenRLHF reads back: ``rewards`` (the training signal), ``scores`` and logs."""
+
+    rewards: list[float] = Field(
+        description="Verifiable reward + the judge's zero-mean value inside dead groups."
+    )
+    scores: list[float] = Field(description="The verifiable rewards (OpenRLHF: filtering, logs).")
+    extra_logs: dict[str, list[float]] = Field(
+        description="arena_verifiable, arena_judge (the judge part), arena_judged (1.0 when the "
+        "sample's group was dead and judged), arena_group_size (samples ranked together)."
+    )
+
+
 class ErrorDetail(BaseModel):
     code: ErrorCode
     field: str | None = Field(None, description="Path of the field at fault, if one is.")
@@ -165,6 +207,8 @@ __all__ = [
     "ErrorDetail",
     "GroupIn",
     "GroupResultOut",
+    "OpenRLHFRewardRequest",
+    "OpenRLHFRewardResponse",
     "RankRequest",
     "RankResponse",
     "RunList",

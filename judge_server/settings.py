@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from trainer_client.types import RunSettings
 
+from .assembly import DEFAULT_GROUP_SIZE, DEFAULT_TIMEOUT_S, AssemblyOptions
 from .validation import Limits
 
 
@@ -71,6 +72,17 @@ class ServerSettings(BaseSettings):
     scale: float = Field(1.0, description="Default scale of judge-derived advantages.")
     lam: float = Field(1.0, gt=0, description="Default Bradley-Terry prior precision.")
     anchors_per_group: int = Field(3, ge=0, description="Default pool anchors per tournament.")
+    # Group assembly: samples scored one at a time (POST /v1/openrlhf/{run_id}).
+    assembly_group_size: int = Field(
+        DEFAULT_GROUP_SIZE,
+        ge=2,
+        description="Samples per group of the per-sample route (?group_size= overrides).",
+    )
+    assembly_timeout_s: float = Field(
+        DEFAULT_TIMEOUT_S,
+        gt=0,
+        description="Seconds a group of the per-sample route waits for its samples.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -102,6 +114,11 @@ class ServerSettings(BaseSettings):
             max_traces_per_group=self.max_traces_per_group,
             max_groups_per_request=self.max_groups_per_request,
             max_prompt_bytes=self.max_prompt_bytes,
+        )
+
+    def assembly_options(self) -> AssemblyOptions:
+        return AssemblyOptions(
+            group_size=self.assembly_group_size, timeout_s=self.assembly_timeout_s
         )
 
     def run_defaults(self) -> RunSettings:

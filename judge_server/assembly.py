@@ -1,0 +1,397 @@
+"""Group assembly: samples that arrive one at a time are judged as one group.
+
+Some trainers score one sample at a time: OpenRLHF POSTs each sample to its remote reward URL
+as soon as it is generated, verl's reward loop calls its reward manager once per sample. The
+judge needs the whole group. :class:`GroupAssembler` buffers the samples of one group, keyed by
+``(run_id, group key)`` (the group key is the prompt unless the caller names the group), until
+``group_size`` of them are there; then it ranks the group ONCE through the service, and every
+caller waiting on the group gets its own value. A caller waits at most ``timeout_s``.
+
+The value of a sample::
+
+    value = verifiable reward + judge value
+
+where the judge value is the sample's zero-mean, judge-derived advantage when its group was
+dead (every verifiable reward equal) and the judge answered, and 0 otherwise (a live group, a
+judge failure, a sample judged alone). Within a dead group the values sum to the common
+verifiable reward times the group size, so a trainer that subtracts the group mean and does
+not divide by the group's standard deviation (OpenRLHF ``dr_grpo``, verl GRPO with
+``norm_adv_by_std_in_grpo=False``, TRL ``scale_rewards="none"``) turns them into exactly the
+judge's advantages, and leaves live groups as they were.
+
+The verifiable reward is the caller's when it gives one, else :func:`math_verifier`'s: 1.0 when
+the response's final answer equals the label's (the embedded judge's
+:func:`~judge_server.comparators.builtin.final_answer` and
+:func:`~judge_server.comparators.builtin.answers_match`: numbers compared exactly, ``\\boxed``,
+``####``, ``Answer:`` and ``The answer is`` recognised), else 0.0; a sample without a label
+gets 0.0, so that the judge alone ranks its group.
+
+Partial groups. A group that is not complete ``timeout_s`` after its first sample arrived is
+closed as it stands:
+
+- two or more samples: they are judged as a group (dead or not is decided on these samples),
+  and each gets its value;
+- one sample: it gets its verifiable reward only.
+
+Samples of a closed group that arrive later (for ``timeout_s`` after the close) get their
+verifiable reward at once instead of waiting for a group that will never fill. A sample that
+arrives when its group is already complete (a prompt that appears twice in one batch) starts
+the next group of that key.
+
+The rank itself never blocks a caller beyond ``timeout_s`` plus the judge's time, and a judge
+failure is not an error: the group's callers get their verifiable rewards
+(``status="judge_failed"``). A store failure, or a run that does not exist on a server that
+does not create runs, fails every caller of the group with that error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+
+from trainer_client.types import Group, GroupResult, Trace
+
+from .errors import InvalidRequest
+from .service import ArenaService
+from .validation import _utf8_size, check_id
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GROUP_SIZE = 8
+"""Samples per group when the caller does not say (OpenRLHF ``--rollout.n_samples_per_prompt``)."""
+DEFAULT_TIMEOUT_S = 120.0
+"""How long a group waits for its samples: below OpenRLHF's 180 s HTTP timeout, so that a
+waiting request is answered before the trainer gives up on it and sends it again."""
+
+Verifier = Callable[[str, "str | None"], float]
+"""``verifier(response, label) -> reward``."""
+
+# Special tokens a trainer leaves at the end of a decoded query (skip_special_tokens=False).
+_TRAILING_SPECIAL = re.compile(
+    r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$"
+)
+
+
+def math_verifier(response: str, label: str | None) -> float:
+    """1.0 when the final answer of ``response`` equals that of ``label``, else 0.0.
+
+    The embedded judge's answer reader: the last marked answer (``\\boxed{}``, ``####``,
+    ``Answer:``, ``The answer is``) or else the last number stated, compared exactly as a
+    number (``$1,200`` equals ``1200``, ``0.5`` equals ``1/2``). No label: 0.0.
+    """
+    from .comparators.builtin import answers_match, final_answer, reference_answer
+
+    if label is None or not str(label).strip():
+        return 0.0
+    expected = reference_answer(str(label))
+    answer = final_answer(response)
+    if expected is None or answer is None:
+        return 0.0
+    return 1.0 if answers_match(answer, expected) else 0.0
+
+
+def response_of(query: str, prompt: str | None) -> str:
+    """The response in ``query`` (prompt + response, as OpenRLHF sends it).
+
+    ``query`` minus its ``prompt`` prefix; when the decoded query does not start with the
+    prompt exactly (tokenizer round trips can change it), what follows the prompt's last
+    occurrence; the whole query when the prompt is not in it. Trailing special tokens
+    (``<|im_end|>``, ``</s>``, ...) are removed.
+    """
+    text = query
+    if prompt:
+        if query.startswith(prompt):
+            text = query[len(prompt) :]
+        elif (at := query.rfind(prompt)) >= 0:
+            text = query[at + len(prompt) :]
+    return _TRAILING_SPECIAL.sub("", text)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AssemblyOptions:
+    """Defaults of the group buffer (options ``assembly_group_size``, ``assembly_timeout_s``)."""
+
+    group_size: int = DEFAULT_GROUP_SIZE
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    """One sample of a group, as a trainer sends it.
+
+    ``group_key`` names the group (default: the prompt); ``reward`` is the caller's verifiable
+    reward (default: the assembler's verifier on ``response`` and ``label``).
+    """
+
+    response: str
+    prompt: str = ""
+    label: str | None = None
+    group_key: str | None = None
+    reward: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SampleScore:
+    """What one sample gets back.
+
+    ``value = verifiable + judge``. ``status``: ``judged`` (dead group, judge answered),
+    ``live`` (the group's verifiable rewards differ), ``judge_failed``, ``alone`` (the group
+    closed with this sample only), ``late`` (arrived after its group closed).
+    ``group_size`` is the number of samples ranked together.
+    """
+
+    value: float
+    verifiable: float
+    judge: float
+    status: str
+    group_id: str
+    group_size: int
+    judge_calls: int = 0
+
+
+@dataclasses.dataclass
+class _Slot:
+    sample: Sample
+    reward: float
+    future: asyncio.Future
+
+
+@dataclasses.dataclass
+class _Buffer:
+    run_id: str
+    key: str
+    group_id: str
+    size: int
+    timeout: float
+    slots: list[_Slot]
+    timer: asyncio.TimerHandle | None = None
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+class GroupAssembler:
+    """Buffers samples into groups and ranks each group once (see the module docstring)."""
+
+    def __init__(
+        self,
+        service: ArenaService,
+        options: AssemblyOptions | None = None,
+        *,
+        verifier: Verifier = math_verifier,
+    ) -> None:
+        self.service = service
+        self.options = options or AssemblyOptions()
+        self.verifier = verifier
+        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._closed: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (missing, until)
+        self._tasks: set[asyncio.Task] = set()
+        self._ids = itertools.count()
+        self._closing = False
+
+    async def score(
+        self,
+        run_id: str,
+        sample: Sample,
+        *,
+        group_size: int | None = None,
+        timeout_s: float | None = None,
+        field: str = "sample",
+    ) -> SampleScore:
+        """Add ``sample`` to its group and wait for the group's ranking; its value."""
+        size, timeout = self._options(group_size, timeout_s)
+        self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
+        return await self._score_checked(run_id, sample, size, timeout)
+
+    async def score_many(
+        self,
+        run_id: str,
+        samples: list[Sample],
+        *,
+        group_size: int | None = None,
+        timeout_s: float | None = None,
+        columns: dict[str, str] | None = None,
+    ) -> list[SampleScore]:
+        """:meth:`score` for each sample, all at once; nothing is buffered unless all are valid.
+
+        An error names the bad sample's field as ``samples[k].response``, or, with ``columns``
+        (a :class:`Sample` field -> the name of the request's column), as ``column[k]``.
+        """
+        size, timeout = self._options(group_size, timeout_s)
+        if not samples:
+            raise InvalidRequest((columns or {}).get("response", "samples"), "no samples given")
+        for k, sample in enumerate(samples):
+
+            def name(attr: str, k: int = k) -> str:
+                return f"{columns[attr]}[{k}]" if columns else f"samples[{k}].{attr}"
+
+            self._check(run_id, sample, size, timeout, name)
+        return list(
+            await asyncio.gather(
+                *(self._score_checked(run_id, s, size, timeout) for s in samples)
+            )
+        )
+
+    def _options(self, group_size: int | None, timeout_s: float | None) -> tuple[int, float]:
+        return (
+            self.options.group_size if group_size is None else group_size,
+            self.options.timeout_s if timeout_s is None else timeout_s,
+        )
+
+    async def _score_checked(
+        self, run_id: str, sample: Sample, size: int, timeout: float
+    ) -> SampleScore:
+        reward = sample.reward
+        if reward is None:
+            reward = float(await asyncio.to_thread(self.verifier, sample.response, sample.label))
+        if self._closing:  # shutting down: no new groups, the sample keeps its own reward
+            return SampleScore(reward, reward, 0.0, "alone", "", 1)
+        key = (run_id, sample.group_key if sample.group_key is not None else sample.prompt)
+
+        late = self._closed.get(key)
+        if late is not None:
+            missing, until = late
+            if missing > 0 and time.monotonic() < until:
+                self._closed[key] = (missing - 1, until)
+                return SampleScore(reward, reward, 0.0, "late", "", 1)
+            del self._closed[key]
+
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = _Buffer(run_id, key[1], self._group_id(key[1]), size, timeout, [])
+            buffer.timer = asyncio.get_running_loop().call_later(
+                timeout, self._timed_out, key, buffer
+            )
+            self._buffers[key] = buffer
+        buffer.slots.append(_Slot(sample, reward, future))
+        if len(buffer.slots) >= buffer.size:
+            self._close(key, buffer)
+        # The group is ranked in a task of its own: a caller that goes away does not cancel it.
+        return await asyncio.shield(future)
+
+    def _check(
+        self, run_id: str, sample: Sample, size: int, timeout: float, name: Callable[[str], str]
+    ) -> None:
+        limits = self.service.limits
+        check_id(run_id, "run_id")
+        if not 2 <= size <= limits.max_traces_per_group:
+            raise InvalidRequest(
+                "group_size", f"must be between 2 and {limits.max_traces_per_group}, got {size}"
+            )
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise InvalidRequest("timeout_s", f"must be > 0, got {timeout}")
+        size_of = _utf8_size(sample.response, name("response"))
+        if size_of > limits.max_trace_bytes:
+            raise InvalidRequest(
+                name("response"),
+                f"{size_of} bytes, more than the limit of {limits.max_trace_bytes}",
+            )
+        for attr in ("prompt", "label", "group_key"):
+            value = getattr(sample, attr)
+            if value is not None and _utf8_size(value, name(attr)) > limits.max_prompt_bytes:
+                raise InvalidRequest(name(attr), f"longer than {limits.max_prompt_bytes} bytes")
+        if sample.reward is not None and not math.isfinite(sample.reward):
+            raise InvalidRequest(name("reward"), f"must be finite, got {sample.reward}")
+
+    def _group_id(self, key: str) -> str:
+        return f"asm-{_digest(key)}-{next(self._ids)}"
+
+    def _timed_out(self, key: tuple[str, str], buffer: _Buffer) -> None:
+        if self._buffers.get(key) is not buffer:
+            return
+        now = time.monotonic()
+        for old in [k for k, (_, until) in self._closed.items() if until <= now]:
+            del self._closed[old]
+        self._closed[key] = (buffer.size - len(buffer.slots), now + buffer.timeout)
+        logger.info(
+            "group %s of run %s closed by its timeout with %d of %d samples",
+            buffer.group_id, buffer.run_id, len(buffer.slots), buffer.size,
+        )
+        self._close(key, buffer)
+
+    def _close(self, key: tuple[str, str], buffer: _Buffer) -> None:
+        """Take the buffer out of the table and rank it in a task of its own."""
+        if self._buffers.get(key) is buffer:
+            del self._buffers[key]
+        if buffer.timer is not None:
+            buffer.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._rank(buffer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rank(self, buffer: _Buffer) -> None:
+        slots = buffer.slots
+        try:
+            if len(slots) == 1:
+                result = None
+            else:
+                first = slots[0].sample
+                group = Group(
+                    group_id=buffer.group_id,
+                    traces=tuple(Trace(text=s.sample.response, reward=s.reward) for s in slots),
+                    prompt_id=f"p-{_digest(first.prompt or buffer.key)}",
+                    prompt=first.prompt,
+                    reference=first.label,
+                )
+                result = await self.service.rank_group(buffer.run_id, group)
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the failure
+            for slot in slots:
+                if not slot.future.done():
+                    slot.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for k, slot in enumerate(slots):
+            if not slot.future.done():
+                slot.future.set_result(self._score(buffer, slot, k, result))
+
+    @staticmethod
+    def _score(buffer: _Buffer, slot: _Slot, k: int, result: GroupResult | None) -> SampleScore:
+        n = len(buffer.slots)
+        if result is None:
+            return SampleScore(slot.reward, slot.reward, 0.0, "alone", buffer.group_id, n)
+        if not result.routed:
+            status, judge = "live", 0.0
+        elif result.status != "ok":
+            status, judge = "judge_failed", 0.0
+        else:
+            status, judge = "judged", float(result.advantages[k])
+        return SampleScore(
+            slot.reward + judge, slot.reward, judge, status, buffer.group_id, n,
+            judge_calls=result.judge_calls,
+        )
+
+    @property
+    def pending(self) -> int:
+        """Samples waiting for their group."""
+        return sum(len(b.slots) for b in self._buffers.values())
+
+    async def aclose(self) -> None:
+        """Close every waiting group as it stands (the timeout rule) and wait for the ranks."""
+        self._closing = True
+        for key, buffer in list(self._buffers.items()):
+            self._close(key, buffer)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._closed.clear()
+
+
+__all__ = [
+    "DEFAULT_GROUP_SIZE",
+    "DEFAULT_TIMEOUT_S",
+    "AssemblyOptions",
+    "GroupAssembler",
+    "Sample",
+    "SampleScore",
+    "math_verifier",
+    "response_of",
+]
