@@ -3,21 +3,92 @@
 from __future__ import annotations
 
 from .comparators.base import Comparator
+from .comparators.model import ModelComparator
 from .service import ArenaService
 from .settings import ServerSettings
 from .store.base import Store
 
+LLM_JUDGES = ("vllm", "openai", "sglang", "transformers")
+
 
 def build_comparator(settings: ServerSettings) -> Comparator:
+    """The judge of ``settings``; an LLM judge behind its verdict cache (when on).
+
+    Builds, imports nothing heavy and does no I/O: a model-backed judge starts on first use
+    (or on the first readiness check). Raises ``MissingDependency`` when the judge's extra
+    is not installed.
+    """
     if settings.comparator == "builtin":
         from .comparators.builtin import BuiltinComparator
 
         return BuiltinComparator()
+    if settings.comparator in LLM_JUDGES:
+        judge = build_model_comparator(settings)
+        judge.check_installed()
+        if settings.judge_cache_entries:
+            from .comparators.cached import CachedComparator
+
+            return CachedComparator(judge, settings.judge_cache_entries)
+        return judge
     from .comparators.simulated import SimulatedComparator, instant_comparator
 
     if settings.comparator == "instant":
         return instant_comparator()
     return SimulatedComparator()
+
+
+def build_model_comparator(settings: ServerSettings) -> ModelComparator:
+    """The LLM judge of ``settings`` without its cache (benchmarks call it directly)."""
+    from .comparators.prompt import PromptTemplate
+
+    prompt = {
+        "template": PromptTemplate.load(settings.judge_template)
+        if settings.judge_template
+        else None,
+        "prompt_format": settings.judge_prompt_format,
+    }
+    engine_args = dict(settings.judge_engine_args)
+    if settings.judge_dtype != "auto":
+        engine_args.setdefault("dtype", settings.judge_dtype)
+    api_key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
+    tokenizer = settings.judge_tokenizer
+    tokenizer = False if tokenizer in ("none", "") else tokenizer
+    http = {
+        "api_key": api_key,
+        "max_concurrency": settings.judge_max_concurrency,
+        "timeout_s": settings.judge_timeout_s,
+        "retries": settings.judge_retries,
+    }
+    if settings.comparator == "vllm":
+        from .comparators.vllm import VLLMComparator
+
+        return VLLMComparator(
+            settings.judge_model, engine_args=engine_args,
+            top_logprobs=settings.judge_top_logprobs, **prompt,
+        )
+    if settings.comparator == "openai":
+        from .comparators.openai import OpenAIComparator
+
+        return OpenAIComparator(
+            settings.judge_base_url, settings.judge_model, endpoint=settings.judge_endpoint,
+            tokenizer=tokenizer, logprob_token_ids=settings.judge_logprob_token_ids,
+            top_logprobs=settings.judge_top_logprobs, **http, **prompt,
+        )
+    if settings.comparator == "sglang":
+        from .comparators.sglang import SGLangComparator, SGLangEngineComparator
+
+        if settings.judge_base_url:
+            return SGLangComparator(
+                settings.judge_base_url, model=settings.judge_model, tokenizer=tokenizer,
+                top_logprobs=settings.judge_top_logprobs, **http, **prompt,
+            )
+        return SGLangEngineComparator(settings.judge_model, engine_args=engine_args, **prompt)
+    from .comparators.transformers import TransformersComparator
+
+    return TransformersComparator(
+        settings.judge_model, device=settings.judge_device, dtype=settings.judge_dtype,
+        batch_size=settings.judge_batch_size, **prompt,
+    )
 
 
 def build_store(settings: ServerSettings) -> Store:
@@ -48,4 +119,10 @@ def build_service(
     )
 
 
-__all__ = ["build_comparator", "build_service", "build_store"]
+__all__ = [
+    "LLM_JUDGES",
+    "build_comparator",
+    "build_model_comparator",
+    "build_service",
+    "build_store",
+]

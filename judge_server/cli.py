@@ -4,7 +4,8 @@
     arena-judge config                      the table of every server option and its default
     arena-judge bench tournaments [--json]  tournament designs on the simulated judge
     arena-judge bench fit [--json]          the Bradley-Terry fitter against choix
-    arena-judge bench judge [--json]        the embedded judge on real GSM8K traces
+    arena-judge bench judge [--json]        a judge on real GSM8K traces (--comparator ...)
+    arena-judge bench backend [--json]      an LLM judge behind the server: comparisons/s
     arena-judge bench serve [--json]        server throughput and latency, instant judge
 """
 
@@ -16,6 +17,8 @@ import os
 # 10-25 ms instead of 0.3 ms per fit). Set before numpy is first imported.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# stdout carries the commands' results (tables, JSON); vLLM logs there by default.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -30,11 +33,14 @@ def _parse_ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x)
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per server option (``--grpc-port``), defaulting to "not given"."""
-    from .settings import ServerSettings
+def _add_settings_flags(parser: argparse.ArgumentParser, only: str | None = None) -> None:
+    """One flag per server option (``--grpc-port``), defaulting to "not given"; secrets
+    (environment only) get none. ``only``: the options whose name starts with it."""
+    from .settings import ServerSettings, env_only
 
     for name, field in ServerSettings.model_fields.items():
+        if env_only(name) or (only and not name.startswith(only) and name != "comparator"):
+            continue
         flags = ["--" + name.replace("_", "-")] + (["--config"] if name == "config_file" else [])
         if field.annotation is bool:
             parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
@@ -56,7 +62,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError) as exc:
         print(f"arena-judge serve: {exc}", file=sys.stderr)
         return 2
-    run(settings)
+    try:
+        run(settings)
+    except ImportError as exc:  # the judge's extra is not installed
+        print(f"arena-judge serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -90,20 +100,84 @@ def _bench_fit(args: argparse.Namespace) -> int:
     return _emit(result, fit.format_table(result), args.json)
 
 
-def _bench_judge(args: argparse.Namespace) -> int:
-    from .bench import judge
-    from .comparators.builtin import BuiltinComparator
+def _judge_settings(args: argparse.Namespace, **defaults):
+    """Server settings from the judge flags given (``--comparator``, ``--judge-*``)."""
+    from .settings import ServerSettings
 
+    given = {k: v for k, v in vars(args).items()
+             if (k == "comparator" or k.startswith("judge_")) and v is not None}
+    return ServerSettings(**{**defaults, **given})
+
+
+async def _evaluate(comparator, pairs, *, batch_size: int, progress: bool) -> dict:
+    from .bench import judge
+
+    try:
+        if hasattr(comparator, "start"):  # load the model before the clock starts
+            await comparator.start()
+        result = await judge.evaluate(comparator, pairs, batch_size=batch_size,
+                                      progress=progress)
+    finally:
+        await comparator.aclose()
+    stats = getattr(comparator, "stats", None)
+    if stats is not None:
+        result["judge_stats"] = stats.snapshot()
+    return result
+
+
+def _bench_judge(args: argparse.Namespace) -> int:
+    from .app import build_comparator
+    from .bench import judge
+
+    try:
+        settings = _judge_settings(args, judge_cache_entries=0)
+        comparator = build_comparator(settings)
+    except (ValidationError, ValueError, ImportError) as exc:
+        print(f"arena-judge bench judge: {exc}", file=sys.stderr)
+        return 2
     if args.pairs:
         pairs = judge.load_pairs_jsonl(args.pairs)
-        title = f"builtin judge on {args.pairs}"
+        title = f"{settings.comparator} judge on {args.pairs}"
     else:
         pairs = judge.gsm8k_pairs(args.data or judge.DEFAULT_GSM8K_PATH, reference=args.reference)
-        title = (f"builtin judge on GSM8K (correct, incorrect) pairs, reference: {args.reference}, "
-                 "final-answer lines removed, <<...>> stripped")
-    result = asyncio.run(judge.evaluate(BuiltinComparator(), pairs, progress=not args.json))
+        title = (f"{settings.comparator} judge on GSM8K (correct, incorrect) pairs, reference: "
+                 f"{args.reference}, final-answer lines removed, <<...>> stripped")
+    if args.limit:
+        pairs = pairs[: args.limit]
+    from .errors import JudgeError
+
+    try:
+        result = asyncio.run(_evaluate(comparator, pairs, batch_size=args.batch_size,
+                                       progress=not args.json))
+    except JudgeError as exc:
+        print(f"arena-judge bench judge: {exc}", file=sys.stderr)
+        return 1
     result["reference"] = None if args.pairs else args.reference
+    result["comparator"] = settings.comparator
+    if settings.judge_model:
+        result["model"] = settings.judge_model
     return _emit(result, judge.format_report(result, title=title), args.json)
+
+
+def _bench_backend(args: argparse.Namespace) -> int:
+    from .bench import backend
+
+    try:
+        settings = _judge_settings(args, comparator="vllm", judge_model=backend.TINY,
+                                   design=args.design, order=args.order)
+    except (ValidationError, ValueError) as exc:
+        print(f"arena-judge bench backend: {exc}", file=sys.stderr)
+        return 2
+    from .errors import JudgeError
+
+    try:
+        result = backend.run(settings=settings, groups=args.groups,
+                             concurrency=args.concurrency, data=args.data,
+                             progress=not args.json)
+    except (JudgeError, ImportError) as exc:
+        print(f"arena-judge bench backend: {exc}", file=sys.stderr)
+        return 1
+    return _emit(result, backend.format_table(result), args.json)
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
@@ -147,12 +221,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=_bench_fit)
 
-    j = bench.add_parser("judge", help="judge quality on labelled pairs (default: GSM8K)")
+    j = bench.add_parser("judge", help="judge quality on labelled pairs (default: GSM8K), "
+                         "any judge (--comparator, --judge-*)")
     j.add_argument("--reference", choices=("worked", "answer", "none"), default="worked")
     j.add_argument("--data", default=None, help="model_solutions.jsonl (default: ../shared)")
     j.add_argument("--pairs", default=None, help="a JSONL file of labelled pairs instead")
+    j.add_argument("--limit", type=int, default=0, help="judge only the first N pairs")
+    j.add_argument("--batch-size", type=int, default=256, help="comparisons per judge call")
     j.add_argument("--json", action="store_true")
+    _add_settings_flags(j, only="judge_")
     j.set_defaults(func=_bench_judge)
+
+    b = bench.add_parser("backend", help="an LLM judge behind the server: comparisons/s, "
+                         "server overhead, prefix cache (default: vLLM, tiny random model)")
+    b.add_argument("--groups", type=int, default=64, help="dead GSM8K groups to rank")
+    b.add_argument("--concurrency", type=int, default=16, help="groups in flight")
+    b.add_argument("--design", default="adaptive", help="tournament design of the run")
+    b.add_argument("--order", default="random", help="order policy: random or both")
+    b.add_argument("--data", default=None, help="model_solutions.jsonl (default: ../shared)")
+    b.add_argument("--json", action="store_true")
+    _add_settings_flags(b, only="judge_")
+    b.set_defaults(func=_bench_backend)
 
     s = bench.add_parser("serve", help="server groups/s and latency with an instant judge")
     s.add_argument("--target", default=None, help="host:grpc_port,http_url of a running server")

@@ -8,10 +8,11 @@ Values come, highest priority first, from command-line flags, environment variab
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,10 +35,78 @@ class ServerSettings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address both transports listen on.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one).")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: pick a free one).")
-    comparator: Literal["builtin", "simulated", "instant"] = Field(
+    comparator: Literal[
+        "builtin", "simulated", "instant", "vllm", "openai", "sglang", "transformers"
+    ] = Field(
         "builtin",
         description="The judge: builtin (embedded rule-based judge, no model), simulated "
-        "(latent strengths read from the traces, for tests), instant (p = 0.5, for load tests).",
+        "(latent strengths read from the traces, for tests), instant (p = 0.5, for load tests); "
+        "LLM judges: vllm (in-process engine), openai (OpenAI-compatible server), sglang "
+        "(SGLang's /generate, or its in-process engine without a base URL), transformers "
+        "(local model, CPU or GPU).",
+    )
+    # LLM judges (comparator vllm, openai, sglang, transformers).
+    judge_model: str | None = Field(
+        None, description="LLM judge: model path or name (openai: the requests' model)."
+    )
+    judge_base_url: str | None = Field(
+        None, description="openai, sglang: the model server's URL, e.g. http://judge:8000."
+    )
+    judge_api_key: SecretStr | None = Field(
+        None,
+        description="openai, sglang: bearer token of the model server; environment only, "
+        "never logged.",
+        json_schema_extra={"env_only": True},
+    )
+    judge_tokenizer: str | None = Field(
+        None,
+        description="openai, sglang: the served model's tokenizer (default: the model when "
+        "it is a local directory; none: read verdicts by token text).",
+    )
+    judge_prompt_format: Literal["auto", "plain", "chat"] = Field(
+        "auto",
+        description="Judge prompt: plain text, or the tokenizer's chat template (auto: chat "
+        "when the tokenizer has one).",
+    )
+    judge_endpoint: Literal["completions", "chat"] = Field(
+        "completions", description="openai: /v1/completions or /v1/chat/completions."
+    )
+    judge_template: str | None = Field(
+        None,
+        description="Judge prompt template with slots {problem} {reference} {first} "
+        "{second}, or @FILE (default: the built-in one).",
+    )
+    judge_logprob_token_ids: bool = Field(
+        True,
+        description="openai: ask for the verdict tokens' log-probabilities by id (vLLM's "
+        "logprob_token_ids) when the tokenizer is known; else top-k.",
+    )
+    judge_top_logprobs: int = Field(
+        20, ge=1, description="LLM judge: k of the top-k log-probabilities fallback."
+    )
+    judge_max_concurrency: int = Field(
+        64, ge=1, description="openai, sglang: most requests in flight to the model server."
+    )
+    judge_timeout_s: float = Field(
+        60.0, gt=0, description="openai, sglang: seconds one request may take."
+    )
+    judge_retries: int = Field(
+        2, ge=0, description="openai, sglang: retries of a failed request, with backoff."
+    )
+    judge_engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vllm, sglang (in-process): engine arguments as JSON, e.g. "
+        '{"max_model_len": 4096, "gpu_memory_utilization": 0.5}.',
+    )
+    judge_dtype: str = Field("auto", description="vllm, transformers: weights' dtype.")
+    judge_device: str = Field("auto", description="transformers: cpu, cuda, cuda:1, auto.")
+    judge_batch_size: int = Field(
+        8, ge=1, description="transformers: prompts per forward pass."
+    )
+    judge_cache_entries: int = Field(
+        100_000,
+        ge=0,
+        description="LLM judge: verdicts cached (LRU, keyed per run); 0 turns the cache off.",
     )
     store: Literal["sqlite", "memory"] = Field(
         "sqlite", description="Where run settings and anchor pools live."
@@ -101,6 +170,35 @@ class ServerSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    @field_validator("judge_engine_args", mode="before")
+    @classmethod
+    def _parse_engine_args(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a command-line flag
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_judge(self) -> ServerSettings:
+        from .comparators.prompt import PromptTemplate
+
+        if self.judge_template is not None:
+            PromptTemplate.load(self.judge_template)  # a bad template fails at start-up
+        needs = {
+            "vllm": ("judge_model",),
+            "transformers": ("judge_model",),
+            "openai": ("judge_base_url", "judge_model"),
+        }.get(self.comparator, ())
+        if self.comparator == "sglang" and not (self.judge_base_url or self.judge_model):
+            needs = ("judge_base_url",)
+        for name in needs:
+            if not getattr(self, name):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name}: the {self.comparator} judge needs {flag}")
+        return self
+
     @model_validator(mode="after")
     def _check_run_defaults(self) -> ServerSettings:
         from .validation import check_settings
@@ -134,14 +232,20 @@ class ServerSettings(BaseSettings):
         )
 
 
+def env_only(name: str) -> bool:
+    """True for options read from the environment (or the config file) only: secrets."""
+    extra = ServerSettings.model_fields[name].json_schema_extra
+    return bool(isinstance(extra, dict) and extra.get("env_only"))
+
+
 def options_table() -> str:
     """A Markdown table of every option: name, environment variable, default, meaning."""
     rows = ["| option | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in ServerSettings.model_fields.items():
-        default = field.default
+        default = field.get_default(call_default_factory=True)
+        flag = "(environment only)" if env_only(name) else f"`--{name.replace('_', '-')}`"
         rows.append(
-            f"| `--{name.replace('_', '-')}` | `ARENA_{name.upper()}` | `{default}` "
-            f"| {field.description} |"
+            f"| {flag} | `ARENA_{name.upper()}` | `{default}` | {field.description} |"
         )
     return "\n".join(rows)
 

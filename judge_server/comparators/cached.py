@@ -1,0 +1,131 @@
+"""A verdict cache in front of any comparator: the same question is judged once per run.
+
+Two comparisons are the same question when they have the same run, prompt, reference, first
+trace and second trace (order matters: ``(a, b)`` and ``(b, a)`` are two questions, as the
+judge's position bias makes them). :class:`CachedComparator` keeps the answers in one LRU of
+``max_entries`` keyed by ``(run_id, hash of the rest)``; the judge is the wrapped comparator,
+so a cache never mixes judges. Within a batch, repeated questions are sent once; a question
+already being judged by a concurrent batch is waited for rather than sent again. A failed
+batch caches nothing, and every caller waiting on it gets the same :class:`JudgeError`.
+
+Where repeats come from: pool anchors meet the same traces again in later tournaments of a
+prompt, a trainer retries a group, ``order="both"`` designs that revisit a pair, and
+benchmarks that replay pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from .base import Comparator, Comparison
+
+Key = tuple[str, bytes]
+
+
+def comparison_key(comparison: Comparison) -> Key:
+    """``(run_id, 16-byte digest of prompt, reference, first, second)``."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (
+        comparison.prompt,
+        "\x00" if comparison.reference is None else "\x01" + comparison.reference,
+        comparison.first,
+        comparison.second,
+    ):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return comparison.run_id, digest.digest()
+
+
+class CachedComparator(Comparator):
+    """``inner`` with a per-run verdict cache of at most ``max_entries`` answers (LRU)."""
+
+    def __init__(self, inner: Comparator, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.inner = inner
+        self.name = inner.name
+        self.max_entries = max_entries
+        self._answers: OrderedDict[Key, float] = OrderedDict()
+        self._pending: dict[Key, asyncio.Future] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"CachedComparator({self.inner!r}, max_entries={self.max_entries})"
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
+        keys = [comparison_key(c) for c in comparisons]
+        out: list[float | None] = [None] * len(comparisons)
+        waiting: dict[int, asyncio.Future] = {}
+        to_ask: dict[Key, int] = {}  # key -> index of the first comparison asking it
+        got: dict[Key, float] = {}
+        for i, key in enumerate(keys):
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                out[i] = self._answers[key]
+                self.hits += 1
+            elif key in self._pending:
+                waiting[i] = self._pending[key]
+                self.hits += 1
+            elif key in to_ask:
+                self.hits += 1
+            else:
+                to_ask[key] = i
+                self.misses += 1
+        if to_ask:
+            loop = asyncio.get_running_loop()
+            mine = {key: loop.create_future() for key in to_ask}
+            self._pending.update(mine)
+            try:
+                answers = await self.inner.compare([comparisons[i] for i in to_ask.values()])
+                if len(answers) != len(to_ask):
+                    raise ValueError(
+                        f"{self.name}: {len(answers)} verdicts for {len(to_ask)} comparisons"
+                    )
+            except BaseException as exc:
+                for key, future in mine.items():
+                    self._pending.pop(key, None)
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: a waiter may or may not exist
+                raise
+            for key, p in zip(to_ask, answers):
+                self._pending.pop(key, None)
+                mine[key].set_result(p)
+                got[key] = p
+                self._store(key, p)
+        for i, future in waiting.items():
+            out[i] = await future
+        for i, key in enumerate(keys):
+            if out[i] is None:  # asked in this batch, maybe more than once
+                out[i] = got[key]
+        return [float(p) for p in out]
+
+    def _store(self, key: Key, p: float) -> None:
+        self._answers[key] = p
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.max_entries:
+            self._answers.popitem(last=False)
+
+    def forget_run(self, run_id: str) -> int:
+        """Drop a run's answers (a deleted run); returns how many."""
+        stale = [key for key in self._answers if key[0] == run_id]
+        for key in stale:
+            del self._answers[key]
+        return len(stale)
+
+    async def check_health(self) -> bool:
+        return await self.inner.check_health()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+__all__ = ["CachedComparator", "comparison_key"]

@@ -1,0 +1,266 @@
+"""The OpenAI-compatible judge against fake servers: requests, verdicts, every failure.
+
+A fake server is a real HTTP server on loopback whose answers come from a plain function;
+the judge's failures (server down, timeout, bad status, malformed response) must all be
+JudgeError, and through the service a judge_failed group, never another exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from judge_server.app import build_service
+from judge_server.comparators.base import Comparison
+from judge_server.comparators.openai import OpenAIComparator
+from judge_server.errors import JudgeError
+from judge_server.settings import ServerSettings
+from trainer_client.types import Group, Trace
+
+from .fakes import closed_port, fake_server
+
+KEY = b"0123456789abcdef"
+COMPARISON = Comparison("2 + 2?", "2 + 2 = 4", "2 + 2 = 5", "4", "r1")
+
+
+def completion(top: dict[str, float], usage: dict | None = None) -> dict:
+    return {
+        "choices": [{"index": 0, "text": "", "logprobs": {
+            "tokens": [next(iter(top))], "token_logprobs": [next(iter(top.values()))],
+            "top_logprobs": [top], "text_offset": [0]}}],
+        "usage": usage or {"prompt_tokens": 100, "completion_tokens": 1},
+    }
+
+
+def answers(top: dict[str, float]):
+    def handler(method, path, body):
+        if method == "GET":
+            return 200, {"data": [{"id": "judge"}]}
+        return 200, completion(top)
+    return handler
+
+
+async def test_text_prompt_and_top_k_verdict_without_a_tokenizer():
+    top = {" A": math.log(0.3), " B": math.log(0.1), " the": math.log(0.4)}
+    async with fake_server(answers(top)) as (url, seen):
+        judge = OpenAIComparator(url + "/v1", "judge", nonce_key=KEY, api_key="sk-secret")
+        try:
+            assert await judge.compare([COMPARISON, COMPARISON]) == pytest.approx([0.75, 0.75])
+            assert await judge.check_health()
+        finally:
+            await judge.aclose()
+    method, path, headers, body = seen.requests[0]
+    assert (method, path) == ("POST", "/v1/completions")
+    assert headers["authorization"] == "Bearer sk-secret"
+    assert body["model"] == "judge" and body["max_tokens"] == 1 and body["temperature"] == 0
+    assert body["logprobs"] == 20 and "logprob_token_ids" not in body
+    assert body["prompt"].endswith("Verdict:") and "<<<TRACE A" in body["prompt"]
+    assert judge.stats.by_top == 2 and judge.stats.prompt_tokens == 200
+    assert "sk-secret" not in repr(judge)
+
+
+async def test_chat_endpoint_sends_the_message():
+    def handler(method, path, body):
+        entry = [{"token": "A", "logprob": math.log(0.2)}, {"token": "B", "logprob": -9.0},
+                 {"token": "Hello", "logprob": -0.5}]
+        return 200, {"choices": [{"logprobs": {"content": [{"token": "Hello", "logprob": -0.5,
+                                                            "top_logprobs": entry}]}}]}
+
+    async with fake_server(handler) as (url, seen):
+        judge = OpenAIComparator(url, "judge", endpoint="chat", nonce_key=KEY)
+        try:
+            [p] = await judge.compare([COMPARISON])
+        finally:
+            await judge.aclose()
+    assert p == pytest.approx(1 / (1 + math.exp(-9.0 - math.log(0.2))))
+    body = seen.bodies[0]
+    assert seen.requests[0][1] == "/v1/chat/completions"
+    assert body["messages"][0]["role"] == "user"
+    assert body["messages"][0]["content"].endswith("Answer with a single letter.")
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+
+
+async def test_token_ids_and_verdict_ids_with_a_tokenizer(tiny_model, tiny_tokenizer):
+    def handler(method, path, body):
+        a, b = body["logprob_token_ids"]
+        return 200, completion({f"token_id:{a}": -1.0, f"token_id:{b}": -2.0,
+                                "token_id:5": -0.1},
+                               {"prompt_tokens": 10, "prompt_tokens_details":
+                                {"cached_tokens": 4}})
+
+    async with fake_server(handler) as (url, seen):
+        judge = OpenAIComparator(url, str(tiny_model), nonce_key=KEY)  # a local directory
+        try:
+            [p] = await judge.compare([COMPARISON])
+        finally:
+            await judge.aclose()
+    body = seen.bodies[0]
+    assert p == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert body["return_tokens_as_token_ids"] is True and body["logprobs"] == 2
+    assert body["logprob_token_ids"] == list(judge.verdict_ids)
+    assert body["prompt"] == list(judge.render([COMPARISON])[0].token_ids)
+    assert (judge.stats.by_id, judge.stats.prompt_tokens, judge.stats.cached_prompt_tokens) == (
+        1, 10, 4)
+
+
+async def test_retries_pass_a_passing_failure():
+    calls = []
+
+    def handler(method, path, body):
+        calls.append(path)
+        if len(calls) <= 2:
+            return 503, {"error": "loading"}
+        return 200, completion({" A": -1.0, " B": -1.0})
+
+    async with fake_server(handler) as (url, _):
+        judge = OpenAIComparator(url, "judge", retries=2, backoff_s=0.01)
+        try:
+            assert await judge.compare([COMPARISON]) == [0.5]
+        finally:
+            await judge.aclose()
+    assert len(calls) == 3 and judge.stats.retries == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+async def test_client_errors_are_not_retried(status):
+    calls = []
+
+    def handler(method, path, body):
+        calls.append(path)
+        return status, {"error": {"message": "no such model"}}
+
+    async with fake_server(handler) as (url, _):
+        judge = OpenAIComparator(url, "judge", retries=3, backoff_s=0.01, api_key="sk-secret")
+        try:
+            with pytest.raises(JudgeError, match=f"HTTP {status}") as caught:
+                await judge.compare([COMPARISON])
+        finally:
+            await judge.aclose()
+    assert len(calls) == 1 and "sk-secret" not in str(caught.value)
+
+
+MALFORMED = [
+    "this is not JSON",
+    {"choices": []},
+    {"choices": [{"text": "A"}]},
+    {"choices": [{"logprobs": {"top_logprobs": [[" A", -1.0]]}}]},
+    {"choices": [{"logprobs": {"top_logprobs": [{" A": "very likely"}]}}]},
+    [1, 2, 3],
+]
+
+
+@pytest.mark.parametrize("garbage", MALFORMED)
+async def test_malformed_responses_are_judge_errors(garbage):
+    async with fake_server(lambda m, p, b: (200, garbage)) as (url, _):
+        judge = OpenAIComparator(url, "judge")
+        try:
+            with pytest.raises(JudgeError, match="malformed|not JSON"):
+                await judge.compare([COMPARISON])
+        finally:
+            await judge.aclose()
+
+
+async def test_a_server_down_is_a_judge_error_and_unhealthy():
+    judge = OpenAIComparator(f"http://127.0.0.1:{closed_port()}", "judge", retries=1,
+                             backoff_s=0.01)
+    try:
+        with pytest.raises(JudgeError, match="ConnectError.*after 2 tries"):
+            await judge.compare([COMPARISON])
+        await judge.start()  # the client starts; the server is still down
+        assert not await judge.check_health()
+    finally:
+        await judge.aclose()
+
+
+async def test_a_timeout_is_a_judge_error():
+    async def slow(method, path, body):
+        await asyncio.sleep(2)
+        return 200, completion({" A": -1.0})
+
+    async with fake_server(slow) as (url, _):
+        judge = OpenAIComparator(url, "judge", timeout_s=0.2, retries=0)
+        try:
+            with pytest.raises(JudgeError, match="Timeout"):
+                await judge.compare([COMPARISON])
+        finally:
+            await judge.aclose()
+
+
+async def test_concurrency_is_bounded():
+    in_flight = peak = 0
+
+    async def handler(method, path, body):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return 200, completion({" A": -1.0, " B": -2.0})
+
+    async with fake_server(handler) as (url, _):
+        judge = OpenAIComparator(url, "judge", max_concurrency=3)
+        try:
+            await judge.compare([COMPARISON] * 12)
+        finally:
+            await judge.aclose()
+    assert peak == 3
+
+
+def dead(group_id: str, texts: list[str]) -> Group:
+    return Group(group_id=group_id, prompt="2 + 2?", prompt_id=group_id,
+                 traces=tuple(Trace(t, 1.0) for t in texts))
+
+
+async def rank_through_the_service(base_url: str):
+    settings = ServerSettings(store="memory", comparator="openai", judge_base_url=base_url,
+                              judge_model="judge", judge_retries=0, judge_timeout_s=2)
+    service = build_service(settings)
+    try:
+        return await service.rank("r1", [
+            dead("g1", ["2 + 2 = 4", "2 + 2 = 5", "4"]),
+            Group(group_id="g2", prompt="2 + 2?", traces=(Trace("4", 1.0), Trace("5", 0.0))),
+        ])
+    finally:
+        await service.aclose()
+
+
+async def test_the_service_fails_only_the_judged_group_when_the_server_is_down():
+    dead_result, live_result = await rank_through_the_service(
+        f"http://127.0.0.1:{closed_port()}")
+    assert dead_result.status == "judge_failed" and "ConnectError" in dead_result.error
+    assert dead_result.advantages == (0.0, 0.0, 0.0)
+    assert live_result.status == "ok" and not live_result.routed
+
+
+@pytest.mark.parametrize("garbage", ["<html>bad gateway</html>", {"choices": [{}]}])
+async def test_the_service_fails_the_group_on_garbage(garbage):
+    async with fake_server(lambda m, p, b: (200, garbage)) as (url, _):
+        dead_result, live_result = await rank_through_the_service(url)
+    assert dead_result.status == "judge_failed" and "malformed" in dead_result.error
+    assert live_result.status == "ok"
+
+
+async def test_the_service_ranks_with_a_working_server():
+    async with fake_server(answers({" A": -1.0, " B": -2.0})) as (url, seen):
+        dead_result, _ = await rank_through_the_service(url)
+    assert dead_result.status == "ok" and dead_result.routed
+    assert dead_result.judge_calls == len(seen.bodies) > 0
+
+
+async def test_a_run_can_have_its_own_template():
+    async with fake_server(answers({" A": -1.0, " B": -2.0})) as (url, seen):
+        judge = OpenAIComparator(url, "judge", nonce_key=KEY)
+        judge.set_run_template("terse", "Q: {problem}\n1: {first}\n2: {second}\nBetter?")
+        with pytest.raises(ValueError, match="missing slot"):
+            judge.set_run_template("broken", "{problem} {first}")
+        try:
+            await judge.compare([COMPARISON, Comparison("2 + 2?", "4", "5", None, "terse")])
+            judge.set_run_template("terse", None)
+            await judge.compare([Comparison("2 + 2?", "4", "5", None, "terse")])
+        finally:
+            await judge.aclose()
+    prompts = sorted(body["prompt"] for body in seen.bodies)
+    assert prompts[0].startswith("Q: <<<PROBLEM") and prompts[0].endswith("Better?\n\nVerdict:")
+    assert all("expert judge" in p for p in prompts[1:])
