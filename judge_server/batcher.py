@@ -93,5 +93,9 @@ class RoundBatcher:
             start += len(comparisons)
 
     async def aclose(self) -> None:
+        # The service has cancelled its groups: nobody waits on these batches any more, and a
+        # judge that never answers must not hold the server's stop forever.
+        for task in list(self._sending):
+            task.cancel()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)

@@ -20,6 +20,7 @@ import uvicorn
 from grpc_health.v1 import health
 
 from .app import build_service
+from .assembly import AssemblyOptions
 from .grpc_api import build_grpc_server, host_port
 from .http_api import build_app
 from .service import ArenaService
@@ -76,13 +77,14 @@ class JudgeServer:
         grpc_port: int = 0,
         http_port: int = 0,
         access_log: bool = False,
+        assembly: AssemblyOptions | None = None,
     ) -> None:
         self.service = service
         self.host = host
         self.grpc_port = grpc_port
         self.http_port = http_port
         self.access_log = access_log
-        self.app = build_app(service)
+        self.app = build_app(service, assembly=assembly)
         self._draining = asyncio.Event()
         self._health: health.aio.HealthServicer | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -141,6 +143,7 @@ class JudgeServer:
         self._stopped = True
         self._draining.set()
         self.app.state.draining = True
+        await self.app.state.assembler.aclose()  # answer the samples still waiting for a group
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         waits = []
@@ -179,6 +182,7 @@ async def serve(settings: ServerSettings) -> None:
         grpc_port=settings.grpc_port,
         http_port=settings.http_port,
         access_log=settings.log_level == "debug",
+        assembly=settings.assembly_options(),
     )
     try:
         await server.start()
