@@ -10,83 +10,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Coroutine
 from typing import Any
 
 import pytest
 
-from judge_server.app import build_service
 from judge_server.comparators.base import Comparator, Comparison
 from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.errors import JudgeError
-from judge_server.server import JudgeServer
-from judge_server.settings import ServerSettings
 from trainer_client import Group, Trace
 
-START_TIMEOUT_S = 30.0
-
-
-class BackgroundLoop:
-    """An event loop in a daemon thread; :meth:`run` runs a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = START_TIMEOUT_S) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-class ServerThread:
-    """A started :class:`JudgeServer` (memory store) in a thread of its own."""
-
-    def __init__(self, comparator: Comparator | None = None, /, **options: Any) -> None:
-        self.background = BackgroundLoop()
-        options = {"comparator": "simulated", "store": "memory", **options}
-        settings = ServerSettings(host="127.0.0.1", grpc_port=0, http_port=0, **options)
-
-        async def start() -> JudgeServer:
-            server = JudgeServer(build_service(settings, comparator=comparator))
-            await server.start()
-            return server
-
-        self.comparator = comparator
-        self.server: JudgeServer = self.background.run(start())
-        self.service = self.server.service
-
-    @property
-    def grpc_address(self) -> str:
-        return self.server.grpc_address
-
-    @property
-    def http_url(self) -> str:
-        return self.server.http_url
-
-    def address(self, transport: str) -> dict[str, str]:
-        """The client options that reach this server over ``transport``."""
-        return {"transport": transport, "target": self.grpc_address, "http_url": self.http_url}
-
-    def groups_seen(self, run_id: str, outcome: str) -> int:
-        """Groups the server answered for ``run_id`` with ``outcome`` (live, judged, ...)."""
-        value = self.service.metrics.registry.get_sample_value(
-            "arena_groups_total", {"run": run_id, "outcome": outcome}
-        )
-        return int(value or 0)
-
-    def stop(self) -> None:
-        if isinstance(self.comparator, HangingComparator):
-            self.comparator.release()
-        try:
-            self.background.run(self.server.stop(grace=0.5), timeout=15)
-        finally:
-            self.background.close()
+from ..background import BackgroundLoop, ServerThread
 
 
 class CountingComparator(SimulatedComparator):
@@ -108,8 +41,7 @@ class CountingComparator(SimulatedComparator):
 
 
 class HangingComparator(Comparator):
-    """A judge that never answers, until :meth:`release` makes it fail (the server's stop
-    does not cancel a batch the judge holds: see the report on ``RoundBatcher.aclose``)."""
+    """A judge that never answers, until :meth:`release` makes it fail."""
 
     name = "hanging"
 
