@@ -27,9 +27,12 @@ class GatedComparator(SimulatedComparator):
         super().__init__()
         self.release = asyncio.Event()
         self.holding = asyncio.Event()  # set once a slow batch waits
+        self.held: set[str] = set()  # the groups (trace-text prefixes) held back
 
     async def compare(self, comparisons):
-        if any("slow" in c.first or "slow" in c.second for c in comparisons):
+        slow = {t.split()[0] for c in comparisons for t in (c.first, c.second) if "slow" in t}
+        if slow:
+            self.held |= slow
             self.holding.set()
             await self.release.wait()
         return await super().compare(comparisons)
@@ -174,7 +177,9 @@ async def test_stop_lets_groups_in_flight_finish(gated):
     unary = stub.Rank(request, timeout=TIMEOUT)
     stream = stub.RankStream(timeout=TIMEOUT)
     await stream.write(pb.RankStreamRequest(run_id="r", group=to_proto(dead("slow-2"))))
-    await asyncio.wait_for(comparator.holding.wait(), TIMEOUT)
+    async with asyncio.timeout(TIMEOUT):  # both groups are in flight before the server stops
+        while not {"slow-1", "slow-2"} <= comparator.held:
+            await asyncio.sleep(0.01)
 
     stopping = asyncio.create_task(server.stop(grace=TIMEOUT))
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
