@@ -111,6 +111,7 @@ class RunSettingsIn(BaseModel):
     pool_per_prompt: int | None = None
     pool_per_run: int | None = None
     pool_max_age: int | None = None
+    judge_template: str | None = None
 
 
 class CreateRunRequest(BaseModel):
@@ -134,6 +135,7 @@ class RunSettingsOut(BaseModel):
     pool_per_prompt: int
     pool_per_run: int
     pool_max_age: int
+    judge_template: str
 
 
 class RunList(BaseModel):

@@ -87,15 +87,26 @@ class ArenaService:
         check_settings(settings)
         if not await self.store.create_run(settings):
             raise RunExists(settings.run_id)
+        try:
+            self._apply_template(settings)
+        except InvalidRequest:
+            await self.store.delete_run(settings.run_id)
+            raise
         self._settings[settings.run_id] = settings
         return settings
 
     async def get_run(self, run_id: str) -> RunSettings:
         check_id(run_id, "run_id")
-        settings = self._settings.get(run_id) or await self.store.get_run(run_id)
+        settings = self._settings.get(run_id)
         if settings is None:
-            raise RunNotFound(run_id)
-        self._settings[run_id] = settings
+            settings = await self.store.get_run(run_id)
+            if settings is None:
+                raise RunNotFound(run_id)
+            try:  # a run from before a restart: its template goes back to the judge
+                self._apply_template(settings)
+            except InvalidRequest as exc:
+                logger.warning("run %s keeps the server's judge prompt: %s", run_id, exc)
+            self._settings[run_id] = settings
         return settings
 
     async def delete_run(self, run_id: str) -> bool:
@@ -103,7 +114,14 @@ class ArenaService:
         async with self._lock(run_id):
             self._settings.pop(run_id, None)
             self._pools.pop(run_id, None)
+            self.comparator.forget_run(run_id)
             return await self.store.delete_run(run_id)
+
+    def _apply_template(self, settings: RunSettings) -> None:
+        try:
+            self.comparator.set_run_template(settings.run_id, settings.judge_template or None)
+        except ValueError as exc:
+            raise InvalidRequest("settings.judge_template", str(exc)) from None
 
     async def list_runs(self) -> list[RunSettings]:
         return await self.store.list_runs()

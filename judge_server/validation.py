@@ -17,6 +17,7 @@ from .arena.tournaments import DESIGNS, ORDERS
 from .errors import InvalidRequest
 
 MAX_ID_CHARS = 256
+MAX_TEMPLATE_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,10 @@ def check_settings(settings: RunSettings) -> None:
             raise InvalidRequest(f"{f}.{name}", f"must be finite, got {value}")
     if settings.lam <= 0:
         raise InvalidRequest(f"{f}.lam", f"must be > 0, got {settings.lam}")
+    if len(settings.judge_template) > MAX_TEMPLATE_CHARS:
+        raise InvalidRequest(
+            f"{f}.judge_template", f"longer than {MAX_TEMPLATE_CHARS} characters"
+        )
     if settings.dead_eps < 0:
         raise InvalidRequest(f"{f}.dead_eps", f"must be >= 0, got {settings.dead_eps}")
     for name in ("budget", "anchors_per_group", "pool_per_prompt", "pool_per_run", "pool_max_age"):

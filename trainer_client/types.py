@@ -76,6 +76,7 @@ class RunSettings:
     pool_per_prompt   anchors kept per prompt
     pool_per_run      anchors kept per run, all prompts together
     pool_max_age      steps after which an anchor leaves the pool
+    judge_template    the run's own judge prompt template ("" for the server's; LLM judges only)
     """
 
     run_id: str
@@ -92,6 +93,7 @@ class RunSettings:
     pool_per_prompt: int = 8
     pool_per_run: int = 100_000
     pool_max_age: int = 100
+    judge_template: str = ""
 
 
 __all__ = ["Group", "GroupResult", "RunSettings", "Trace"]

@@ -37,6 +37,15 @@ class Comparator(abc.ABC):
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
         """Return one ``p = P(first is better)`` in [0, 1] per comparison, in order."""
 
+    def set_run_template(self, run_id: str, template: str | None) -> None:
+        """Judge ``run_id``'s comparisons with its own prompt template (``None``: the
+        server's). A judge that uses no prompt refuses a template with ``ValueError``."""
+        if template:
+            raise ValueError(f"the {self.name} judge uses no prompt template")
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop whatever the judge keeps for a run (its template, cached verdicts)."""
+
     async def check_health(self) -> bool:
         """True when the comparator can answer now (the model is loaded, the server is up)."""
         return True

@@ -114,12 +114,20 @@ class CachedComparator(Comparator):
         while len(self._answers) > self.max_entries:
             self._answers.popitem(last=False)
 
-    def forget_run(self, run_id: str) -> int:
-        """Drop a run's answers (a deleted run); returns how many."""
+    def _drop_answers(self, run_id: str) -> int:
         stale = [key for key in self._answers if key[0] == run_id]
         for key in stale:
             del self._answers[key]
         return len(stale)
+
+    def forget_run(self, run_id: str) -> int:
+        """Drop a run's answers and what the judge keeps for it; returns how many answers."""
+        self.inner.forget_run(run_id)
+        return self._drop_answers(run_id)
+
+    def set_run_template(self, run_id: str, template) -> None:
+        self.inner.set_run_template(run_id, template)
+        self._drop_answers(run_id)  # verdicts under the old template no longer hold
 
     async def check_health(self) -> bool:
         return await self.inner.check_health()

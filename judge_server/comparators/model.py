@@ -166,8 +166,8 @@ class ModelComparator(Comparator, abc.ABC):
 
     def set_run_template(self, run_id: str, template: PromptTemplate | str | None) -> None:
         """Judge ``run_id``'s comparisons with its own template (checked now: raises
-        :class:`~.prompt.InvalidTemplate`); ``None`` restores the server's. Verdicts a
-        :class:`~.cached.CachedComparator` holds for the run stay: ``forget_run`` them."""
+        :class:`~.prompt.InvalidTemplate`); ``None`` restores the server's. (A
+        :class:`~.cached.CachedComparator` around it drops the run's cached verdicts.)"""
         if template is None:
             self._run_templates.pop(run_id, None)
         else:
@@ -175,6 +175,9 @@ class ModelComparator(Comparator, abc.ABC):
             self._run_templates[run_id] = template
         if self.prompt is not None:
             self.prompt.set_run_template(run_id, template)
+
+    def forget_run(self, run_id: str) -> None:
+        self.set_run_template(run_id, None)
 
     @property
     def started(self) -> bool:

@@ -8,6 +8,7 @@ import pytest
 
 from judge_server.comparators.base import Comparator, Comparison
 from judge_server.comparators.cached import CachedComparator, comparison_key
+from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.errors import JudgeError
 
 
@@ -82,3 +83,25 @@ async def test_lru_bound_and_forgetting_a_run():
     assert inner.closed
     with pytest.raises(ValueError):
         CachedComparator(inner, max_entries=0)
+
+
+def test_a_new_template_drops_the_runs_cached_verdicts_and_deleting_forgets_it():
+    class Templated(SimulatedComparator):
+        def __init__(self):
+            super().__init__()
+            self.templates = {}
+
+        def set_run_template(self, run_id, template):
+            self.templates[run_id] = template
+
+        def forget_run(self, run_id):
+            self.templates.pop(run_id, None)
+
+    inner = Templated()
+    cache = CachedComparator(inner)
+    asyncio.run(cache.compare([Comparison("q", "a", "b", run_id="r")]))
+    assert len(cache) == 1
+    cache.set_run_template("r", "{problem} {reference} {first} {second}")
+    assert len(cache) == 0 and "r" in inner.templates
+    cache.forget_run("r")
+    assert inner.templates == {}

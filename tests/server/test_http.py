@@ -104,6 +104,11 @@ async def test_run_settings_are_checked(http):
     assert_error(typo, 422, "invalid_argument", "settings.desing")
     wrong = await http.post("/v1/runs", json={"settings": {"run_id": "x", "budget": "lots"}})
     assert_error(wrong, 422, "invalid_argument", "settings.budget")
+    templated = await http.post(  # the simulated judge reads no prompt
+        "/v1/runs", json={"settings": {"run_id": "x", "judge_template": "{first} {second}"}}
+    )
+    assert_error(templated, 400, "invalid_argument", "settings.judge_template")
+    assert (await http.get("/v1/runs/x")).status_code == 404
 
 
 async def test_probes(http, server):

@@ -258,3 +258,47 @@ async def test_a_stream_reads_no_further_than_its_in_flight_limit():
     comparator.gate.set()
     results = [await first] + [r async for r in stream]
     assert sorted(r.group_id for r in results) == [f"g{k}" for k in range(6)]
+
+
+class TemplatedComparator(SimulatedComparator):
+    """Keeps the templates it is given, as an LLM judge does; refuses one without {first}."""
+
+    def __init__(self):
+        super().__init__()
+        self.templates = {}
+
+    def set_run_template(self, run_id, template):
+        if template and "{first}" not in template:
+            raise ValueError("missing slot {first}")
+        if template:
+            self.templates[run_id] = template
+        else:
+            self.templates.pop(run_id, None)
+
+    def forget_run(self, run_id):
+        self.templates.pop(run_id, None)
+
+
+async def test_a_runs_judge_template_reaches_the_judge_and_survives_a_restart():
+    store = MemoryStore()
+    template = "{problem} {reference} {first} {second}"
+    first = TemplatedComparator()
+    await service(first, store).create_run(RunSettings(run_id="r", judge_template=template))
+    assert first.templates == {"r": template}
+    after_restart = TemplatedComparator()
+    svc = service(after_restart, store)
+    assert (await svc.get_run("r")).judge_template == template
+    assert after_restart.templates == {"r": template}
+    await svc.delete_run("r")
+    assert after_restart.templates == {}
+
+
+async def test_a_bad_template_is_refused_and_creates_no_run():
+    store = MemoryStore()
+    svc = service(TemplatedComparator(), store)
+    with pytest.raises(InvalidRequest) as info:
+        await svc.create_run(RunSettings(run_id="r", judge_template="{problem} only"))
+    assert info.value.field == "settings.judge_template"
+    assert await store.get_run("r") is None
+    with pytest.raises(InvalidRequest, match="uses no prompt template"):
+        await service().create_run(RunSettings(run_id="r", judge_template="{first} {second}"))

@@ -85,7 +85,7 @@ class GroupResult(_message.Message):
     def __init__(self, group_id: _Optional[str] = ..., advantages: _Optional[_Iterable[float]] = ..., routed: _Optional[bool] = ..., strengths: _Optional[_Iterable[float]] = ..., stderr: _Optional[_Iterable[float]] = ..., judge_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., anchors_used: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class RunSettings(_message.Message):
-    __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age")
+    __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age", "judge_template")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DESIGN_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class RunSettings(_message.Message):
     POOL_PER_PROMPT_FIELD_NUMBER: _ClassVar[int]
     POOL_PER_RUN_FIELD_NUMBER: _ClassVar[int]
     POOL_MAX_AGE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     design: str
     budget: int
@@ -114,7 +115,8 @@ class RunSettings(_message.Message):
     pool_per_prompt: int
     pool_per_run: int
     pool_max_age: int
-    def __init__(self, run_id: _Optional[str] = ..., design: _Optional[str] = ..., budget: _Optional[int] = ..., order: _Optional[str] = ..., normalisation: _Optional[str] = ..., scale: _Optional[float] = ..., lam: _Optional[float] = ..., dead_eps: _Optional[float] = ..., divide_by_std: _Optional[bool] = ..., anchors_per_group: _Optional[int] = ..., anchor_mode: _Optional[str] = ..., pool_per_prompt: _Optional[int] = ..., pool_per_run: _Optional[int] = ..., pool_max_age: _Optional[int] = ...) -> None: ...
+    judge_template: str
+    def __init__(self, run_id: _Optional[str] = ..., design: _Optional[str] = ..., budget: _Optional[int] = ..., order: _Optional[str] = ..., normalisation: _Optional[str] = ..., scale: _Optional[float] = ..., lam: _Optional[float] = ..., dead_eps: _Optional[float] = ..., divide_by_std: _Optional[bool] = ..., anchors_per_group: _Optional[int] = ..., anchor_mode: _Optional[str] = ..., pool_per_prompt: _Optional[int] = ..., pool_per_run: _Optional[int] = ..., pool_max_age: _Optional[int] = ..., judge_template: _Optional[str] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
     __slots__ = ("settings",)
