@@ -222,9 +222,9 @@ def test_grpo_trainer_gets_advantages_for_dead_groups(judge, tmp_path, kind):
     import trl
     from trl.trainer.utils import is_async_callable
 
-    from tests.integrations.tiny import build
+    from judge_server.bench.tiny_model import build
 
-    model = build(tmp_path / "model")
+    model = build(tmp_path / "model", hidden_size=64)
     train = datasets.Dataset.from_list(
         [{"prompt": f"What is {a} + {a}?", "answer": str(2 * a)} for a in range(2, 14)]
     )

@@ -22,7 +22,7 @@ from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 from verl.trainer.ppo.reward import resolve_reward_manager_cls
 
-from tests.integrations.tiny import build
+from judge_server.bench.tiny_model import build
 from trainer_client.integrations.verl import REGISTERED_NAME, ArenaRewardManager
 
 EGGS = "Janet has 16 eggs, eats 3 and bakes with 4. She sells the rest at $2 each. How much?"
