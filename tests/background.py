@@ -16,6 +16,7 @@ from judge_server.app import build_service
 from judge_server.comparators.base import Comparator
 from judge_server.server import JudgeServer
 from judge_server.settings import ServerSettings
+from judge_server.store.base import Store
 
 START_TIMEOUT_S = 60.0
 
@@ -38,8 +39,11 @@ class BackgroundLoop:
             self.loop.close()
 
 
-def make_server(comparator: Comparator | str | None = None, /, **options: Any) -> JudgeServer:
-    """An unstarted server with the memory store; ``options`` are :class:`ServerSettings`.
+def make_server(
+    comparator: Comparator | str | None = None, /, *, store: Store | None = None, **options: Any
+) -> JudgeServer:
+    """An unstarted server (memory store unless ``store``); ``options`` are
+    :class:`ServerSettings`.
 
     ``comparator``: a :class:`Comparator`, or the name of a built-in judge (default: the
     ``comparator`` option, else ``simulated``).
@@ -49,7 +53,8 @@ def make_server(comparator: Comparator | str | None = None, /, **options: Any) -
     options = {"comparator": "simulated", "store": "memory", **options}
     settings = ServerSettings(host="127.0.0.1", grpc_port=0, http_port=0, **options)
     return JudgeServer(
-        build_service(settings, comparator=comparator), assembly=settings.assembly_options()
+        build_service(settings, comparator=comparator, store=store),
+        assembly=settings.assembly_options(),
     )
 
 

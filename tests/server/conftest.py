@@ -6,10 +6,10 @@ import grpc
 import httpx
 import pytest
 
-from judge_server.app import build_service
 from judge_server.server import JudgeServer
-from judge_server.settings import ServerSettings
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+
+from ..background import make_server
 
 CHANNEL_OPTIONS = [
     ("grpc.enable_http_proxy", 0),
@@ -27,9 +27,7 @@ async def start_server():
     servers: list[JudgeServer] = []
 
     async def start(*, comparator=None, store=None, **options) -> JudgeServer:
-        options = {"comparator": "simulated", "store": "memory", **options}
-        settings = ServerSettings(host="127.0.0.1", grpc_port=0, http_port=0, **options)
-        server = JudgeServer(build_service(settings, comparator=comparator, store=store))
+        server = make_server(comparator, store=store, **options)
         await server.start()
         servers.append(server)
         return server
