@@ -355,11 +355,20 @@ def _line_claims(line: str, signs: list[re.Match[str]]) -> Iterator[Claim]:
             yield claim
 
 
+_SENTENCE_END = re.compile(r"\.\s+")
+
+
 def _left_side(line: str, start: int, end: int) -> str | None:
     """The arithmetic expression that ends just before an equals sign, or None."""
     i = end
     while i > start and line[i - 1] in _ARITHMETIC_CHARS:
         i -= 1
+    # A full stop and a space end a sentence: "9 eggs. 9 * 2 = 18" claims 9 * 2 = 18. (A
+    # decimal point is never followed by a space.)
+    sentence = _SENTENCE_END.search(line, i, end)
+    while sentence is not None:
+        i = sentence.end()
+        sentence = _SENTENCE_END.search(line, i, end)
     while i < end and line[i] in " \t":
         i += 1
     if end - i > MAX_EXPRESSION_CHARS:
@@ -386,6 +395,9 @@ def _left_side(line: str, start: int, end: int) -> str | None:
 
 def _right_side(segment: str, *, chained: bool) -> str | None:
     """The value asserted just after an equals sign, or None when it is ambiguous."""
+    sentence = _SENTENCE_END.search(segment)
+    if sentence is not None:  # the claim ends with its sentence: "= 9. 9 * 2 = 18"
+        segment = segment[: sentence.start()]
     if chained:  # a middle link of a = b = c, when it is arithmetic as a whole
         text = segment.strip()
         if text and set(text) <= _ARITHMETIC_CHARS:

@@ -151,6 +151,18 @@ def test_wrong_claims_are_caught(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "wrong"),
+    [
+        ("16 - 3 - 4 = 9. 9 * 2 = 20", [False, True]),
+        ("16 - 3 - 4 = 9 eggs. 9 * 2 = 20 dollars, so 18.", [False, True]),
+        ("It costs 2.5 + 1.5 = 4 dollars. Then 4 * 2 = 8.", [False, False]),
+    ],
+)
+def test_claims_of_several_sentences_on_one_line_are_each_checked(text, wrong) -> None:
+    assert [c.wrong for c in find_claims(text)] == wrong
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "2x + 3 = 7",  # algebra, not arithmetic
