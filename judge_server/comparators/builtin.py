@@ -86,7 +86,7 @@ _ANSWER_IS = re.compile(
     r"\b(?:final\s+)?answer\s+(?:is|=)\s*[:：]?\s*(?P<ans>[^\n]*\S)", re.IGNORECASE
 )
 _FRACTION_ANSWER = re.compile(
-    r"(?<![\w.])(?P<sign>-?)\s*(?P<num>\d{1,30})\s*/\s*(?P<den>\d{1,30})(?![\d.])"
+    r"(?<![\w.])(?P<sign>-?)\s*(?P<num>\d{1,30})\s*/\s*(?P<den>\d{1,30})(?!\d|\.\d)"
 )
 _EXACT = 30
 """Decimals recorded for an answer written as a fraction: it is exact."""

@@ -448,3 +448,8 @@ async def test_gsm8k_agreement(gsm8k, reference: str, floor: float) -> None:
     result = await bench.evaluate(BuiltinComparator(), pairs, progress=False)
     assert result["agreement"] >= floor, bench.format_report(result)
     assert result["position_consistency"] == 1.0
+
+
+def test_a_fraction_answer_at_the_end_of_a_sentence() -> None:
+    assert final_answer("The answer is 1/2.").value == Fraction(1, 2)
+    assert final_answer("A: 3/4.").value == Fraction(3, 4)
