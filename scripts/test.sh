@@ -3,6 +3,16 @@
 # This is the README's test command; .ci/run calls it on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Real servers and tools the tests use: Redis (shared state), docker-compose (checks the compose
+# file), Chromium (checks the status page). Debian's packages, installed when missing.
+need=()
+for pair in redis-server:redis-server docker-compose:docker-compose chromium:chromium; do
+    command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
+done
+if ((${#need[@]})); then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
