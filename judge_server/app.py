@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .comparators.base import Comparator
 from .comparators.model import ModelComparator
+from .scheduler import JudgeScheduler
 from .service import ArenaService
 from .settings import ServerSettings
 from .store.base import Store
@@ -96,6 +97,10 @@ def build_store(settings: ServerSettings) -> Store:
         from .store.memory import MemoryStore
 
         return MemoryStore()
+    if settings.store == "redis":
+        from .store.redis import RedisStore
+
+        return RedisStore(settings.redis_url)
     from .store.sqlite import SqliteStore
 
     return SqliteStore(settings.sqlite_path)
@@ -108,14 +113,22 @@ def build_service(
     store: Store | None = None,
 ) -> ArenaService:
     """The service core for ``settings``; tests pass their own comparator or store."""
+    comparator = comparator or build_comparator(settings)
     return ArenaService(
-        comparator=comparator or build_comparator(settings),
+        comparator=comparator,
         store=store or build_store(settings),
+        scheduler=JudgeScheduler(
+            comparator,
+            max_batch=settings.max_batch,
+            window_s=settings.batch_window_ms / 1e3,
+            batches_in_flight=settings.judge_batches_in_flight,
+            policy=settings.scheduler,
+        ),
         limits=settings.limits(),
         defaults=settings.run_defaults(),
         auto_create_runs=settings.auto_create_runs,
-        max_batch=settings.max_batch,
-        batch_window_s=settings.batch_window_ms / 1e3,
+        max_groups_in_flight=settings.max_groups_in_flight,
+        max_run_groups_in_flight=settings.max_run_groups_in_flight,
     )
 
 

@@ -171,6 +171,7 @@ class _Buffer:
     size: int
     timeout: float
     slots: list[_Slot]
+    tenant: str | None = None  # authorised for the run when its first sample came
     timer: asyncio.TimerHandle | None = None
 
 
@@ -205,11 +206,13 @@ class GroupAssembler:
         group_size: int | None = None,
         timeout_s: float | None = None,
         field: str = "sample",
+        tenant: str | None = None,
     ) -> SampleScore:
         """Add ``sample`` to its group and wait for the group's ranking; its value."""
         size, timeout = self._options(group_size, timeout_s)
         self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
-        return await self._score_checked(run_id, sample, size, timeout)
+        await self.service.open_run(run_id, tenant=tenant)
+        return await self._score_checked(run_id, sample, size, timeout, tenant)
 
     async def score_many(
         self,
@@ -219,8 +222,10 @@ class GroupAssembler:
         group_size: int | None = None,
         timeout_s: float | None = None,
         columns: dict[str, str] | None = None,
+        tenant: str | None = None,
     ) -> list[SampleScore]:
-        """:meth:`score` for each sample, all at once; nothing is buffered unless all are valid.
+        """:meth:`score` for each sample, all at once; nothing is buffered unless all are valid
+        and ``tenant`` may use the run (created with the server's defaults when allowed).
 
         An error names the bad sample's field as ``samples[k].response``, or, with ``columns``
         (a :class:`Sample` field -> the name of the request's column), as ``column[k]``.
@@ -234,9 +239,10 @@ class GroupAssembler:
                 return f"{columns[attr]}[{k}]" if columns else f"samples[{k}].{attr}"
 
             self._check(run_id, sample, size, timeout, name)
+        await self.service.open_run(run_id, tenant=tenant)
         return list(
             await asyncio.gather(
-                *(self._score_checked(run_id, s, size, timeout) for s in samples)
+                *(self._score_checked(run_id, s, size, timeout, tenant) for s in samples)
             )
         )
 
@@ -247,7 +253,7 @@ class GroupAssembler:
         )
 
     async def _score_checked(
-        self, run_id: str, sample: Sample, size: int, timeout: float
+        self, run_id: str, sample: Sample, size: int, timeout: float, tenant: str | None
     ) -> SampleScore:
         reward = sample.reward
         if reward is None:
@@ -267,7 +273,7 @@ class GroupAssembler:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = _Buffer(run_id, key[1], self._group_id(key[1]), size, timeout, [])
+            buffer = _Buffer(run_id, key[1], self._group_id(key[1]), size, timeout, [], tenant)
             buffer.timer = asyncio.get_running_loop().call_later(
                 timeout, self._timed_out, key, buffer
             )
@@ -342,7 +348,9 @@ class GroupAssembler:
                     prompt=first.prompt,
                     reference=first.label,
                 )
-                result = await self.service.rank_group(buffer.run_id, group)
+                result = await self.service.rank_group(
+                    buffer.run_id, group, tenant=buffer.tenant
+                )
         except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the failure
             for slot in slots:
                 if not slot.future.done():

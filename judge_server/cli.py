@@ -2,6 +2,7 @@
 
     arena-judge serve [--grpc-port 50051] [--http-port 8000] [--config FILE] [--any-option ...]
     arena-judge config                      the table of every server option and its default
+    arena-judge hash-key < KEY_FILE         the SHA-256 digest of an API key (for ARENA_API_KEYS)
     arena-judge bench tournaments [--json]  tournament designs on the simulated judge
     arena-judge bench fit [--json]          the Bradley-Terry fitter against choix
     arena-judge bench judge [--json]        a judge on real GSM8K traces (--comparator ...)
@@ -74,6 +75,17 @@ def _config(args: argparse.Namespace) -> int:
     from .settings import options_table
 
     print(options_table())
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from .tenants import hash_key
+
+    key = sys.stdin.read().strip()  # from stdin, so the key stays out of shell history
+    if not key:
+        print("arena-judge hash-key: give the API key on standard input", file=sys.stderr)
+        return 2
+    print(hash_key(key))
     return 0
 
 
@@ -199,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print every server option and its default")
     config.set_defaults(func=_config)
+
+    hash_key = commands.add_parser(
+        "hash-key", help="print the SHA-256 digest of an API key read from standard input"
+    )
+    hash_key.set_defaults(func=_hash_key)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench", required=True

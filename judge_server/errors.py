@@ -5,7 +5,10 @@
     ├── RunNotFound         the run does not exist and runs must be created first
     ├── RunExists           create_run for a run id that is taken
     ├── JudgeError          the comparator (the model behind the judge) failed
-    └── StoreError          the store could not read or write; nothing was silently lost
+    ├── StoreError          the store could not read or write; nothing was silently lost
+    ├── Unauthenticated     no API key, or an unknown one (the server has keys)
+    ├── PermissionDenied    the run belongs to another tenant
+    └── Overloaded          the server is at capacity: nothing was accepted; retry later
 
 Transports map each class to one status (HTTP) and one code (gRPC) in one table each and send
 the message only: never a stack trace.
@@ -49,4 +52,39 @@ class StoreError(ArenaError):
     """The store failed to read or write."""
 
 
-__all__ = ["ArenaError", "InvalidRequest", "JudgeError", "RunExists", "RunNotFound", "StoreError"]
+class Unauthenticated(ArenaError):
+    """The request has no API key, or one the server does not know."""
+
+    def __init__(self, message: str = "authorization: give an API key (Bearer token)") -> None:
+        super().__init__(message)
+        self.field = "authorization"
+
+
+class PermissionDenied(ArenaError):
+    """The caller's tenant does not own the run."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run_id: run {run_id!r} belongs to another tenant")
+        self.field = "run_id"
+        self.run_id = run_id
+
+
+class Overloaded(ArenaError):
+    """Refused for load before anything was accepted; ``retry_after_s``: when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+__all__ = [
+    "ArenaError",
+    "InvalidRequest",
+    "JudgeError",
+    "Overloaded",
+    "PermissionDenied",
+    "RunExists",
+    "RunNotFound",
+    "StoreError",
+    "Unauthenticated",
+]

@@ -4,9 +4,14 @@ The servicer is thin: it converts protobuf messages to :mod:`trainer_client.type
 back (the ``*_from_proto`` / ``*_to_proto`` functions below, all pure) and maps the exception
 tree of :mod:`judge_server.errors` to status codes in one table, :data:`STATUS_CODES`:
 
-    InvalidRequest  INVALID_ARGUMENT     RunExists   ALREADY_EXISTS
-    RunNotFound     NOT_FOUND            StoreError  UNAVAILABLE
-    JudgeError      UNAVAILABLE          anything else  INTERNAL "internal error" (logged)
+    InvalidRequest  INVALID_ARGUMENT     RunExists         ALREADY_EXISTS
+    RunNotFound     NOT_FOUND            StoreError        UNAVAILABLE
+    JudgeError      UNAVAILABLE          Unauthenticated   UNAUTHENTICATED
+    Overloaded      RESOURCE_EXHAUSTED   PermissionDenied  PERMISSION_DENIED
+    anything else   INTERNAL "internal error" (logged)
+
+RESOURCE_EXHAUSTED carries the trailing metadata ``retry-after`` (seconds). The caller's API
+key is the metadata ``authorization: Bearer <key>`` (checked when the server has keys).
 
 The status message is the exception's message (``"field: reason"``), never a stack trace. A
 request that cannot be deserialized (for example a string field holding invalid UTF-8, which a
@@ -34,8 +39,18 @@ from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
 from trainer_client.types import Group, GroupResult, RunSettings, Trace
 
-from .errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
+from .errors import (
+    InvalidRequest,
+    JudgeError,
+    Overloaded,
+    PermissionDenied,
+    RunExists,
+    RunNotFound,
+    StoreError,
+    Unauthenticated,
+)
 from .service import ArenaService
+from .tenants import Authenticator
 from .validation import columns_to_traces
 
 logger = logging.getLogger(__name__)
@@ -52,6 +67,9 @@ STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
     RunExists: grpc.StatusCode.ALREADY_EXISTS,
     StoreError: grpc.StatusCode.UNAVAILABLE,
     JudgeError: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 SHUTTING_DOWN = (
@@ -109,6 +127,10 @@ def settings_from_proto(message: pb.RunSettings, defaults: RunSettings) -> RunSe
 
 def settings_to_proto(settings: RunSettings) -> pb.RunSettings:
     return pb.RunSettings(**dataclasses.asdict(settings))
+
+
+def stats_to_proto(stats: dict) -> pb.RunStats:
+    return pb.RunStats(**stats)
 
 
 # -- requests that do not parse ------------------------------------------------------------
@@ -219,9 +241,14 @@ def _errors_to_status(method):
             code, message = status_for(exc)
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 self.service.metrics.invalid.labels("grpc").inc()
+            elif isinstance(exc, (Unauthenticated, PermissionDenied)):
+                self.service.metrics.unauthorised.labels("grpc").inc()
             elif code == grpc.StatusCode.INTERNAL:
                 logger.exception("internal error in %s", method.__name__)
-            await context.abort(code, message)
+            trailing = ()
+            if isinstance(exc, Overloaded):
+                trailing = (("retry-after", f"{exc.retry_after_s:.3f}"),)
+            await context.abort(code, message, trailing_metadata=trailing)
 
     return handler
 
@@ -262,19 +289,35 @@ class ArenaServicer(pb_grpc.ArenaServicer):
     finish the ones in flight, and end with UNAVAILABLE so that the client resends the rest.
     """
 
-    def __init__(self, service: ArenaService, *, draining: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        service: ArenaService,
+        *,
+        draining: asyncio.Event | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.service = service
         self.draining = draining or asyncio.Event()
+        self.authenticator = authenticator or Authenticator()
+
+    def tenant(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The caller's tenant, from the ``authorization`` metadata (None: open server)."""
+        if self.authenticator.open:
+            return None
+        found = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        return self.authenticator.tenant(found[0] if found else None)
 
     @_errors_to_status
     async def Rank(self, request, context):
+        tenant = self.tenant(context)
         request = _checked(request)
         groups = [group_from_proto(g, f"groups[{k}]") for k, g in enumerate(request.groups)]
-        results = await self.service.rank(request.run_id, groups)
+        results = await self.service.rank(request.run_id, groups, tenant=tenant)
         return pb.RankResponse(results=[result_to_proto(r) for r in results])
 
     @_errors_to_status
     async def RankStream(self, request_iterator, context):
+        tenant = self.tenant(context)
         writing = asyncio.Lock()  # results and refusals are written from two tasks
 
         async def send(result: GroupResult) -> None:
@@ -298,28 +341,40 @@ class ArenaServicer(pb_grpc.ArenaServicer):
                     continue
                 yield message.run_id, group
 
-        async for result in self.service.rank_stream(groups()):
+        async for result in self.service.rank_stream(groups(), tenant=tenant):
             await send(result)
         if messages.cut:
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
     @_errors_to_status
     async def CreateRun(self, request, context):
+        tenant = self.tenant(context)
         request = _checked(request)
         run_id = request.settings.run_id
         defaults = self.service.settings_for_new_run(run_id)
-        created = await self.service.create_run(settings_from_proto(request.settings, defaults))
+        created = await self.service.create_run(
+            settings_from_proto(request.settings, defaults), tenant=tenant
+        )
         return settings_to_proto(created)
 
     @_errors_to_status
     async def GetRun(self, request, context):
+        tenant = self.tenant(context)
         request = _checked(request)
-        return settings_to_proto(await self.service.get_run(request.run_id))
+        return settings_to_proto(await self.service.get_run(request.run_id, tenant=tenant))
 
     @_errors_to_status
     async def DeleteRun(self, request, context):
+        tenant = self.tenant(context)
         request = _checked(request)
-        return pb.DeleteRunResponse(deleted=await self.service.delete_run(request.run_id))
+        deleted = await self.service.delete_run(request.run_id, tenant=tenant)
+        return pb.DeleteRunResponse(deleted=deleted)
+
+    @_errors_to_status
+    async def GetRunStats(self, request, context):
+        tenant = self.tenant(context)
+        request = _checked(request)
+        return stats_to_proto(await self.service.run_stats(request.run_id, tenant=tenant))
 
 
 def method_handlers(servicer: ArenaServicer) -> dict[str, grpc.RpcMethodHandler]:
@@ -351,6 +406,11 @@ def method_handlers(servicer: ArenaServicer) -> dict[str, grpc.RpcMethodHandler]
             request_deserializer=request_deserializer(pb.DeleteRunRequest),
             response_serializer=pb.DeleteRunResponse.SerializeToString,
         ),
+        "GetRunStats": grpc.unary_unary_rpc_method_handler(
+            servicer.GetRunStats,
+            request_deserializer=request_deserializer(pb.GetRunRequest),
+            response_serializer=pb.RunStats.SerializeToString,
+        ),
     }
 
 
@@ -366,12 +426,16 @@ async def build_grpc_server(
     port: int,
     health_servicer: health.aio.HealthServicer | None = None,
     draining: asyncio.Event | None = None,
+    authenticator: Authenticator | None = None,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """An unstarted ``grpc.aio`` server with the Arena, health and reflection services.
 
     ``port`` 0 picks a free port; the bound port is returned. The health service answers
     SERVING for the server ("") and for the Arena service. Pass ``health_servicer`` and
     ``draining`` to control them when stopping (see :class:`judge_server.server.JudgeServer`).
+    ``tls``: (PEM private key, PEM certificate chain) to serve over TLS. Health and
+    reflection need no API key (probes and grpcurl).
     """
     server = grpc.aio.server(
         options=[
@@ -380,7 +444,9 @@ async def build_grpc_server(
             ("grpc.so_reuseport", 0),  # a second server on the port is an error, not a twin
         ]
     )
-    handlers = method_handlers(ArenaServicer(service, draining=draining))
+    handlers = method_handlers(
+        ArenaServicer(service, draining=draining, authenticator=authenticator)
+    )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
     )
@@ -395,7 +461,11 @@ async def build_grpc_server(
     )
 
     try:
-        bound = server.add_insecure_port(host_port(host, port))
+        if tls is None:
+            bound = server.add_insecure_port(host_port(host, port))
+        else:
+            credentials = grpc.ssl_server_credentials([tls])
+            bound = server.add_secure_port(host_port(host, port), credentials)
     except RuntimeError as exc:  # grpc's "Failed to bind to address"
         raise OSError(f"gRPC: cannot listen on {host_port(host, port)}") from exc
     return server, bound
@@ -414,5 +484,6 @@ __all__ = [
     "result_to_proto",
     "settings_from_proto",
     "settings_to_proto",
+    "stats_to_proto",
     "status_for",
 ]

@@ -8,6 +8,9 @@ objects and back. Every error goes through :func:`error_response`, the one table
     RequestValidationError    422 invalid_argument  (pydantic's; field: group.traces[2].reward)
     RunNotFound               404 not_found
     RunExists                 409 already_exists
+    Unauthenticated           401 unauthenticated      (WWW-Authenticate: Bearer)
+    PermissionDenied          403 permission_denied
+    Overloaded                429 resource_exhausted   (Retry-After: seconds)
     StoreError, JudgeError    503 unavailable
     HTTPException (Starlette) its status            (unknown path 404, wrong method 405, ...)
     anything else             500 internal "internal error" (logged, never a stack trace)
@@ -15,6 +18,10 @@ objects and back. Every error goes through :func:`error_response`, the one table
 Bodies are decoded as UTF-8 with invalid bytes kept as lone surrogates, so that a string with
 invalid UTF-8 is refused by the service's checks naming its field, with the gRPC API's message
 (bytes that break the JSON itself are a 422 naming ``body``).
+
+The caller's API key is the ``Authorization: Bearer <key>`` header (checked when the server has
+keys; the OpenRLHF route also takes ``?api_key=``, as OpenRLHF sends no headers). ``/healthz``,
+``/readyz`` and ``/metrics`` need no key: keep them inside the cluster (see k8s/).
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import codecs
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +44,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trainer_client.types import Group, GroupResult, RunSettings, Trace
 
 from .assembly import AssemblyOptions, GroupAssembler, Sample, SampleScore, response_of
-from .errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
+from .errors import (
+    InvalidRequest,
+    JudgeError,
+    Overloaded,
+    PermissionDenied,
+    RunExists,
+    RunNotFound,
+    StoreError,
+    Unauthenticated,
+)
 from .http_protocol import (
     CreateRunRequest,
     DeleteRunResponse,
@@ -51,9 +68,13 @@ from .http_protocol import (
     RankResponse,
     RunList,
     RunSettingsOut,
+    RunStatsOut,
+    ServerStatsOut,
     Status,
 )
 from .service import ArenaService
+from .status_page import STATUS_PAGE
+from .tenants import Authenticator
 from .validation import columns_to_traces
 
 logger = logging.getLogger(__name__)
@@ -63,20 +84,26 @@ ERRORS: dict[type[Exception], tuple[int, ErrorCode]] = {
     RequestValidationError: (422, "invalid_argument"),
     RunNotFound: (404, "not_found"),
     RunExists: (409, "already_exists"),
+    Unauthenticated: (401, "unauthenticated"),
+    PermissionDenied: (403, "permission_denied"),
+    Overloaded: (429, "resource_exhausted"),
     StoreError: (503, "unavailable"),
     JudgeError: (503, "unavailable"),
 }
 HTTP_STATUS_CODES: dict[int, ErrorCode] = {
     400: "invalid_argument",
+    401: "unauthenticated",
+    403: "permission_denied",
     404: "not_found",
     405: "method_not_allowed",
     409: "already_exists",
     413: "too_large",
     422: "invalid_argument",
+    429: "resource_exhausted",
     503: "unavailable",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 404, 409, 422, 500, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 429, 500, 503)
 }
 
 
@@ -124,10 +151,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 # -- the one error table -------------------------------------------------------------------
 
 
-def _error(status: int, code: ErrorCode, field: str | None, message: str) -> JSONResponse:
+def _error(
+    status: int, code: ErrorCode, field: str | None, message: str,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates
     body = ErrorBody(error=ErrorDetail(code=code, field=field, message=message))
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def error_response(exc: Exception, service: ArenaService | None = None) -> JSONResponse:
@@ -146,6 +176,14 @@ def error_response(exc: Exception, service: ArenaService | None = None) -> JSONR
         return _error(500, "internal", None, "internal error")
     if status in (400, 422) and service is not None:
         service.metrics.invalid.labels("http").inc()
+    if status in (401, 403) and service is not None:
+        service.metrics.unauthorised.labels("http").inc()
+    if isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+        return _error(status, code, exc.field, str(exc), headers)
+    if isinstance(exc, Overloaded):  # whole seconds, as HTTP has it (gRPC's hint is exact)
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return _error(status, code, None, str(exc), headers)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0]
         if first.get("type") == "json_invalid":
@@ -233,7 +271,9 @@ def openrlhf_body(scores: list[SampleScore]) -> OpenRLHFRewardResponse:
     )
 
 
-def _add_openrlhf_route(app: FastAPI, assembler: GroupAssembler) -> None:
+def _add_openrlhf_route(
+    app: FastAPI, assembler: GroupAssembler, caller: Callable[[Request], str | None]
+) -> None:
     @app.post(
         "/v1/openrlhf/{run_id}",
         response_model=OpenRLHFRewardResponse,
@@ -242,17 +282,23 @@ def _add_openrlhf_route(app: FastAPI, assembler: GroupAssembler) -> None:
         "with the rest of its group",
     )
     async def openrlhf_reward(
+        request: Request,
         run_id: str,
         body: OpenRLHFRewardRequest,
         group_size: int | None = Query(None, description="Samples per group (server default)."),
         timeout_s: float | None = Query(None, description="Wait for the group (server default)."),
+        api_key: str | None = Query(
+            None, description="The API key, for callers that cannot send headers (OpenRLHF)."
+        ),
     ) -> OpenRLHFRewardResponse:
+        tenant = caller(request) if api_key is None else caller(request, f"Bearer {api_key}")
         scores = await assembler.score_many(
             run_id,
             samples_from_openrlhf(body),
             group_size=group_size,
             timeout_s=timeout_s,
             columns=OPENRLHF_COLUMNS,
+            tenant=tenant,
         )
         return openrlhf_body(scores)
 
@@ -260,10 +306,16 @@ def _add_openrlhf_route(app: FastAPI, assembler: GroupAssembler) -> None:
 # -- the app -------------------------------------------------------------------------------
 
 
-def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None) -> FastAPI:
+def build_app(
+    service: ArenaService,
+    *,
+    assembly: AssemblyOptions | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
     """The HTTP API of ``service``. Set ``app.state.draining`` to make ``/readyz`` answer 503.
 
-    ``assembly`` configures the per-sample route's group buffer (``app.state.assembler``; close
+    ``authenticator`` holds the API keys (none: the server is open). ``assembly`` configures
+    the per-sample route's group buffer (``app.state.assembler``; close
     it with ``await app.state.assembler.aclose()`` before closing the service).
     """
     app = FastAPI(
@@ -275,6 +327,11 @@ def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None)
     app.router.route_class = _ArenaRoute
     app.state.service = service
     app.state.draining = False
+    auth = authenticator or Authenticator()
+
+    def caller(request: Request, authorization: str | None = None) -> str | None:
+        """The tenant of the request's key (None: the server is open)."""
+        return auth.tenant(authorization or request.headers.get("authorization"))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         return error_response(exc)
@@ -287,16 +344,17 @@ def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None)
         responses=ERROR_RESPONSES,
         summary="Rank one group (answer: its result) or several (answer: results in order)",
     )
-    async def rank(body: RankRequest) -> GroupResultOut | RankResponse:
+    async def rank(request: Request, body: RankRequest) -> GroupResultOut | RankResponse:
+        tenant = caller(request)
         if body.group is not None and body.groups is not None:
             raise InvalidRequest("groups", "give either group or groups, not both")
         if body.group is not None:
-            result = await service.rank_group(body.run_id, group_from_body(body.group, "group"))
-            return result_to_body(result)
+            group = group_from_body(body.group, "group")
+            return result_to_body(await service.rank_group(body.run_id, group, tenant=tenant))
         if body.groups is None:
             raise InvalidRequest("group", "give group (one group) or groups (a list)")
         groups = [group_from_body(g, f"groups[{k}]") for k, g in enumerate(body.groups)]
-        results = await service.rank(body.run_id, groups)
+        results = await service.rank(body.run_id, groups, tenant=tenant)
         return RankResponse(results=[result_to_body(r) for r in results])
 
     @app.post(
@@ -306,14 +364,19 @@ def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None)
         responses=ERROR_RESPONSES,
         summary="Create a run; settings left out take the server's defaults",
     )
-    async def create_run(body: CreateRunRequest) -> RunSettingsOut:
+    async def create_run(request: Request, body: CreateRunRequest) -> RunSettingsOut:
+        tenant = caller(request)
         given = body.settings.model_dump(exclude_none=True)
         settings = dataclasses.replace(service.settings_for_new_run(given.pop("run_id")), **given)
-        return settings_to_body(await service.create_run(settings))
+        return settings_to_body(await service.create_run(settings, tenant=tenant))
 
-    @app.get("/v1/runs", response_model=RunList, responses=ERROR_RESPONSES, summary="Every run")
-    async def list_runs() -> RunList:
-        return RunList(runs=[settings_to_body(s) for s in await service.list_runs()])
+    @app.get(
+        "/v1/runs", response_model=RunList, responses=ERROR_RESPONSES,
+        summary="Every run (of the caller's tenant)",
+    )
+    async def list_runs(request: Request) -> RunList:
+        runs = await service.list_runs(tenant=caller(request))
+        return RunList(runs=[settings_to_body(s) for s in runs])
 
     @app.get(
         "/v1/runs/{run_id}",
@@ -321,8 +384,31 @@ def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None)
         responses=ERROR_RESPONSES,
         summary="A run's settings",
     )
-    async def get_run(run_id: str) -> RunSettingsOut:
-        return settings_to_body(await service.get_run(run_id))
+    async def get_run(request: Request, run_id: str) -> RunSettingsOut:
+        return settings_to_body(await service.get_run(run_id, tenant=caller(request)))
+
+    @app.get(
+        "/v1/runs/{run_id}/stats",
+        response_model=RunStatsOut,
+        responses=ERROR_RESPONSES,
+        summary="A run's figures on this server",
+    )
+    async def run_stats(request: Request, run_id: str) -> RunStatsOut:
+        return RunStatsOut(**await service.run_stats(run_id, tenant=caller(request)))
+
+    @app.get(
+        "/v1/stats",
+        response_model=ServerStatsOut,
+        responses=ERROR_RESPONSES,
+        summary="Every run's figures (of the caller's tenant) and the judge queue's",
+    )
+    async def server_stats(request: Request) -> ServerStatsOut:
+        stats = await service.server_stats(tenant=caller(request))
+        return ServerStatsOut(**stats, open=auth.open)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def status_page() -> HTMLResponse:
+        return HTMLResponse(STATUS_PAGE)
 
     @app.delete(
         "/v1/runs/{run_id}",
@@ -330,8 +416,8 @@ def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None)
         responses=ERROR_RESPONSES,
         summary="Delete a run, its settings and its anchor pool",
     )
-    async def delete_run(run_id: str) -> DeleteRunResponse:
-        return DeleteRunResponse(deleted=await service.delete_run(run_id))
+    async def delete_run(request: Request, run_id: str) -> DeleteRunResponse:
+        return DeleteRunResponse(deleted=await service.delete_run(run_id, tenant=caller(request)))
 
     @app.get("/healthz", response_model=Status, summary="The process is alive")
     async def healthz() -> Status:
@@ -360,7 +446,7 @@ def build_app(service: ArenaService, *, assembly: AssemblyOptions | None = None)
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.state.assembler = GroupAssembler(service, assembly)
-    _add_openrlhf_route(app, app.state.assembler)
+    _add_openrlhf_route(app, app.state.assembler, caller)
     return app
 
 

@@ -8,6 +8,9 @@ Every route and its bodies (the OpenAPI page at ``/docs`` shows the same):
     GET    /v1/runs            -> RunList
     GET    /v1/runs/{run_id}   -> RunSettingsOut (404 if none)
     DELETE /v1/runs/{run_id}   -> DeleteRunResponse
+    GET    /v1/runs/{run_id}/stats  -> RunStatsOut
+    GET    /v1/stats           -> ServerStatsOut (every run the caller may see)
+    GET    /                   the status page (HTML; the figures of /v1/stats)
     GET    /healthz, /readyz   -> Status (readyz: 503 when the judge is down or the server drains)
     GET    /metrics            Prometheus text
     POST   /v1/openrlhf/{run_id}[?group_size=8&timeout_s=120]
@@ -33,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ErrorCode = Literal[
     "invalid_argument",
+    "unauthenticated",
+    "permission_denied",
+    "resource_exhausted",
     "not_found",
     "already_exists",
     "unavailable",
@@ -83,9 +89,14 @@ class GroupResultOut(BaseModel):
     judge_calls: int = 0
     rounds: int = 0
     anchors_used: int = 0
-    status: str = Field("ok", description='"ok" or "judge_failed" (advantages: no-judge ones).')
+    status: str = Field(
+        "ok",
+        description='"ok"; "judge_failed" (advantages: the no-judge ones); "overloaded" (refused '
+        "for load: send again after retry_after_s).",
+    )
     error: str = ""
     latency_ms: float = 0.0
+    retry_after_s: float = 0.0
 
 
 class RankResponse(BaseModel):
@@ -112,6 +123,9 @@ class RunSettingsIn(BaseModel):
     pool_per_run: int | None = None
     pool_max_age: int | None = None
     judge_template: str | None = None
+    weight: float | None = None
+    max_calls_in_flight: int | None = None
+    isolate_prefix_cache: bool | None = None
 
 
 class CreateRunRequest(BaseModel):
@@ -136,6 +150,9 @@ class RunSettingsOut(BaseModel):
     pool_per_run: int
     pool_max_age: int
     judge_template: str
+    weight: float
+    max_calls_in_flight: int
+    isolate_prefix_cache: bool
 
 
 class RunList(BaseModel):
@@ -148,6 +165,36 @@ class DeleteRunResponse(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+class RunStatsOut(BaseModel):
+    """A run's figures on the replica that answers (see ``RunStats`` in the proto)."""
+
+    run_id: str
+    groups: int = Field(description="Groups answered.")
+    dead_groups: int = Field(description="Of which dead: routed to the judge.")
+    dead_fraction: float
+    judged: int = Field(description="Dead groups the judge ranked.")
+    judge_failed: int = Field(description="Dead groups that got the fallback advantages.")
+    refused: int = Field(description="Groups refused for load (429 / RESOURCE_EXHAUSTED).")
+    judge_calls: int = Field(description="Comparisons spent.")
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    groups_in_flight: int
+    pool_prompts: int
+    pool_anchors: int
+
+
+class ServerStatsOut(BaseModel):
+    """Every visible run's figures and the judge queue's, for ``GET /v1/stats`` and ``/``."""
+
+    runs: list[RunStatsOut]
+    queued_calls: int = Field(description="Comparisons waiting for the judge.")
+    calls_in_flight: int = Field(description="Comparisons at the judge.")
+    groups_in_flight: int
+    judge: str = Field(description="The comparator's name.")
+    open: bool = Field(description="True when the server has no API keys.")
 
 
 # -- per-sample rewards (OpenRLHF's remote reward protocol) ---------------------------------
@@ -216,6 +263,8 @@ __all__ = [
     "RunList",
     "RunSettingsIn",
     "RunSettingsOut",
+    "RunStatsOut",
+    "ServerStatsOut",
     "Status",
     "TraceIn",
 ]

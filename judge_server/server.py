@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+from pathlib import Path
 
 import grpc
 import uvicorn
@@ -25,6 +26,7 @@ from .grpc_api import build_grpc_server, host_port
 from .http_api import build_app
 from .service import ArenaService
 from .settings import ServerSettings
+from .tenants import Authenticator
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +80,17 @@ class JudgeServer:
         http_port: int = 0,
         access_log: bool = False,
         assembly: AssemblyOptions | None = None,
+        authenticator: Authenticator | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.service = service
         self.host = host
         self.grpc_port = grpc_port
         self.http_port = http_port
         self.access_log = access_log
-        self.app = build_app(service, assembly=assembly)
+        self.authenticator = authenticator or Authenticator()
+        self.tls = tls  # (certificate chain, private key), PEM files
+        self.app = build_app(service, assembly=assembly, authenticator=self.authenticator)
         self._draining = asyncio.Event()
         self._health: health.aio.HealthServicer | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -102,7 +108,8 @@ class JudgeServer:
 
     @property
     def http_url(self) -> str:
-        return f"http://{host_port(self.host, self.http_port)}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host_port(self.host, self.http_port)}"
 
     async def start(self) -> None:
         """Listen on both ports; returns when both accept requests."""
@@ -113,6 +120,8 @@ class JudgeServer:
             port=self.grpc_port,
             health_servicer=self._health,
             draining=self._draining,
+            authenticator=self.authenticator,
+            tls=None if self.tls is None else (self.tls[1].read_bytes(), self.tls[0].read_bytes()),
         )
         await self._grpc.start()
         try:
@@ -124,6 +133,8 @@ class JudgeServer:
                 lifespan="off",
                 access_log=self.access_log,
                 timeout_keep_alive=HTTP_KEEP_ALIVE_S,
+                ssl_certfile=None if self.tls is None else str(self.tls[0]),
+                ssl_keyfile=None if self.tls is None else str(self.tls[1]),
             )
             self._http = _Uvicorn(config)
             self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
@@ -183,13 +194,21 @@ async def serve(settings: ServerSettings) -> None:
         http_port=settings.http_port,
         access_log=settings.log_level == "debug",
         assembly=settings.assembly_options(),
+        authenticator=Authenticator(settings.api_keys),
+        tls=(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None,
     )
     try:
         await server.start()
     except BaseException:
         await server.service.aclose()
         raise
-    logger.info("gRPC on %s, HTTP on %s", server.grpc_address, server.http_url)
+    logger.info("gRPC on %s, HTTP on %s%s", server.grpc_address, server.http_url,
+                " (TLS)" if server.tls else "")
+    if server.authenticator.open:
+        logger.warning("no API keys configured: the server is open to anyone who can reach "
+                       "it (set ARENA_API_KEYS to require keys)")
+    else:
+        logger.info("API keys of %d tenants", len(server.authenticator.tenants))
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

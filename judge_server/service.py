@@ -5,7 +5,19 @@ server allows it), and decide whether the group is dead. A live group gets stand
 group-relative advantages at once. A dead group plays a tournament: its rounds go to the
 comparator through the :class:`RoundBatcher` (batched with every other group in flight), the
 Bradley-Terry fit turns the verdicts into strengths, the strengths become advantages, and the
-run's anchor pool for the prompt is updated and written to the store.
+run's anchor pool for the prompt is updated in the store (an atomic read-modify-write, so
+that replicas sharing a store never lose each other's anchors).
+
+Tenants: every call takes the caller's ``tenant`` (``None`` on a server without API keys: no
+checks). A run belongs to the tenant that created it; any other tenant gets
+:class:`PermissionDenied` for it, whatever the call.
+
+Admission: a dead group takes a slot until it is answered; at most ``max_groups_in_flight``
+slots in all and ``max_run_groups_in_flight`` per run. A request that does not fit is refused
+whole with :class:`Overloaded` (RESOURCE_EXHAUSTED / 429 and a retry-after hint) before
+anything is accepted; a group once admitted is always answered. Judge calls of every run go
+through one fair scheduler (:mod:`judge_server.scheduler`): the per-run cap keeps a flooding
+run from holding every slot, the scheduler keeps it from holding the judge.
 
 A judge failure fails only its groups, and each such group gets the advantages it would have
 had without the judge (``status="judge_failed"``). A store failure is an error for the caller:
@@ -29,11 +41,19 @@ from trainer_client.types import Group, GroupResult, RunSettings
 
 from .arena import advantages, pools
 from .arena.tournaments import Verdict, make_tournament
-from .batcher import RoundBatcher
 from .comparators.base import Comparator, Comparison
-from .errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
+from .errors import (
+    InvalidRequest,
+    JudgeError,
+    Overloaded,
+    PermissionDenied,
+    RunExists,
+    RunNotFound,
+)
 from .metrics import Metrics
-from .store.base import Store
+from .scheduler import JudgeScheduler
+from .stats import RunStats
+from .store.base import Store, StoredRun
 from .validation import Limits, check_group, check_groups, check_id, check_settings
 
 logger = logging.getLogger(__name__)
@@ -54,12 +74,13 @@ class ArenaService:
         *,
         comparator: Comparator,
         store: Store,
+        scheduler: JudgeScheduler | None = None,
         limits: Limits | None = None,
         defaults: RunSettings | None = None,
         auto_create_runs: bool = True,
-        max_batch: int = 1024,
-        batch_window_s: float = 0.0,
         max_stream_in_flight: int = 1024,
+        max_groups_in_flight: int = 4096,
+        max_run_groups_in_flight: int = 1024,
         metrics: Metrics | None = None,
     ) -> None:
         self.comparator = comparator
@@ -68,54 +89,76 @@ class ArenaService:
         self.defaults = defaults or RunSettings(run_id="default")
         self.auto_create_runs = auto_create_runs
         self.max_stream_in_flight = max_stream_in_flight
+        self.max_groups_in_flight = max_groups_in_flight
+        self.max_run_groups_in_flight = max_run_groups_in_flight
         self.metrics = metrics or Metrics()
-        self.batcher = RoundBatcher(
-            comparator,
-            max_batch=max_batch,
-            window_s=batch_window_s,
-            observe=self.metrics.batch_size.observe,
-        )
-        self._settings: dict[str, RunSettings] = {}
-        self._pools: dict[str, pools.RunPool] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.scheduler = scheduler or JudgeScheduler(comparator)
+        if self.scheduler.observe is None:
+            self.scheduler.observe = self.metrics.batch_size.observe
+        self.metrics.watch_scheduler(self.scheduler)
+        self.groups_in_flight = 0
+        self._runs: dict[str, StoredRun] = {}  # cache, unless the store is shared
+        self._stats: dict[str, RunStats] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task] = {}
         self._done: OrderedDict[tuple[str, str], GroupResult] = OrderedDict()
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def create_run(self, settings: RunSettings) -> RunSettings:
-        check_settings(settings)
-        if not await self.store.create_run(settings):
+    async def create_run(self, settings: RunSettings, *, tenant: str | None = None) -> RunSettings:
+        check_settings(settings, self.limits)
+        run = StoredRun(settings, tenant or "")
+        if not await self.store.create_run(run):
+            existing = await self.store.get_run(settings.run_id)
+            if existing is not None:
+                self._authorise(existing, tenant)
             raise RunExists(settings.run_id)
         try:
             self._apply_template(settings)
         except InvalidRequest:
             await self.store.delete_run(settings.run_id)
             raise
-        self._settings[settings.run_id] = settings
+        self._runs[settings.run_id] = run
         return settings
 
-    async def get_run(self, run_id: str) -> RunSettings:
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunSettings:
         check_id(run_id, "run_id")
-        settings = self._settings.get(run_id)
-        if settings is None:
-            settings = await self.store.get_run(run_id)
-            if settings is None:
+        return (await self._stored(run_id, tenant)).settings
+
+    async def _stored(self, run_id: str, tenant: str | None) -> StoredRun:
+        """The run, authorised for ``tenant``; read from the store unless cached."""
+        run = None if self.store.shared else self._runs.get(run_id)
+        if run is None:
+            run = await self.store.get_run(run_id)
+            if run is None:
+                if self._runs.pop(run_id, None) is not None:  # deleted by another replica
+                    self.comparator.forget_run(run_id)
                 raise RunNotFound(run_id)
-            try:  # a run from before a restart: its template goes back to the judge
-                self._apply_template(settings)
-            except InvalidRequest as exc:
-                logger.warning("run %s keeps the server's judge prompt: %s", run_id, exc)
-            self._settings[run_id] = settings
-        return settings
+            cached = self._runs.get(run_id)
+            if cached is None or cached.settings != run.settings:
+                try:  # a run new to this process: its template goes to the judge
+                    self._apply_template(run.settings)
+                except InvalidRequest as exc:
+                    logger.warning("run %s keeps the server's judge prompt: %s", run_id, exc)
+            self._runs[run_id] = run
+        self._authorise(run, tenant)
+        return run
 
-    async def delete_run(self, run_id: str) -> bool:
+    @staticmethod
+    def _authorise(run: StoredRun, tenant: str | None) -> None:
+        if tenant is not None and run.tenant != tenant:
+            raise PermissionDenied(run.run_id)
+
+    async def delete_run(self, run_id: str, *, tenant: str | None = None) -> bool:
         check_id(run_id, "run_id")
-        async with self._lock(run_id):
-            self._settings.pop(run_id, None)
-            self._pools.pop(run_id, None)
-            self.comparator.forget_run(run_id)
-            return await self.store.delete_run(run_id)
+        try:
+            await self._stored(run_id, tenant)
+        except RunNotFound:
+            return False
+        self._runs.pop(run_id, None)
+        self._stats.pop(run_id, None)
+        self.metrics.forget_run(run_id)
+        self.comparator.forget_run(run_id)
+        return await self.store.delete_run(run_id)
 
     def _apply_template(self, settings: RunSettings) -> None:
         try:
@@ -123,49 +166,136 @@ class ArenaService:
         except ValueError as exc:
             raise InvalidRequest("settings.judge_template", str(exc)) from None
 
-    async def list_runs(self) -> list[RunSettings]:
-        return await self.store.list_runs()
+    async def list_runs(self, *, tenant: str | None = None) -> list[RunSettings]:
+        return [run.settings for run in await self.store.list_runs(tenant)]
 
     def settings_for_new_run(self, run_id: str) -> RunSettings:
         """The server's default settings under a new run id."""
         return dataclasses.replace(self.defaults, run_id=run_id)
 
-    async def _run(self, run_id: str) -> RunSettings:
+    async def open_run(self, run_id: str, *, tenant: str | None = None) -> RunSettings:
+        """The run's settings for ``tenant``; a new run gets the defaults when allowed."""
+        check_id(run_id, "run_id")
+        return await self._run(run_id, tenant)
+
+    async def _run(self, run_id: str, tenant: str | None) -> RunSettings:
         try:
-            return await self.get_run(run_id)
+            return (await self._stored(run_id, tenant)).settings
         except RunNotFound:
             if not self.auto_create_runs:
                 raise
-        settings = self.settings_for_new_run(run_id)
         try:
-            await self.create_run(settings)
+            await self.create_run(self.settings_for_new_run(run_id), tenant=tenant)
         except RunExists:  # created concurrently by another request
             pass
-        return await self.get_run(run_id)
+        return (await self._stored(run_id, tenant)).settings
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def _stats_of(self, run_id: str) -> RunStats:
+        stats = self._stats.get(run_id)
+        if stats is None:
+            stats = self._stats[run_id] = RunStats(run_id)
+        return stats
+
+    async def run_stats(self, run_id: str, *, tenant: str | None = None) -> dict:
+        """The run's figures (the ``RunStats`` message's fields) on this server."""
+        check_id(run_id, "run_id")
+        await self._stored(run_id, tenant)
+        prompts, anchors = await self.store.pool_size(run_id)
+        self.metrics.pool_anchors.labels(run_id).set(anchors)
+        return self._stats_of(run_id).view(prompts, anchors)
+
+    async def server_stats(self, *, tenant: str | None = None) -> dict:
+        """Every run ``tenant`` may see, and the judge queue (``GET /v1/stats``)."""
+        runs = [run.run_id for run in await self.store.list_runs(tenant)]
+        return {
+            "runs": [await self.run_stats(run_id, tenant=tenant) for run_id in runs],
+            "queued_calls": self.scheduler.queued,
+            "calls_in_flight": self.scheduler.in_flight,
+            "groups_in_flight": self.groups_in_flight,
+            "judge": self.comparator.name,
+        }
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def _admit(self, run_id: str, n: int) -> None:
+        """Take ``n`` slots for dead groups of ``run_id``, or refuse them all."""
+        if n == 0:
+            return
+        stats = self._stats_of(run_id)
+        if (
+            stats.in_flight + n > self.max_run_groups_in_flight
+            or self.groups_in_flight + n > self.max_groups_in_flight
+        ):
+            stats.refused += n
+            self.metrics.refused.labels(run_id).inc(n)
+            retry_after = min(10.0, max(0.05, stats.latency_ms(50) / 1e3))
+            raise Overloaded(
+                f"run {run_id!r}: {n} more dead groups would pass the server's capacity "
+                f"({stats.in_flight} of this run in flight, at most "
+                f"{self.max_run_groups_in_flight}; {self.groups_in_flight} in all, at most "
+                f"{self.max_groups_in_flight}); try again in {retry_after:.2f} s",
+                retry_after_s=retry_after,
+            )
+        stats.in_flight += n
+        self.groups_in_flight += n
+        self.metrics.groups_in_flight.labels(run_id).set(stats.in_flight)
+
+    def _release(self, run_id: str) -> None:
+        stats = self._stats_of(run_id)
+        stats.in_flight -= 1
+        self.groups_in_flight -= 1
+        self.metrics.groups_in_flight.labels(run_id).set(stats.in_flight)
+
+    def _needs_slot(self, settings: RunSettings, group: Group) -> bool:
+        """Whether ranking ``group`` starts new judge work (a dead group not already done or
+        in flight under its request id)."""
+        if group.request_id:
+            key = (settings.run_id, group.request_id)
+            if key in self._done or key in self._inflight:
+                return False
+        rewards = np.array([t.reward for t in group.traces], dtype=float)
+        return bool(advantages.is_dead(rewards, eps=settings.dead_eps))
 
     # -- ranking -----------------------------------------------------------------------------
 
-    async def rank(self, run_id: str, groups: Sequence[Group]) -> list[GroupResult]:
-        """Rank every group of one request; results in the order of ``groups``."""
+    async def rank(
+        self, run_id: str, groups: Sequence[Group], *, tenant: str | None = None
+    ) -> list[GroupResult]:
+        """Rank every group of one request; results in the order of ``groups``.
+
+        Raises :class:`Overloaded` (nothing accepted) when its dead groups do not fit.
+        """
         check_id(run_id, "run_id")
         check_groups(list(groups), self.limits)
-        settings = await self._run(run_id)
-        return list(await asyncio.gather(*(self._rank_once(settings, g) for g in groups)))
+        settings = await self._run(run_id, tenant)
+        slots = [self._needs_slot(settings, g) for g in groups]
+        self._admit(settings.run_id, sum(slots))
+        return list(await asyncio.gather(
+            *(self._rank_once(settings, g, slot) for g, slot in zip(groups, slots))
+        ))
 
-    async def rank_group(self, run_id: str, group: Group) -> GroupResult:
+    async def rank_group(
+        self, run_id: str, group: Group, *, tenant: str | None = None
+    ) -> GroupResult:
         check_id(run_id, "run_id")
         check_group(group, self.limits)
-        settings = await self._run(run_id)
-        return await self._rank_once(settings, group)
+        settings = await self._run(run_id, tenant)
+        slot = self._needs_slot(settings, group)
+        self._admit(settings.run_id, int(slot))
+        return await self._rank_once(settings, group, slot)
 
     async def rank_stream(
-        self, requests: AsyncIterable[tuple[str, Group]]
+        self, requests: AsyncIterable[tuple[str, Group]], *, tenant: str | None = None
     ) -> AsyncIterator[GroupResult]:
         """Rank ``(run_id, group)`` pairs as they arrive; yield each result when it is ready.
 
-        A bad group yields a result with ``status="invalid"`` naming the field at fault and the
-        stream goes on. Results are not in arrival order. At most ``max_stream_in_flight``
-        groups of one stream are ranked at once; the stream is not read further until one ends.
+        A bad group yields a result with ``status="invalid"`` naming the field at fault, and a
+        group refused for load one with ``status="overloaded"`` and ``retry_after_s``; the
+        stream goes on. A run of another tenant ends the stream (PermissionDenied). Results
+        are not in arrival order. At most ``max_stream_in_flight`` groups of one stream are
+        ranked at once; the stream is not read further until one ends.
         """
         results: asyncio.Queue[GroupResult | None] = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
@@ -173,11 +303,16 @@ class ArenaService:
 
         async def one(run_id: str, group: Group) -> None:
             try:
-                result = await self.rank_group(run_id, group)
+                result = await self.rank_group(run_id, group, tenant=tenant)
             except (InvalidRequest, RunNotFound) as exc:
                 result = GroupResult(
                     group_id=group.group_id, advantages=(), routed=False,
                     status="invalid", error=str(exc),
+                )
+            except Overloaded as exc:
+                result = GroupResult(
+                    group_id=group.group_id, advantages=(), routed=False, status="overloaded",
+                    error=str(exc), retry_after_s=exc.retry_after_s,
                 )
             finally:
                 room.release()
@@ -205,27 +340,39 @@ class ArenaService:
             for task in list(tasks):
                 task.cancel()
 
-    async def _rank_once(self, settings: RunSettings, group: Group) -> GroupResult:
+    async def _rank_once(self, settings: RunSettings, group: Group, slot: bool) -> GroupResult:
         """Rank a group, or return the result of an earlier try with the same request id.
 
-        A group with a request id is ranked in a task of its own, so that a client giving up
-        on one try (cancelling it) does not cancel a retry waiting on the same work.
+        ``slot``: the group holds an admission slot, given back when its ranking ends. A group
+        with a request id is ranked in a task of its own, so that a client giving up on one try
+        (cancelling it) does not cancel a retry waiting on the same work.
         """
+        run_id = settings.run_id
         if not group.request_id:
-            return await self._rank(settings, group)
-        key = (settings.run_id, group.request_id)
+            try:
+                return await self._rank(settings, group)
+            finally:
+                if slot:
+                    self._release(run_id)
+        key = (run_id, group.request_id)
         if key in self._done:
+            if slot:
+                self._release(run_id)
             return dataclasses.replace(self._done[key], group_id=group.group_id)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._rank(settings, group))
             self._inflight[key] = task
-            task.add_done_callback(functools.partial(self._finished, key))
+            task.add_done_callback(functools.partial(self._finished, key, slot))
+        elif slot:
+            self._release(run_id)
         result = await asyncio.shield(task)
         return dataclasses.replace(result, group_id=group.group_id)
 
-    def _finished(self, key: tuple[str, str], task: asyncio.Task) -> None:
+    def _finished(self, key: tuple[str, str], slot: bool, task: asyncio.Task) -> None:
         self._inflight.pop(key, None)
+        if slot:
+            self._release(key[0])
         if task.cancelled() or task.exception() is not None:
             return
         self._done[key] = task.result()
@@ -245,16 +392,21 @@ class ArenaService:
             result = await self._judge(settings, group)
             outcome = "judged" if result.status == "ok" else result.status
         latency = time.perf_counter() - started
+        stats = self._stats_of(settings.run_id)
+        stats.answered(outcome, latency)
+        stats.judge_calls += result.judge_calls
         self.metrics.groups.labels(settings.run_id, outcome).inc()
-        self.metrics.group_latency.observe(latency)
+        self.metrics.judge_calls.labels(settings.run_id).inc(result.judge_calls)
+        self.metrics.group_latency.labels(settings.run_id).observe(latency)
         return dataclasses.replace(result, latency_ms=latency * 1e3)
 
     async def _judge(self, settings: RunSettings, group: Group) -> GroupResult:
         run_id = settings.run_id
         prompt_id = group.prompt_id or group.group_id
         n = len(group.traces)
-        pool = await self._pool(run_id)
-        drawn = pools.select(pool.get(prompt_id), settings.anchors_per_group)
+        drawn = pools.select(
+            await self.store.load_anchors(run_id, prompt_id), settings.anchors_per_group
+        )
         texts = [t.text for t in group.traces] + [a.text for a in drawn]
         rng = np.random.default_rng(_seed(run_id, group.group_id, *texts))
         tournament = make_tournament(
@@ -267,6 +419,7 @@ class ArenaService:
             lam=settings.lam,
             rng=rng,
         )
+        salt = _seed(run_id, "prefix cache").to_bytes(8, "little").hex()
         rounds = 0
         try:
             while pairs := tournament.next_round():
@@ -275,20 +428,22 @@ class ArenaService:
                     Comparison(
                         prompt=group.prompt, first=texts[i], second=texts[j],
                         reference=group.reference, run_id=run_id,
+                        cache_salt=salt if settings.isolate_prefix_cache else None,
                     )
                     for i, j in pairs
                 ]
-                answers = await self.batcher.compare(asked)
+                answers = await self.scheduler.compare(
+                    asked, run_id=run_id, weight=settings.weight,
+                    cap=settings.max_calls_in_flight or None,
+                )
                 tournament.record(Verdict(i, j, p) for (i, j), p in zip(pairs, answers))
         except JudgeError as exc:
             logger.warning("judge failed for run %s group %s: %s", run_id, group.group_id, exc)
-            self.metrics.judge_calls.labels(run_id).inc(tournament.calls)
             return GroupResult(
                 group_id=group.group_id, advantages=(0.0,) * n, routed=True,
                 judge_calls=tournament.calls, rounds=rounds, anchors_used=len(drawn),
                 status="judge_failed", error=str(exc),
             )
-        self.metrics.judge_calls.labels(run_id).inc(tournament.calls)
         fit = tournament.fit()
         strengths = fit.strengths[:n]
         adv = advantages.from_strengths(
@@ -308,21 +463,6 @@ class ArenaService:
 
     # -- anchor pools ------------------------------------------------------------------------
 
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(run_id, asyncio.Lock())
-
-    async def _pool(self, run_id: str) -> pools.RunPool:
-        if run_id not in self._pools:
-            async with self._lock(run_id):
-                return await self._pool_locked(run_id)
-        return self._pools[run_id]
-
-    async def _pool_locked(self, run_id: str) -> pools.RunPool:
-        """The run's pool, loaded from the store if need be; the caller holds the run's lock."""
-        if run_id not in self._pools:
-            self._pools[run_id] = await self.store.load_pool(run_id)
-        return self._pools[run_id]
-
     async def _update_pool(
         self,
         settings: RunSettings,
@@ -340,11 +480,12 @@ class ArenaService:
             max_age=settings.pool_max_age,
             anchors_per_group=settings.anchors_per_group,
         )
-        async with self._lock(settings.run_id):
-            if self._settings.get(settings.run_id) is not settings:
-                return  # the run was deleted (or replaced) while this group was judged
-            pool = await self._pool_locked(settings.run_id)
-            current = pool.get(prompt_id)
+        moved = {}
+        if settings.anchor_mode == "prior" and drawn:
+            moved = {a.trace_id: a for a in pools.refit(drawn, anchor_strengths)}
+
+        def update(current: list[pools.Anchor]) -> list[pools.Anchor]:
+            # Pure in ``current``: a shared store may call it again on a newer pool.
             step = group.step
             if step is None:  # no step from the trainer: each group of a prompt is one step
                 step = max((a.step for a in current), default=-1) + 1
@@ -352,22 +493,21 @@ class ArenaService:
                 pools.Anchor(text=t.text, strength=float(s), step=step)
                 for t, s in zip(group.traces, strengths)
             ]
-            if settings.anchor_mode == "prior" and drawn:
-                moved = {a.trace_id: a for a in pools.refit(drawn, anchor_strengths)}
-                current = [moved.get(a.trace_id, a) for a in current]
-            admitted = pools.admit(current, candidates, policy, step=step)
-            changed = pool.put(prompt_id, admitted, policy)
-            try:
-                await self.store.save_pools(
-                    settings.run_id, {pid: pool.get(pid) for pid in changed}
-                )
-            except StoreError:
-                del self._pools[settings.run_id]  # reload what the store holds next time
-                raise
+            current = [moved.get(a.trace_id, a) for a in current]
+            return pools.admit(current, candidates, policy, step=step)
 
-    async def pool_snapshot(self, run_id: str) -> dict[str, list[pools.Anchor]]:
+        written = await self.store.update_anchors(
+            settings.run_id, prompt_id, update, per_run=policy.per_run
+        )
+        if written is not None:
+            self.metrics.pool_anchors.labels(settings.run_id).set(written[1])
+
+    async def pool_snapshot(
+        self, run_id: str, *, tenant: str | None = None
+    ) -> dict[str, list[pools.Anchor]]:
         """Every prompt's anchors for a run (for tests and status pages)."""
-        return dict((await self._pool(run_id)).prompts)
+        await self._stored(run_id, tenant)
+        return dict((await self.store.load_pool(run_id)).prompts)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -378,7 +518,7 @@ class ArenaService:
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-        await self.batcher.aclose()
+        await self.scheduler.aclose()
         await self.comparator.aclose()
         await self.store.aclose()
 

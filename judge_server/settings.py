@@ -108,12 +108,29 @@ class ServerSettings(BaseSettings):
         ge=0,
         description="LLM judge: verdicts cached (LRU, keyed per run); 0 turns the cache off.",
     )
-    store: Literal["sqlite", "memory"] = Field(
-        "sqlite", description="Where run settings and anchor pools live."
+    store: Literal["sqlite", "memory", "redis"] = Field(
+        "sqlite",
+        description="Where run settings and anchor pools live: sqlite (one node), memory "
+        "(lost at exit), redis (shared by replicas).",
     )
     sqlite_path: Path = Field(
         Path("arena-state/arena.sqlite3"), description="SQLite file of the sqlite store."
     )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="The redis store's server (redis://, rediss://)."
+    )
+    # Tenants and transport security.
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='API keys per tenant as SHA-256 digests, JSON: {"team-a": ["<64 hex>"]} '
+        "(arena-judge hash-key makes one); none: the server is open to anyone who reaches it. "
+        "Environment or config file only.",
+        json_schema_extra={"env_only": True},
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain: serve gRPC and HTTP over TLS."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     auto_create_runs: bool = Field(
         True, description="Create an unknown run with the default settings on first use."
     )
@@ -128,6 +145,23 @@ class ServerSettings(BaseSettings):
     )
     batch_window_ms: float = Field(
         0.0, ge=0, description="How long a round waits for others to join its batch."
+    )
+    # Sharing the judge between runs.
+    scheduler: Literal["fair", "fifo"] = Field(
+        "fair",
+        description="Order of judge calls: fair (weighted fair queuing by run) or fifo.",
+    )
+    judge_batches_in_flight: int = Field(
+        4, ge=1, description="Batches at the judge at once (the rest queue, fairly)."
+    )
+    max_groups_in_flight: int = Field(
+        4096, ge=1, description="Dead groups being judged at once, all runs; more: refused (429)."
+    )
+    max_run_groups_in_flight: int = Field(
+        1024, ge=1, description="Dead groups of one run being judged at once; more: refused."
+    )
+    max_run_weight: float = Field(
+        8.0, gt=0, description="Largest fair-queuing weight a run may ask for."
     )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, time given to groups in flight."
@@ -199,11 +233,34 @@ class ServerSettings(BaseSettings):
                 raise ValueError(f"{name}: the {self.comparator} judge needs {flag}")
         return self
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError("not JSON (give {\"tenant\": [\"<sha256 hex>\"]})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> ServerSettings:
+        from .tenants import check_api_keys
+
+        check_api_keys(self.api_keys)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file, tls_key_file: give both or neither")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
     @model_validator(mode="after")
     def _check_run_defaults(self) -> ServerSettings:
         from .validation import check_settings
 
-        check_settings(self.run_defaults())  # a bad default design fails at start-up, not later
+        check_settings(self.run_defaults(), self.limits())  # fails at start-up, not later
         return self
 
     def limits(self) -> Limits:
@@ -212,6 +269,7 @@ class ServerSettings(BaseSettings):
             max_traces_per_group=self.max_traces_per_group,
             max_groups_per_request=self.max_groups_per_request,
             max_prompt_bytes=self.max_prompt_bytes,
+            max_run_weight=self.max_run_weight,
         )
 
     def assembly_options(self) -> AssemblyOptions:

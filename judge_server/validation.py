@@ -28,6 +28,7 @@ class Limits:
     max_traces_per_group: int = 1024
     max_groups_per_request: int = 1024
     max_prompt_bytes: int = 256 * 1024
+    max_run_weight: float = 8.0
 
 
 def _utf8_size(text: str, field: str) -> int:
@@ -109,8 +110,9 @@ def columns_to_traces(texts: list[str], rewards: list[float], field: str):
     return tuple(Trace(text=t, reward=float(r)) for t, r in zip(texts, rewards))
 
 
-def check_settings(settings: RunSettings) -> None:
+def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
     """Raise :class:`InvalidRequest` naming the first bad field of ``settings``."""
+    limits = limits or Limits()
     f = "settings"
     check_id(settings.run_id, f"{f}.run_id")
     if settings.design not in DESIGNS:
@@ -133,9 +135,16 @@ def check_settings(settings: RunSettings) -> None:
         )
     if settings.dead_eps < 0:
         raise InvalidRequest(f"{f}.dead_eps", f"must be >= 0, got {settings.dead_eps}")
-    for name in ("budget", "anchors_per_group", "pool_per_prompt", "pool_per_run", "pool_max_age"):
+    for name in ("budget", "anchors_per_group", "pool_per_prompt", "pool_per_run", "pool_max_age",
+                 "max_calls_in_flight"):
         if getattr(settings, name) < 0:
             raise InvalidRequest(f"{f}.{name}", f"must be >= 0, got {getattr(settings, name)}")
+    if not (0 < settings.weight <= limits.max_run_weight):  # also refuses nan
+        raise InvalidRequest(
+            f"{f}.weight",
+            f"must be > 0 and at most the server's max_run_weight ({limits.max_run_weight:g}), "
+            f"got {settings.weight}",
+        )
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -27,7 +28,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import InvalidConfig, InvalidGroup, TransportError
+from .errors import InvalidConfig, InvalidGroup, ServerOverloaded, TransportError
 from .types import Group, GroupResult, RunSettings, Trace
 
 logger = logging.getLogger("trainer_client")
@@ -46,6 +47,8 @@ DEADLINE_SLACK_S = 0.25
 #   overloaded    the server refused for load: RESOURCE_EXHAUSTED / 429 (after retries)
 #   server_error  the server failed: INTERNAL / 500 (after retries)
 #   invalid       the server refused the group (status "invalid", INVALID_ARGUMENT, 400)
+#   rejected      the server refused the request: no valid API key, another tenant's run
+#                 (UNAUTHENTICATED / PERMISSION_DENIED, 401 / 403)
 #   malformed     the server's answer was not a valid result for the group
 #   closed        the client was closed while the group was in flight
 #   error         an unexpected error in the client (logged with its traceback)
@@ -67,6 +70,11 @@ class ClientConfig:
                   than the server's retry-after hint
     dead_eps      a group is dead when max(reward) - min(reward) <= dead_eps
     divide_by_std diverse groups get (r - mean) / (std + 1e-4) when True, r - mean when False
+    api_key       the judge's API key, sent as a bearer token (default: the environment
+                  variable ARENA_API_KEY; none: the server must be open)
+    tls           gRPC over TLS: True trusts the system's roots, a path trusts that PEM CA
+                  bundle (a private CA); for HTTP, an https:// http_url uses TLS and the path,
+                  when given, is the CA bundle
     """
 
     target: str = DEFAULT_TARGET
@@ -79,6 +87,8 @@ class ClientConfig:
     backoff_s: float = 0.2
     dead_eps: float = 1e-6
     divide_by_std: bool = True
+    api_key: str | None = field(default=None, repr=False)
+    tls: bool | str = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
@@ -117,6 +127,17 @@ class ClientConfig:
         if not isinstance(self.divide_by_std, bool):
             raise InvalidConfig("divide_by_std", f"must be True or False, got "
                                                  f"{self.divide_by_std!r}")
+        if self.api_key is None:
+            object.__setattr__(self, "api_key", os.environ.get("ARENA_API_KEY") or None)
+        if self.api_key is not None and (
+            not isinstance(self.api_key, str) or not self.api_key.strip()
+            or any(c.isspace() for c in self.api_key.strip())
+        ):
+            raise InvalidConfig("api_key", "must be a non-empty string without spaces")
+        if not isinstance(self.tls, (bool, str)) or self.tls == "":
+            raise InvalidConfig("tls", "must be True, False or the path of a PEM CA bundle")
+        if isinstance(self.tls, str) and not os.path.isfile(self.tls):
+            raise InvalidConfig("tls", f"no such file: {self.tls}")
 
 
 DEFAULT_CONFIG = ClientConfig()
@@ -351,6 +372,7 @@ class _Dead:
     group: Group  # as sent: with its request id
     outcome: GroupOutcome | None = None
     attempts: int = 0
+    refused: ServerOverloaded | None = None  # this attempt: refused for load, send again
 
 
 def _finite(values: Sequence[float]) -> bool:
@@ -407,6 +429,7 @@ class Plan:
             self._resend_now = False
             for entry in self.pending.values():
                 entry.attempts += 1
+                entry.refused = None
             return [entry.group for entry in self.pending.values()]
 
     def record(self, result: GroupResult) -> None:
@@ -417,6 +440,12 @@ class Plan:
                 logger.debug("ignoring a result for group %r: not pending", result.group_id)
                 return
             n = len(entry.group.traces)
+            if result.status == "overloaded":  # not accepted: stays pending, sent again later
+                entry.refused = ServerOverloaded(
+                    result.error or "the server is at capacity",
+                    retry_after=result.retry_after_s or None,
+                )
+                return
             if result.status == "ok":
                 advantages, strengths = tuple(result.advantages), tuple(result.strengths)
                 if len(advantages) != n or not _finite(advantages) or (
@@ -444,10 +473,18 @@ class Plan:
         """The send ended without error; a group it left without a result is the server's
         fault (it must answer each group), so it falls back as malformed."""
         with self._lock:
-            if self.pending and self.result is None:
+            if not self.pending or self.result is not None:
+                return
+            refused = [e.refused for e in self.pending.values() if e.refused is not None]
+            if refused:  # a failed send for these groups: retried within the retry budget
+                self.failures += 1
+                self.last_error = max(refused, key=lambda e: e.retry_after or 0.0)
+                self.last_message = str(self.last_error)
+            silent = [e for e in self.pending.values() if e.refused is None]
+            if silent:
                 message = (f"the server ended the batch without results for "
-                           f"{len(self.pending)} groups")
-                for entry in list(self.pending.values()):
+                           f"{len(silent)} groups")
+                for entry in silent:
                     self._fall_back(entry, "malformed", message=message)
 
     def fail(self, error: TransportError) -> None:

@@ -31,6 +31,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 import httpx
@@ -47,6 +48,9 @@ from .errors import (
     TransportError,
 )
 from .types import Group, GroupResult, RunSettings
+
+if TYPE_CHECKING:
+    from ._core import ClientConfig
 
 logger = logging.getLogger("trainer_client")
 
@@ -126,6 +130,7 @@ def result_from_proto(message: pb.GroupResult) -> GroupResult:
         status=message.status,
         error=message.error,
         latency_ms=message.latency_ms,
+        retry_after_s=message.retry_after_s,
     )
 
 
@@ -163,17 +168,34 @@ def grpc_error(exc: grpc.aio.AioRpcError) -> TransportError:
 
 
 class GrpcTransport:
-    """Sends each batch on one ``RankStream`` of a lazily made, replaceable channel."""
+    """Sends each batch on one ``RankStream`` of a lazily made, replaceable channel.
 
-    def __init__(self, target: str) -> None:
+    ``api_key`` goes with every call as the metadata ``authorization: Bearer <key>``; ``tls``
+    True makes a TLS channel trusting the system's roots, a path one trusting that PEM bundle.
+    """
+
+    def __init__(self, target: str, *, api_key: str | None = None,
+                 tls: bool | str = False) -> None:
         self.target = target
+        self.tls = tls
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.ArenaStub | None = None
         self._closing: set[asyncio.Task] = set()
 
     def _connect(self) -> tuple[grpc.aio.Channel, pb_grpc.ArenaStub]:
         if self._channel is None or self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            if self.tls:
+                roots = None
+                if isinstance(self.tls, str):
+                    with open(self.tls, "rb") as file:
+                        roots = file.read()
+                credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+                self._channel = grpc.aio.secure_channel(
+                    self.target, credentials, options=CHANNEL_OPTIONS
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
             self._stub = pb_grpc.ArenaStub(self._channel)
         return self._channel, self._stub
 
@@ -190,7 +212,9 @@ class GrpcTransport:
         channel, stub = self._connect()
         request = pb.CreateRunRequest(settings=pb.RunSettings(**dataclasses.asdict(settings)))
         try:
-            await stub.CreateRun(request, timeout=timeout, wait_for_ready=False)
+            await stub.CreateRun(
+                request, timeout=timeout, wait_for_ready=False, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
                 return
@@ -201,7 +225,9 @@ class GrpcTransport:
     ) -> AsyncIterator[GroupResult]:
         channel, stub = self._connect()
         requests = [pb.RankStreamRequest(run_id=run_id, group=group_to_proto(g)) for g in groups]
-        call = stub.RankStream(iter(requests), timeout=timeout, wait_for_ready=False)
+        call = stub.RankStream(
+            iter(requests), timeout=timeout, wait_for_ready=False, metadata=self._metadata
+        )
         try:
             async for message in call:
                 yield result_from_proto(message)
@@ -263,6 +289,7 @@ def result_from_body(body: object) -> GroupResult:
             status=str(body.get("status", "ok")),
             error=str(body.get("error", "")),
             latency_ms=float(body.get("latency_ms", 0.0)),
+            retry_after_s=float(body.get("retry_after_s", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"not a group result: {exc}") from exc
@@ -302,15 +329,25 @@ def _retrieve(task: asyncio.Future) -> None:
 
 
 class HttpTransport:
-    """Posts batches to ``/v1/rank`` on one pooled ``httpx.AsyncClient``."""
+    """Posts batches to ``/v1/rank`` on one pooled ``httpx.AsyncClient``.
 
-    def __init__(self, base_url: str) -> None:
+    ``api_key`` goes with every request as ``Authorization: Bearer <key>``; ``verify`` is
+    httpx's (True: the system's roots; a path: that PEM bundle) for an https:// URL.
+    """
+
+    def __init__(self, base_url: str, *, api_key: str | None = None,
+                 verify: bool | str = True) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._verify = verify
         self._client: httpx.AsyncClient | None = None
 
     async def _post(self, path: str, body: dict, timeout: float) -> httpx.Response:
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.base_url, limits=HTTP_LIMITS)
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, limits=HTTP_LIMITS, headers=self._headers,
+                verify=self._verify,
+            )
         try:
             return await self._client.post(path, json=body, timeout=timeout)
         except httpx.TimeoutException as exc:
@@ -374,12 +411,13 @@ class HttpTransport:
 Transport = GrpcTransport | HttpTransport
 
 
-def make_transport(transport: str, *, target: str, http_url: str | None) -> Transport:
-    """The transport named by a :class:`~trainer_client.ClientConfig`; no I/O."""
-    if transport == "http":
-        assert http_url is not None  # ClientConfig checks it
-        return HttpTransport(http_url)
-    return GrpcTransport(target)
+def make_transport(config: ClientConfig) -> Transport:
+    """The transport of a :class:`~trainer_client.ClientConfig`; no I/O."""
+    if config.transport == "http":
+        assert config.http_url is not None  # ClientConfig checks it
+        verify = config.tls if isinstance(config.tls, str) else True
+        return HttpTransport(config.http_url, api_key=config.api_key, verify=verify)
+    return GrpcTransport(config.target, api_key=config.api_key, tls=config.tls)
 
 
 __all__ = [

@@ -56,9 +56,7 @@ class _Runner:
         config = core.config
         self.core = core
         self.loop = loop  # where it runs: the transport's connections belong to this loop
-        self.transport = make_transport(
-            config.transport, target=config.target, http_url=config.http_url
-        )
+        self.transport = make_transport(config)
         self.closed = False
         self._drives: set[asyncio.Task] = set()
         self._runs = 0

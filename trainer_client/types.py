@@ -44,6 +44,8 @@ class GroupResult:
     or ``"judge_failed"`` when the judge could not answer: then ``advantages`` are what the
     trainer would have had without the judge (zeros for a dead group) and ``error`` says why.
     ``strengths`` and ``stderr`` are the Bradley-Terry fit of the traces (empty when not routed).
+    ``status`` ``"overloaded"``: the server refused the group for load; it may be sent again
+    after ``retry_after_s`` seconds.
     """
 
     group_id: str
@@ -57,6 +59,7 @@ class GroupResult:
     status: str = "ok"
     error: str = ""
     latency_ms: float = 0.0
+    retry_after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,10 @@ class RunSettings:
     pool_per_run      anchors kept per run, all prompts together
     pool_max_age      steps after which an anchor leaves the pool
     judge_template    the run's own judge prompt template ("" for the server's; LLM judges only)
+    weight            the run's share of the judge when runs compete for it (fair queuing)
+    max_calls_in_flight  most comparisons of the run at the judge at once (0: server's cap)
+    isolate_prefix_cache  salt the judge engine's prefix cache with the run (vLLM), so that
+                      no other run shares cached prompt prefixes with it
     """
 
     run_id: str
@@ -94,6 +101,9 @@ class RunSettings:
     pool_per_run: int = 100_000
     pool_max_age: int = 100
     judge_template: str = ""
+    weight: float = 1.0
+    max_calls_in_flight: int = 0
+    isolate_prefix_cache: bool = False
 
 
 __all__ = ["Group", "GroupResult", "RunSettings", "Trace"]

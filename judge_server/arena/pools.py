@@ -141,11 +141,12 @@ class RunPool:
     def get(self, prompt_id: str) -> list[Anchor]:
         return list(self.prompts.get(prompt_id, ()))
 
-    def put(self, prompt_id: str, anchors: Sequence[Anchor], policy: PoolPolicy) -> set[str]:
-        """Store a prompt's pool; returns every prompt id whose pool changed."""
+    def put(self, prompt_id: str, anchors: Sequence[Anchor], per_run: int) -> set[str]:
+        """Store a prompt's pool, then evict the run's oldest anchors while it holds more than
+        ``per_run``; returns every prompt id whose pool changed."""
         self.prompts[prompt_id] = list(anchors)
         changed = {prompt_id}
-        excess = self.size() - policy.per_run
+        excess = self.size() - per_run
         if excess > 0:
             everyone = [(a.step, pid, a.trace_id) for pid, v in self.prompts.items() for a in v]
             evict = set(sorted(everyone)[:excess])

@@ -26,6 +26,10 @@ class Comparison:
     second: str
     reference: str | None = None
     run_id: str = ""
+    # Set when the run must not share the judge engine's prefix cache with other runs: a
+    # judge on vLLM passes it as the request's ``cache_salt``; judges without a prefix cache
+    # shared across requests ignore it.
+    cache_salt: str | None = None
 
 
 class Comparator(abc.ABC):

@@ -122,6 +122,8 @@ class OpenAIComparator(HTTPModelComparator):
         if by_id:
             body["logprob_token_ids"] = list(self.verdict_ids)
             body["return_tokens_as_token_ids"] = True
+        if prompt.cache_salt:  # vLLM: this run's prompts share no cached prefix with others
+            body["cache_salt"] = prompt.cache_salt
         return body
 
     async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:

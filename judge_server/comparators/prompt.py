@@ -183,6 +183,7 @@ class JudgeInput:
     token_ids: tuple[int, ...] | None
     second_start: int
     run_id: str = ""
+    cache_salt: str | None = None  # the run's prefix-cache salt (Comparison.cache_salt)
 
 
 def prefix_order(inputs: Sequence[JudgeInput]) -> list[int]:
@@ -334,7 +335,9 @@ class JudgePrompt:
         text = self._finish(message)
         second_start = self._offset_of(message, start, text)
         ids = tuple(self._encode(text)) if self.tokenizer is not None else None
-        return JudgeInput(text, message, ids, second_start, comparison.run_id)
+        return JudgeInput(
+            text, message, ids, second_start, comparison.run_id, comparison.cache_salt
+        )
 
     def own_tokens(self, prompt: JudgeInput) -> int:
         """Tokens from the second trace's block to the end of ``prompt``: the part no other

@@ -110,7 +110,11 @@ class VLLMComparator(ModelComparator):
         return bool(await self.engine.reset_prefix_cache())
 
     async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
-        prompts: list[Any] = [{"prompt_token_ids": list(p.token_ids or ())} for p in inputs]
+        prompts: list[Any] = [
+            {"prompt_token_ids": list(p.token_ids or ())}
+            | ({"cache_salt": p.cache_salt} if p.cache_salt else {})
+            for p in inputs
+        ]
         renderer = getattr(self.engine, "renderer", None)
         if hasattr(renderer, "render_cmpl"):  # vLLM >= 0.1x: engine inputs, in one call
             prompts = renderer.render_cmpl(prompts)

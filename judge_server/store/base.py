@@ -1,28 +1,62 @@
-"""Where run settings and anchor pools live between requests and across restarts.
+"""Where run settings and anchor pools live between requests, across restarts and replicas.
 
 ``MemoryStore`` is for tests and throwaway servers; ``SqliteStore`` is the single-node
-default. A store that cannot read or write raises :class:`judge_server.errors.StoreError`:
-a failed write is an error the caller sees, never a silent loss.
+default; ``RedisStore`` is shared by several replicas. A store that cannot read or write raises
+:class:`judge_server.errors.StoreError`: a failed write is an error the caller sees, never a
+silent loss.
+
+A pool changes by read-modify-write (:meth:`Store.update_anchors`): the store reads the prompt's
+anchors, calls the update with them and writes what it returns, atomically, so that two
+replicas updating one pool at once never lose each other's anchors. After the write, the run's
+oldest anchors leave while the run holds more than ``per_run`` (:meth:`RunPool.put`).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 from trainer_client.types import RunSettings
 
 from ..arena.pools import Anchor, RunPool
 
+PoolUpdate = Callable[[list[Anchor]], list[Anchor]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredRun:
+    """A run's settings and the tenant that owns it ("" on a server without API keys)."""
+
+    settings: RunSettings
+    tenant: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return self.settings.run_id
+
+    def to_json(self) -> str:
+        return json.dumps({"settings": dataclasses.asdict(self.settings), "tenant": self.tenant})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StoredRun:
+        data = json.loads(text)
+        return cls(settings_from_dict(data["settings"]), str(data.get("tenant", "")))
+
 
 class Store(abc.ABC):
-    @abc.abstractmethod
-    async def get_run(self, run_id: str) -> RunSettings | None:
-        """The run's settings, or None."""
+    #: True when other processes write the same state (replicas): the service then caches
+    #: nothing and reads settings and anchors from the store every time.
+    shared: ClassVar[bool] = False
 
     @abc.abstractmethod
-    async def create_run(self, settings: RunSettings) -> bool:
+    async def get_run(self, run_id: str) -> StoredRun | None:
+        """The run, or None."""
+
+    @abc.abstractmethod
+    async def create_run(self, run: StoredRun) -> bool:
         """Store a new run; False (and nothing written) if the id is taken."""
 
     @abc.abstractmethod
@@ -30,23 +64,33 @@ class Store(abc.ABC):
         """Delete a run and its pool; False if there was none."""
 
     @abc.abstractmethod
-    async def list_runs(self) -> list[RunSettings]:
-        """Every run's settings."""
+    async def list_runs(self, tenant: str | None = None) -> list[StoredRun]:
+        """Every run (of ``tenant`` when given), by run id."""
+
+    @abc.abstractmethod
+    async def load_anchors(self, run_id: str, prompt_id: str) -> list[Anchor]:
+        """One prompt's anchors (empty when none)."""
+
+    @abc.abstractmethod
+    async def update_anchors(
+        self, run_id: str, prompt_id: str, update: PoolUpdate, *, per_run: int
+    ) -> tuple[list[Anchor], int] | None:
+        """Atomically set the prompt's anchors to ``update(current)``, then keep the run within
+        ``per_run`` anchors. Returns the prompt's anchors and the run's anchor count, or None
+        (and writes nothing) when the run does not exist: a run deleted while its group was
+        judged stays deleted."""
 
     @abc.abstractmethod
     async def load_pool(self, run_id: str) -> RunPool:
         """Every prompt's anchors for the run (empty when none)."""
 
-    @abc.abstractmethod
-    async def save_pools(self, run_id: str, prompts: Mapping[str, Sequence[Anchor]]) -> None:
-        """Replace the anchors of the given prompts (an empty list removes the prompt)."""
+    async def pool_size(self, run_id: str) -> tuple[int, int]:
+        """(prompts, anchors) in the run's pool."""
+        pool = await self.load_pool(run_id)
+        return len(pool.prompts), pool.size()
 
     async def aclose(self) -> None:
         """Release the store's connections."""
-
-
-def settings_to_dict(settings: RunSettings) -> dict:
-    return dataclasses.asdict(settings)
 
 
 def settings_from_dict(data: Mapping) -> RunSettings:
@@ -54,4 +98,19 @@ def settings_from_dict(data: Mapping) -> RunSettings:
     return RunSettings(**{k: v for k, v in data.items() if k in known})
 
 
-__all__ = ["Store", "settings_from_dict", "settings_to_dict"]
+def anchors_to_json(anchors: list[Anchor]) -> str:
+    return json.dumps([a.to_dict() for a in anchors])
+
+
+def anchors_from_json(text: str | bytes | None) -> list[Anchor]:
+    return [Anchor.from_dict(a) for a in json.loads(text)] if text else []
+
+
+__all__ = [
+    "PoolUpdate",
+    "Store",
+    "StoredRun",
+    "anchors_from_json",
+    "anchors_to_json",
+    "settings_from_dict",
+]

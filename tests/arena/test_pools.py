@@ -60,10 +60,9 @@ def test_select_and_refit():
 
 
 def test_run_capacity_evicts_the_oldest_anchors_across_prompts():
-    policy = PoolPolicy(per_prompt=10, per_run=4, min_gap=0.0)
     pool = RunPool()
-    pool.put("p1", anchors([0.0, 1.0, 2.0], step=0, prefix="a"), policy)
-    changed = pool.put("p2", anchors([0.0, 1.0, 2.0], step=5, prefix="b"), policy)
+    pool.put("p1", anchors([0.0, 1.0, 2.0], step=0, prefix="a"), per_run=4)
+    changed = pool.put("p2", anchors([0.0, 1.0, 2.0], step=5, prefix="b"), per_run=4)
     assert pool.size() == 4
     assert changed == {"p1", "p2"}
     assert all(a.step == 5 for a in pool.get("p2"))
@@ -72,7 +71,7 @@ def test_run_capacity_evicts_the_oldest_anchors_across_prompts():
 
 def test_pool_state_round_trips_through_plain_data():
     pool = RunPool()
-    pool.put("p", anchors([0.5, -0.5], step=3), PoolPolicy())
+    pool.put("p", anchors([0.5, -0.5], step=3), PoolPolicy().per_run)
     again = RunPool.from_dict(pool.to_dict())
     assert again == pool
 

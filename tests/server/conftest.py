@@ -57,3 +57,20 @@ def stub(channel) -> pb_grpc.ArenaStub:
 async def http(server):
     async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the whole session (see tests/redis_server.py)."""
+    from ..redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url

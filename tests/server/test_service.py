@@ -43,7 +43,7 @@ class FailingComparator(Comparator):
 
 
 class FailingStore(MemoryStore):
-    async def save_pools(self, run_id, prompts):
+    async def update_anchors(self, run_id, prompt_id, update, *, per_run):
         raise StoreError("disk full")
 
 
@@ -76,7 +76,7 @@ async def test_rounds_of_groups_in_flight_are_batched_together():
     results = await svc.rank("r", groups)
     rounds = sum(r.rounds for r in results)
     assert all(r.routed and r.status == "ok" for r in results)
-    assert svc.batcher.batches < rounds / 5  # ten groups' rounds travel together
+    assert svc.scheduler.batches < rounds / 5  # ten groups' rounds travel together
     assert comparator.calls == sum(r.judge_calls for r in results)
 
 

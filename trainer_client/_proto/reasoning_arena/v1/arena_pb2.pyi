@@ -59,7 +59,7 @@ class RankStreamRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., group: _Optional[_Union[Group, _Mapping]] = ...) -> None: ...
 
 class GroupResult(_message.Message):
-    __slots__ = ("group_id", "advantages", "routed", "strengths", "stderr", "judge_calls", "rounds", "anchors_used", "status", "error", "latency_ms")
+    __slots__ = ("group_id", "advantages", "routed", "strengths", "stderr", "judge_calls", "rounds", "anchors_used", "status", "error", "latency_ms", "retry_after_s")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGES_FIELD_NUMBER: _ClassVar[int]
     ROUTED_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class GroupResult(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     advantages: _containers.RepeatedScalarFieldContainer[float]
     routed: bool
@@ -82,10 +83,11 @@ class GroupResult(_message.Message):
     status: str
     error: str
     latency_ms: float
-    def __init__(self, group_id: _Optional[str] = ..., advantages: _Optional[_Iterable[float]] = ..., routed: _Optional[bool] = ..., strengths: _Optional[_Iterable[float]] = ..., stderr: _Optional[_Iterable[float]] = ..., judge_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., anchors_used: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    retry_after_s: float
+    def __init__(self, group_id: _Optional[str] = ..., advantages: _Optional[_Iterable[float]] = ..., routed: _Optional[bool] = ..., strengths: _Optional[_Iterable[float]] = ..., stderr: _Optional[_Iterable[float]] = ..., judge_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., anchors_used: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
 
 class RunSettings(_message.Message):
-    __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age", "judge_template")
+    __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age", "judge_template", "weight", "max_calls_in_flight", "isolate_prefix_cache")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DESIGN_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +103,9 @@ class RunSettings(_message.Message):
     POOL_PER_RUN_FIELD_NUMBER: _ClassVar[int]
     POOL_MAX_AGE_FIELD_NUMBER: _ClassVar[int]
     JUDGE_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ISOLATE_PREFIX_CACHE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     design: str
     budget: int
@@ -116,7 +121,10 @@ class RunSettings(_message.Message):
     pool_per_run: int
     pool_max_age: int
     judge_template: str
-    def __init__(self, run_id: _Optional[str] = ..., design: _Optional[str] = ..., budget: _Optional[int] = ..., order: _Optional[str] = ..., normalisation: _Optional[str] = ..., scale: _Optional[float] = ..., lam: _Optional[float] = ..., dead_eps: _Optional[float] = ..., divide_by_std: _Optional[bool] = ..., anchors_per_group: _Optional[int] = ..., anchor_mode: _Optional[str] = ..., pool_per_prompt: _Optional[int] = ..., pool_per_run: _Optional[int] = ..., pool_max_age: _Optional[int] = ..., judge_template: _Optional[str] = ...) -> None: ...
+    weight: float
+    max_calls_in_flight: int
+    isolate_prefix_cache: bool
+    def __init__(self, run_id: _Optional[str] = ..., design: _Optional[str] = ..., budget: _Optional[int] = ..., order: _Optional[str] = ..., normalisation: _Optional[str] = ..., scale: _Optional[float] = ..., lam: _Optional[float] = ..., dead_eps: _Optional[float] = ..., divide_by_std: _Optional[bool] = ..., anchors_per_group: _Optional[int] = ..., anchor_mode: _Optional[str] = ..., pool_per_prompt: _Optional[int] = ..., pool_per_run: _Optional[int] = ..., pool_max_age: _Optional[int] = ..., judge_template: _Optional[str] = ..., weight: _Optional[float] = ..., max_calls_in_flight: _Optional[int] = ..., isolate_prefix_cache: _Optional[bool] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
     __slots__ = ("settings",)
@@ -141,3 +149,35 @@ class DeleteRunResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class RunStats(_message.Message):
+    __slots__ = ("run_id", "groups", "dead_groups", "dead_fraction", "judged", "judge_failed", "refused", "judge_calls", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "groups_in_flight", "pool_prompts", "pool_anchors")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_FAILED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_CALLS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P90_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    POOL_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    POOL_ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    groups: int
+    dead_groups: int
+    dead_fraction: float
+    judged: int
+    judge_failed: int
+    refused: int
+    judge_calls: int
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    groups_in_flight: int
+    pool_prompts: int
+    pool_anchors: int
+    def __init__(self, run_id: _Optional[str] = ..., groups: _Optional[int] = ..., dead_groups: _Optional[int] = ..., dead_fraction: _Optional[float] = ..., judged: _Optional[int] = ..., judge_failed: _Optional[int] = ..., refused: _Optional[int] = ..., judge_calls: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p90_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., groups_in_flight: _Optional[int] = ..., pool_prompts: _Optional[int] = ..., pool_anchors: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,11 @@ class ArenaStub:
                 request_serializer=reasoning__arena_dot_v1_dot_arena__pb2.DeleteRunRequest.SerializeToString,
                 response_deserializer=reasoning__arena_dot_v1_dot_arena__pb2.DeleteRunResponse.FromString,
                 _registered_method=True)
+        self.GetRunStats = channel.unary_unary(
+                '/reasoning_arena.v1.Arena/GetRunStats',
+                request_serializer=reasoning__arena_dot_v1_dot_arena__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=reasoning__arena_dot_v1_dot_arena__pb2.RunStats.FromString,
+                _registered_method=True)
 
 
 class ArenaServicer:
@@ -74,7 +79,8 @@ class ArenaServicer:
     def RankStream(self, request_iterator, context):
         """Rank groups as they come: each result is sent as soon as its group finishes, tagged with
         its group id, not necessarily in the order the groups were sent. A bad group is answered
-        with a result whose status is "invalid" (the stream goes on); a stream-level error ends it.
+        with a result whose status is "invalid", and a group refused for load with status
+        "overloaded" and retry_after_s (the stream goes on); a stream-level error ends it.
         When the server shuts down it finishes the groups in flight, then ends the stream with
         UNAVAILABLE: a group that got no result was not ranked and may be sent again.
         """
@@ -98,6 +104,13 @@ class ArenaServicer:
 
     def DeleteRun(self, request, context):
         """Delete a run, its settings and its anchor pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRunStats(self, request, context):
+        """The run's figures on the replica that answers (each replica counts what it served).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +143,11 @@ def add_ArenaServicer_to_server(servicer, server):
                     servicer.DeleteRun,
                     request_deserializer=reasoning__arena_dot_v1_dot_arena__pb2.DeleteRunRequest.FromString,
                     response_serializer=reasoning__arena_dot_v1_dot_arena__pb2.DeleteRunResponse.SerializeToString,
+            ),
+            'GetRunStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunStats,
+                    request_deserializer=reasoning__arena_dot_v1_dot_arena__pb2.GetRunRequest.FromString,
+                    response_serializer=reasoning__arena_dot_v1_dot_arena__pb2.RunStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +285,33 @@ class Arena:
             '/reasoning_arena.v1.Arena/DeleteRun',
             reasoning__arena_dot_v1_dot_arena__pb2.DeleteRunRequest.SerializeToString,
             reasoning__arena_dot_v1_dot_arena__pb2.DeleteRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reasoning_arena.v1.Arena/GetRunStats',
+            reasoning__arena_dot_v1_dot_arena__pb2.GetRunRequest.SerializeToString,
+            reasoning__arena_dot_v1_dot_arena__pb2.RunStats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,69 @@
+"""Per-run figures of one server: what ``GetRunStats``, ``GET /v1/stats`` and the status page
+show. Plain counters and a window of recent latencies; no I/O.
+
+Each replica counts the groups it answered: behind a load balancer, a run's figures are the
+sum over replicas (Prometheus sums ``arena_groups_total`` across pods; the status page of one
+pod shows that pod's share).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LATENCY_WINDOW = 4096  # recent groups whose latency makes the percentiles
+
+OUTCOMES = ("live", "judged", "judge_failed")
+
+
+@dataclass
+class RunStats:
+    run_id: str
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    refused: int = 0
+    judge_calls: int = 0
+    in_flight: int = 0  # dead groups admitted and not yet answered
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def answered(self, outcome: str, latency_s: float) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.latencies_s.append(latency_s)
+
+    @property
+    def groups(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def dead_groups(self) -> int:
+        return self.groups - self.outcomes["live"]
+
+    def latency_ms(self, q: float) -> float:
+        """The q-th percentile (0-100) of recent latencies in ms; 0 before any group."""
+        if not self.latencies_s:
+            return 0.0
+        return float(np.percentile(np.fromiter(self.latencies_s, float), q)) * 1e3
+
+    def view(self, pool_prompts: int = 0, pool_anchors: int = 0) -> dict:
+        """The figures, by the names of the ``RunStats`` message."""
+        groups = self.groups
+        return {
+            "run_id": self.run_id,
+            "groups": groups,
+            "dead_groups": self.dead_groups,
+            "dead_fraction": self.dead_groups / groups if groups else 0.0,
+            "judged": self.outcomes["judged"],
+            "judge_failed": self.outcomes["judge_failed"],
+            "refused": self.refused,
+            "judge_calls": self.judge_calls,
+            "latency_p50_ms": self.latency_ms(50),
+            "latency_p90_ms": self.latency_ms(90),
+            "latency_p99_ms": self.latency_ms(99),
+            "groups_in_flight": self.in_flight,
+            "pool_prompts": pool_prompts,
+            "pool_anchors": pool_anchors,
+        }
+
+
+__all__ = ["OUTCOMES", "RunStats"]
