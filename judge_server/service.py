@@ -297,7 +297,7 @@ class ArenaService:
         are not in arrival order. At most ``max_stream_in_flight`` groups of one stream are
         ranked at once; the stream is not read further until one ends.
         """
-        results: asyncio.Queue[GroupResult | None] = asyncio.Queue()
+        results: asyncio.Queue[GroupResult | PermissionDenied | None] = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
         room = asyncio.Semaphore(self.max_stream_in_flight)
 
@@ -314,6 +314,8 @@ class ArenaService:
                     group_id=group.group_id, advantages=(), routed=False, status="overloaded",
                     error=str(exc), retry_after_s=exc.retry_after_s,
                 )
+            except PermissionDenied as exc:  # ends the stream: the caller is at fault
+                result = exc
             finally:
                 room.release()
             await results.put(result)
@@ -333,6 +335,8 @@ class ArenaService:
         feeder = asyncio.create_task(feed())
         try:
             while (result := await results.get()) is not None:
+                if isinstance(result, PermissionDenied):
+                    raise result
                 yield result
             await feeder  # re-raise a failure of the request stream or a group
         finally:

@@ -17,6 +17,7 @@ from judge_server.comparators.base import Comparator
 from judge_server.server import JudgeServer
 from judge_server.settings import ServerSettings
 from judge_server.store.base import Store
+from judge_server.tenants import Authenticator
 
 START_TIMEOUT_S = 60.0
 
@@ -55,6 +56,8 @@ def make_server(
     return JudgeServer(
         build_service(settings, comparator=comparator, store=store),
         assembly=settings.assembly_options(),
+        authenticator=Authenticator(settings.api_keys),
+        tls=(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None,
     )
 
 

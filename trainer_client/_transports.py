@@ -29,6 +29,7 @@ import email.utils
 import logging
 import math
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -332,11 +333,11 @@ class HttpTransport:
     """Posts batches to ``/v1/rank`` on one pooled ``httpx.AsyncClient``.
 
     ``api_key`` goes with every request as ``Authorization: Bearer <key>``; ``verify`` is
-    httpx's (True: the system's roots; a path: that PEM bundle) for an https:// URL.
+    httpx's (True: the system's roots; or an SSL context) for an https:// URL.
     """
 
     def __init__(self, base_url: str, *, api_key: str | None = None,
-                 verify: bool | str = True) -> None:
+                 verify: bool | ssl.SSLContext = True) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._verify = verify
@@ -415,7 +416,9 @@ def make_transport(config: ClientConfig) -> Transport:
     """The transport of a :class:`~trainer_client.ClientConfig`; no I/O."""
     if config.transport == "http":
         assert config.http_url is not None  # ClientConfig checks it
-        verify = config.tls if isinstance(config.tls, str) else True
+        verify: bool | ssl.SSLContext = True
+        if isinstance(config.tls, str):
+            verify = ssl.create_default_context(cafile=config.tls)
         return HttpTransport(config.http_url, api_key=config.api_key, verify=verify)
     return GrpcTransport(config.target, api_key=config.api_key, tls=config.tls)
 
