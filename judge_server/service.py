@@ -12,10 +12,12 @@ Tenants: every call takes the caller's ``tenant`` (``None`` on a server without 
 checks). A run belongs to the tenant that created it; any other tenant gets
 :class:`PermissionDenied` for it, whatever the call.
 
-Admission: a dead group takes a slot until it is answered; at most ``max_groups_in_flight``
-slots in all and ``max_run_groups_in_flight`` per run. A request that does not fit is refused
-whole with :class:`Overloaded` (RESOURCE_EXHAUSTED / 429 and a retry-after hint) before
-anything is accepted; a group once admitted is always answered. Judge calls of every run go
+Admission: a dead group takes a slot until it is answered. A request is admitted whole while
+its run has fewer than ``max_run_groups_in_flight`` groups in flight and the server fewer than
+``max_groups_in_flight`` (so one request may overshoot a cap by its own size, and a request
+larger than a cap still gets in once the run is idle); otherwise it is refused whole with
+:class:`Overloaded` (RESOURCE_EXHAUSTED / 429 and a retry-after hint) before anything is
+accepted. A group once admitted is always answered. Judge calls of every run go
 through one fair scheduler (:mod:`judge_server.scheduler`): the per-run cap keeps a flooding
 run from holding every slot, the scheduler keeps it from holding the judge.
 
@@ -225,16 +227,16 @@ class ArenaService:
             return
         stats = self._stats_of(run_id)
         if (
-            stats.in_flight + n > self.max_run_groups_in_flight
-            or self.groups_in_flight + n > self.max_groups_in_flight
+            stats.in_flight >= self.max_run_groups_in_flight
+            or self.groups_in_flight >= self.max_groups_in_flight
         ):
             stats.refused += n
             self.metrics.refused.labels(run_id).inc(n)
             retry_after = min(10.0, max(0.05, stats.latency_ms(50) / 1e3))
             raise Overloaded(
-                f"run {run_id!r}: {n} more dead groups would pass the server's capacity "
-                f"({stats.in_flight} of this run in flight, at most "
-                f"{self.max_run_groups_in_flight}; {self.groups_in_flight} in all, at most "
+                f"run {run_id!r}: the server is at capacity for {n} more dead groups "
+                f"({stats.in_flight} of this run in flight, limit "
+                f"{self.max_run_groups_in_flight}; {self.groups_in_flight} in all, limit "
                 f"{self.max_groups_in_flight}); try again in {retry_after:.2f} s",
                 retry_after_s=retry_after,
             )
