@@ -1,5 +1,8 @@
 """Batches tournament rounds from every group in flight into one call of the comparator.
 
+Superseded by :class:`judge_server.scheduler.JudgeScheduler` (the same batching, with a fair
+share of the judge per run); kept until nothing imports it.
+
 Each group's tournament hands its round of comparisons to :meth:`RoundBatcher.compare` and
 waits. Rounds that arrive within ``window_s`` of each other (by default: in the same turn of
 the event loop) go to the comparator as one batch, so a model-backed judge sees large batches
@@ -10,11 +13,11 @@ that batch with :class:`JudgeError`; the groups turn it into per-group failures.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Sequence
 
 from .comparators.base import Comparator, Comparison
 from .errors import JudgeError
+from .scheduler import ask_judge
 
 
 class RoundBatcher:
@@ -69,19 +72,8 @@ class RoundBatcher:
         if self.observe is not None:
             self.observe(len(flat))
         try:
-            answers = await self.comparator.compare(flat)
-            answers = [float(p) for p in answers]
-            if len(answers) != len(flat):
-                raise JudgeError(
-                    f"{self.comparator.name}: {len(answers)} verdicts for {len(flat)} comparisons"
-                )
-            bad = [p for p in answers if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
-            if bad:
-                raise JudgeError(f"{self.comparator.name}: verdict {bad[0]} is not in [0, 1]")
-        except Exception as exc:  # noqa: BLE001 - every failure of the judge is a JudgeError
-            error = exc if isinstance(exc, JudgeError) else JudgeError(
-                f"{self.comparator.name}: {type(exc).__name__}: {exc}"
-            )
+            answers = await ask_judge(self.comparator, flat)
+        except JudgeError as error:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)

@@ -1,20 +1,210 @@
-"""TEMPORARY stand-in (being replaced by the fair scheduler): RoundBatcher with the
-JudgeScheduler interface, so the rest of the server can be tested meanwhile."""
+"""One judge, many runs: batches tournament rounds across runs and shares the judge fairly.
+
+Each group's tournament hands its round of comparisons to :meth:`JudgeScheduler.compare` with
+its run's id, weight and cap, and waits. Rounds wait in one queue
+(:mod:`judge_server.scheduling`: fair by run, or FIFO) and leave it in batches of at most
+``max_batch`` comparisons, whole rounds from every run together, because a model-backed
+judge is most efficient with large batches.
+
+At most ``batches_in_flight`` batches are at the judge at once. That bound is what makes the
+queue, and so fairness, live here: with unlimited sends every round would go at once and wait
+in the engine's own queue, in arrival order, where a flooding run's rounds come first. When a
+batch comes back the next one is formed at once, before the answered groups even wake; when
+the judge is idle, rounds that arrive within ``window_s`` of the first join one batch (``0``:
+those of the same turn of the event loop).
+
+A comparator failure, or an answer that is not one ``p`` in [0, 1] per comparison, fails
+every round of that batch with :class:`JudgeError`; the service turns it into per-group
+failures. A caller that stops waiting (cancelled) withdraws its round if it has not been sent.
+"""
 
 from __future__ import annotations
 
-from .batcher import RoundBatcher
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+
+from .comparators.base import Comparator, Comparison
+from .errors import JudgeError
+from .scheduling import Policy, Round, make_queue
+
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_BATCHES_IN_FLIGHT = 4
 
 
-class JudgeScheduler(RoundBatcher):
-    def __init__(self, comparator, *, max_batch=1024, window_s=0.0, batches_in_flight=4,
-                 policy="fair", observe=None):
-        super().__init__(comparator, max_batch=max_batch, window_s=window_s, observe=observe)
-        self.in_flight = 0
+async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> list[float]:
+    """The comparator's ``p`` for each comparison, checked: every failure is a JudgeError."""
+    try:
+        answers = [float(p) for p in await comparator.compare(comparisons)]
+        if len(answers) != len(comparisons):
+            raise JudgeError(
+                f"{comparator.name}: {len(answers)} verdicts for {len(comparisons)} comparisons"
+            )
+        bad = [p for p in answers if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
+        if bad:
+            raise JudgeError(f"{comparator.name}: verdict {bad[0]} is not in [0, 1]")
+    except JudgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure of the judge is a JudgeError
+        raise JudgeError(f"{comparator.name}: {type(exc).__name__}: {exc}") from exc
+    return answers
+
+
+_Waiting = tuple[Sequence[Comparison], asyncio.Future]
+
+
+class JudgeScheduler:
+    """Sends every run's rounds to one comparator, in fair batches (module doc)."""
+
+    def __init__(
+        self,
+        comparator: Comparator,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        window_s: float = 0.0,
+        batches_in_flight: int = DEFAULT_BATCHES_IN_FLIGHT,
+        policy: Policy = "fair",
+        observe: Callable[[int], object] | None = None,
+    ) -> None:
+        if max_batch < 1 or batches_in_flight < 1 or window_s < 0:
+            raise ValueError("max_batch and batches_in_flight must be >= 1, window_s >= 0")
+        self.comparator = comparator
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.batches_in_flight = batches_in_flight
+        self.policy = policy
+        self.observe = observe  # called with each batch's size (a metrics histogram)
+        self.batches = 0
+        self._queue = make_queue(policy)
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._sending: set[asyncio.Task] = set()
+        self._closed = False
 
     @property
-    def queued(self):
-        return self._queued
+    def queued(self) -> int:
+        """Comparisons waiting for a batch."""
+        return self._queue.queued
 
-    async def compare(self, comparisons, *, run_id="", weight=1.0, cap=None):
-        return await super().compare(comparisons)
+    @property
+    def in_flight(self) -> int:
+        """Comparisons sent to the judge and not answered yet."""
+        return self._queue.in_flight
+
+    def queued_of(self, run_id: str) -> int:
+        return self._queue.queued_of(run_id)
+
+    def in_flight_of(self, run_id: str) -> int:
+        return self._queue.in_flight_of(run_id)
+
+    async def compare(
+        self,
+        comparisons: Sequence[Comparison],
+        *,
+        run_id: str,
+        weight: float = 1.0,
+        cap: int | None = None,
+    ) -> list[float]:
+        """``p`` for each comparison of one round of ``run_id``, judged in a batch with
+        whatever else is waiting. ``weight``: the run's share of the judge against other
+        runs'; ``cap``: the most of its comparisons at the judge at once (None: no cap)."""
+        if not comparisons:
+            return []
+        if self._closed:
+            raise JudgeError("the judge scheduler is closed")
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        waiting = self._queue.push(
+            run_id, (comparisons, future), len(comparisons), weight=weight, cap=cap
+        )
+        self._arrived()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._queue.remove(waiting)  # not sent yet: nobody needs it; sent: it is answered
+            raise
+
+    def _arrived(self) -> None:
+        if len(self._sending) >= self.batches_in_flight:
+            return  # the next batch is formed when one comes back
+        if self._queue.queued >= self.max_batch:
+            self._dispatch()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            if self.window_s > 0:
+                self._timer = loop.call_later(self.window_s, self._dispatch)
+            else:
+                self._timer = loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Send batches from the queue while there is room at the judge."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        while not self._closed and len(self._sending) < self.batches_in_flight:
+            batch = self._queue.pop_batch(self.max_batch)
+            if not batch:
+                return  # empty, or only runs at their cap wait: an answer will call again
+            task = loop.create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[Round[_Waiting]]) -> None:
+        flat = [c for r in batch for c in r.item[0]]
+        self.batches += 1
+        if self.observe is not None:
+            self.observe(len(flat))
+        task = asyncio.current_task()
+        try:
+            answers = await ask_judge(self.comparator, flat)
+        except JudgeError as error:
+            self._done(task, batch)
+            for r in batch:
+                _fail(r.item[1], error)
+            return
+        except asyncio.CancelledError:  # aclose: nobody will be answered
+            self._done(task, batch)
+            for r in batch:
+                _fail(r.item[1], JudgeError("the judge scheduler is closed"))
+            raise
+        self._done(task, batch)
+        start = 0
+        for r in batch:
+            comparisons, future = r.item
+            if not future.done():
+                future.set_result(answers[start : start + len(comparisons)])
+            start += len(comparisons)
+
+    def _done(self, task: asyncio.Task | None, batch: list[Round[_Waiting]]) -> None:
+        """The judge is done with ``batch``: make room, and send the next batch at once,
+        before the answered groups wake, so that the judge is kept busy."""
+        for r in batch:
+            self._queue.settle(r)
+        self._sending.discard(task)
+        if not self._closed and self._queue.queued:
+            self._dispatch()
+
+    async def aclose(self) -> None:
+        """Fail every round waiting and cancel the batches at the judge.
+
+        The service has cancelled its groups: nobody waits on these batches any more, and a
+        judge that never answers must not hold the server's stop forever.
+        """
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        error = JudgeError("the judge scheduler is closed")
+        for r in self._queue.drain():
+            _fail(r.item[1], error)
+        for task in list(self._sending):
+            task.cancel()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+def _fail(future: asyncio.Future, error: JudgeError) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+__all__ = ["DEFAULT_BATCHES_IN_FLIGHT", "DEFAULT_MAX_BATCH", "JudgeScheduler", "ask_judge"]

@@ -163,6 +163,10 @@ class _RoundQueue(Generic[T]):
         self._counts.answered(answered.run_id, answered.size)
         self._settled(answered.run_id)
 
+    def drain(self) -> list[Round[T]]:
+        """Withdraw every waiting round (the scheduler is closing); returns them."""
+        return [r for r in list(self._waiting_rounds()) if self.remove(r)]
+
     def remove(self, waiting: Round[T]) -> bool:
         """Withdraw a round nobody waits for any more; False when it has been sent already."""
         if waiting.state != "waiting":
@@ -182,6 +186,9 @@ class _RoundQueue(Generic[T]):
         raise NotImplementedError
 
     def _withdraw(self, waiting: Round[T]) -> None:
+        raise NotImplementedError
+
+    def _waiting_rounds(self) -> Iterator[Round[T]]:
         raise NotImplementedError
 
     def _settled(self, run_id: str) -> None:
@@ -209,6 +216,9 @@ class FifoQueue(_RoundQueue[T]):
 
     def _withdraw(self, waiting: Round[T]) -> None:
         self._waiting.remove(waiting)
+
+    def _waiting_rounds(self) -> Iterator[Round[T]]:
+        return iter(self._waiting)
 
 
 @dataclass(eq=False, slots=True)
@@ -298,6 +308,10 @@ class FairQueue(_RoundQueue[T]):
             run.ticket = -1  # its heap entry is stale now
             run.finish = run.start  # nothing was served: no debt
         self._forget_if_idle(run)
+
+    def _waiting_rounds(self) -> Iterator[Round[T]]:
+        for run in self._runs.values():
+            yield from run.rounds
 
     def _settled(self, run_id: str) -> None:
         run = self._runs.get(run_id)
