@@ -72,6 +72,7 @@ STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
+STREAM_DRAIN_S = 5.0  # longest wait for a refused stream's client to finish sending
 SHUTTING_DOWN = (
     "the server is shutting down: groups of this stream that got no result were not ranked"
 )
@@ -282,6 +283,23 @@ class _Messages:
                 read.cancel()
 
 
+async def _drain(requests: AsyncIterator, limit_s: float = STREAM_DRAIN_S) -> None:
+    """Read what the client still sends before a stream is refused.
+
+    A grpc.aio client whose write is still in flight when the server ends the stream reports
+    INTERNAL "Internal error from Core" instead of the server's status (grpc/grpc#36066);
+    our client sends a whole batch and half-closes, so waiting for that takes little.
+    """
+    async def read_all() -> None:
+        async for _ in requests:
+            pass
+
+    try:
+        await asyncio.wait_for(read_all(), limit_s)
+    except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+        pass
+
+
 class ArenaServicer(pb_grpc.ArenaServicer):
     """The Arena service over an :class:`ArenaService`.
 
@@ -317,7 +335,11 @@ class ArenaServicer(pb_grpc.ArenaServicer):
 
     @_errors_to_status
     async def RankStream(self, request_iterator, context):
-        tenant = self.tenant(context)
+        try:
+            tenant = self.tenant(context)
+        except Unauthenticated:
+            await _drain(request_iterator)
+            raise
         writing = asyncio.Lock()  # results and refusals are written from two tasks
 
         async def send(result: GroupResult) -> None:
@@ -327,13 +349,17 @@ class ArenaServicer(pb_grpc.ArenaServicer):
                 await context.write(result_to_proto(result))
 
         messages = _Messages(request_iterator, self.draining)
+        allowed: set[str] = set()  # runs this caller may use, checked at their first group
 
         async def groups():
             async for message in messages:
                 message = _checked(message)
                 try:
                     group = group_from_proto(message.group, "group")
-                except InvalidRequest as exc:
+                    if message.run_id not in allowed:  # another tenant's run ends the stream
+                        await self.service.open_run(message.run_id, tenant=tenant)
+                        allowed.add(message.run_id)
+                except (InvalidRequest, RunNotFound) as exc:
                     await send(GroupResult(
                         group_id=message.group.group_id, advantages=(), routed=False,
                         status="invalid", error=str(exc),
@@ -341,8 +367,12 @@ class ArenaServicer(pb_grpc.ArenaServicer):
                     continue
                 yield message.run_id, group
 
-        async for result in self.service.rank_stream(groups(), tenant=tenant):
-            await send(result)
+        try:
+            async for result in self.service.rank_stream(groups(), tenant=tenant):
+                await send(result)
+        except PermissionDenied:
+            await _drain(request_iterator)
+            raise
         if messages.cut:
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
