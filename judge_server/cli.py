@@ -8,6 +8,7 @@
     arena-judge bench judge [--json]        a judge on real GSM8K traces (--comparator ...)
     arena-judge bench backend [--json]      an LLM judge behind the server: comparisons/s
     arena-judge bench serve [--json]        server throughput and latency, instant judge
+    arena-judge bench fairness [--json]     a quiet run's p99 latency alone and under a flood
 """
 
 from __future__ import annotations
@@ -201,6 +202,24 @@ def _bench_serve(args: argparse.Namespace) -> int:
     return _emit(result, serve.format_table(result), args.json)
 
 
+def _bench_fairness(args: argparse.Namespace) -> int:
+    from .bench import fairness
+
+    try:
+        result = fairness.run(
+            policy=args.policy, groups=args.groups, rate=args.rate,
+            flood_factor=args.flood_factor, group_size=args.group_size,
+            trace_bytes=args.trace_bytes, base_ms=args.base_ms, per_item_ms=args.per_item_ms,
+            max_batch=args.max_batch, batches_in_flight=args.batches_in_flight,
+            flood_max_in_flight=args.flood_max_in_flight, seed=args.seed,
+            progress=not args.json,
+        )
+    except ValueError as exc:
+        print(f"arena-judge bench fairness: {exc}", file=sys.stderr)
+        return 2
+    return _emit(result, fairness.format_table(result), args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena-judge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=64)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_bench_serve)
+
+    fair = bench.add_parser("fairness", help="a quiet run's p99 latency alone and under a "
+                            "flooding run, fair scheduler against FIFO, simulated GPU judge")
+    fair.add_argument("--policy", choices=("fair", "fifo", "both"), default="both")
+    fair.add_argument("--groups", type=int, default=300, help="quiet groups per phase")
+    fair.add_argument("--rate", type=float, default=20.0, help="quiet groups/s")
+    fair.add_argument("--flood-factor", type=float, default=10.0, help="flood rate / quiet rate")
+    fair.add_argument("--flood-max-in-flight", type=int, default=256,
+                      help="client-side cap on the flood's groups in flight")
+    fair.add_argument("--group-size", type=int, default=8)
+    fair.add_argument("--trace-bytes", type=int, default=256)
+    fair.add_argument("--base-ms", type=float, default=20.0, help="judge time per batch")
+    fair.add_argument("--per-item-ms", type=float, default=0.16,
+                      help="judge time per comparison of a batch")
+    fair.add_argument("--max-batch", type=int, default=128, help="comparisons per batch")
+    fair.add_argument("--batches-in-flight", type=int, default=1, help="batches at the judge")
+    fair.add_argument("--seed", type=int, default=0)
+    fair.add_argument("--json", action="store_true")
+    fair.set_defaults(func=_bench_fairness)
     return parser
 
 

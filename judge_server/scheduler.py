@@ -9,9 +9,10 @@ judge is most efficient with large batches.
 At most ``batches_in_flight`` batches are at the judge at once. That bound is what makes the
 queue, and so fairness, live here: with unlimited sends every round would go at once and wait
 in the engine's own queue, in arrival order, where a flooding run's rounds come first. When a
-batch comes back the next one is formed at once, before the answered groups even wake; when
-the judge is idle, rounds that arrive within ``window_s`` of the first join one batch (``0``:
-those of the same turn of the event loop).
+batch comes back the next one is formed at once, in the next turn of the event loop, so that
+the groups it answered have queued their next rounds; when the judge is idle, rounds that
+arrive within ``window_s`` of the first join one batch (``0``: those of the same turn of the
+event loop).
 
 A comparator failure, or an answer that is not one ``p`` in [0, 1] per comparison, fails
 every round of that batch with :class:`JudgeError`; the service turns it into per-group
@@ -77,6 +78,7 @@ class JudgeScheduler:
         self.batches = 0
         self._queue = make_queue(policy)
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._in_window = False  # the pending dispatch waits for the window to close
         self._sending: set[asyncio.Task] = set()
         self._closed = False
 
@@ -125,20 +127,25 @@ class JudgeScheduler:
     def _arrived(self) -> None:
         if len(self._sending) >= self.batches_in_flight:
             return  # the next batch is formed when one comes back
-        if self._queue.queued >= self.max_batch:
-            self._dispatch()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            if self.window_s > 0:
-                self._timer = loop.call_later(self.window_s, self._dispatch)
-            else:
-                self._timer = loop.call_soon(self._dispatch)
+        if self._timer is None:
+            self._dispatch_soon(window=self.window_s > 0 and self.queued < self.max_batch)
+        elif self._in_window and self.queued >= self.max_batch:
+            self._dispatch_soon(window=False)  # a full batch need not wait for the window
+
+    def _dispatch_soon(self, *, window: bool) -> None:
+        """Form batches after ``window_s``, or at the end of this turn of the event loop."""
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._in_window = window
+        self._timer = (
+            loop.call_later(self.window_s, self._dispatch) if window
+            else loop.call_soon(self._dispatch)
+        )
 
     def _dispatch(self) -> None:
         """Send batches from the queue while there is room at the judge."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer = None
         loop = asyncio.get_running_loop()
         while not self._closed and len(self._sending) < self.batches_in_flight:
             batch = self._queue.pop_batch(self.max_batch)
@@ -157,31 +164,34 @@ class JudgeScheduler:
         try:
             answers = await ask_judge(self.comparator, flat)
         except JudgeError as error:
-            self._done(task, batch)
             for r in batch:
                 _fail(r.item[1], error)
+            self._done(task, batch)
             return
         except asyncio.CancelledError:  # aclose: nobody will be answered
-            self._done(task, batch)
             for r in batch:
                 _fail(r.item[1], JudgeError("the judge scheduler is closed"))
+            self._done(task, batch)
             raise
-        self._done(task, batch)
         start = 0
         for r in batch:
             comparisons, future = r.item
             if not future.done():
                 future.set_result(answers[start : start + len(comparisons)])
             start += len(comparisons)
+        self._done(task, batch)
 
     def _done(self, task: asyncio.Task | None, batch: list[Round[_Waiting]]) -> None:
-        """The judge is done with ``batch``: make room, and send the next batch at once,
-        before the answered groups wake, so that the judge is kept busy."""
+        """The judge is done with ``batch``: make room, and form the next batch in the next
+        turn of the loop, once the groups just answered (woken before it) have queued their
+        next rounds. Formed at once instead, it would keep the judge a moment busier, but
+        under load every group would wait a whole extra batch per round, as its next round
+        would always miss the batch that follows the one that answered it."""
         for r in batch:
             self._queue.settle(r)
         self._sending.discard(task)
-        if not self._closed and self._queue.queued:
-            self._dispatch()
+        if not self._closed:
+            self._dispatch_soon(window=False)
 
     async def aclose(self) -> None:
         """Fail every round waiting and cancel the batches at the judge.

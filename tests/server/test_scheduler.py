@@ -110,6 +110,32 @@ async def test_a_flood_delays_a_quiet_run_by_one_batch_at_most_unless_fifo(polic
     await asyncio.gather(*flood)
 
 
+async def test_the_next_round_of_a_group_just_answered_joins_the_next_batch():
+    """A tournament sends its rounds one after the other: under a flood, its next round must
+    not miss the batch that follows the one that answered it."""
+    judge = ManualJudge()
+    scheduler = JudgeScheduler(judge, batches_in_flight=1, max_batch=8)
+    flood = [ask(scheduler, "flood", 4) for _ in range(40)]
+    await turns()
+
+    async def tournament() -> None:
+        for first in (1, 11, 21):
+            await scheduler.compare(round_of("quiet", 4, first), run_id="quiet")
+
+    quiet = asyncio.create_task(tournament())
+    await turns()
+    batches = 0
+    while not quiet.done():
+        judge.answer(0)
+        await turns()
+        batches += 1
+    assert batches == 4  # the flood's first batch, then one batch per round
+    while judge.pending:
+        judge.answer(0)
+        await turns()
+    await asyncio.gather(*flood)
+
+
 async def test_weights_share_the_judge():
     judge = ManualJudge()
     scheduler = JudgeScheduler(judge, batches_in_flight=1, max_batch=40)
