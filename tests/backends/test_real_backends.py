@@ -153,3 +153,26 @@ def test_bench_backend_through_the_server(vllm_server, tiny_model, capsys):
     cache = result["prefix_cache"]
     assert 0 < cache["own_tokens_lower_bound"] < cache["prompt_tokens"]
     assert cache["uncached_tokens"] >= cache["own_tokens_lower_bound"] * 0.9
+
+
+async def test_a_salted_run_shares_no_prefix_cache_on_a_vllm_server(vllm_server, tiny_model):
+    """isolate_prefix_cache: the same prompt, salted with another run's salt, finds nothing in
+    vLLM's prefix cache; salted again with the same salt, it does."""
+    import dataclasses
+
+    (comparison,) = round_comparisons()[:1]
+    judge = OpenAIComparator(vllm_server, str(tiny_model), nonce_key=FIXED_NONCE_KEY)
+
+    async def cached(c) -> int:
+        before = judge.stats.cached_prompt_tokens
+        await judge.compare([c])
+        return judge.stats.cached_prompt_tokens - before
+
+    try:
+        salted = dataclasses.replace(comparison, cache_salt="0123456789abcdef")
+        await cached(comparison)
+        assert await cached(comparison) > 0  # unsalted: the second call hits the cache
+        assert await cached(salted) == 0  # the salted run sees none of it
+        assert await cached(salted) > 0  # but its own
+    finally:
+        await judge.aclose()

@@ -302,3 +302,33 @@ async def test_a_bad_template_is_refused_and_creates_no_run():
     assert await store.get_run("r") is None
     with pytest.raises(InvalidRequest, match="uses no prompt template"):
         await service().create_run(RunSettings(run_id="r", judge_template="{first} {second}"))
+
+
+class RecordingComparator(SimulatedComparator):
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+
+    async def compare(self, comparisons):
+        self.asked.extend(comparisons)
+        return await super().compare(comparisons)
+
+
+async def test_isolated_runs_salt_the_prefix_cache_each_with_its_own_salt():
+    comparator = RecordingComparator()
+    svc = service(comparator)
+    for run_id, isolate in (("a", True), ("b", True), ("open", False)):
+        await svc.create_run(RunSettings(run_id=run_id, isolate_prefix_cache=isolate))
+        await svc.rank(run_id, [dead_group("g", [0, 1, 2])])
+    salts = {}
+    for c in comparator.asked:
+        salts.setdefault(c.run_id, set()).add(c.cache_salt)
+    assert salts["open"] == {None}
+    assert len(salts["a"]) == len(salts["b"]) == 1 and salts["a"] != salts["b"]
+    assert None not in salts["a"] | salts["b"]
+
+
+async def test_a_run_weight_over_the_servers_maximum_is_refused_naming_the_field():
+    with pytest.raises(InvalidRequest) as info:
+        await service().create_run(RunSettings(run_id="r", weight=100.0))
+    assert info.value.field == "settings.weight"
