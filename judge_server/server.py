@@ -185,10 +185,14 @@ class JudgeServer:
         await self.stop()
 
 
-async def serve(settings: ServerSettings) -> None:
-    """Run a server for ``settings`` until SIGINT or SIGTERM (a second one is not caught)."""
+async def serve(settings: ServerSettings, *, service: ArenaService | None = None) -> None:
+    """Run a server for ``settings`` until SIGINT or SIGTERM (a second one is not caught).
+
+    ``service``: the service to serve (default: ``build_service(settings)``); tests pass one
+    with a judge of their own.
+    """
     server = JudgeServer(
-        build_service(settings),
+        build_service(settings) if service is None else service,
         host=settings.host,
         grpc_port=settings.grpc_port,
         http_port=settings.http_port,

@@ -67,6 +67,9 @@ async function refresh() {
   const login = document.getElementById("login");
   if (response.status === 401) {
     login.hidden = false;
+    document.getElementById("server").textContent = "access: API keys (give one to see runs)";
+    document.getElementById("runs").hidden = true;  // no stale runs of a previous key
+    document.querySelector("#runs tbody").innerHTML = "";
     document.getElementById("error").textContent = key ? "unknown API key" : "";
     return;
   }
