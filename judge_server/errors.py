@@ -8,7 +8,8 @@
     ├── StoreError          the store could not read or write; nothing was silently lost
     ├── Unauthenticated     no API key, or an unknown one (the server has keys)
     ├── PermissionDenied    the run belongs to another tenant
-    └── Overloaded          the server is at capacity: nothing was accepted; retry later
+    ├── Overloaded          the server is at capacity: nothing was accepted; retry later
+    └── ShuttingDown        the server drains: it takes no new groups (send them elsewhere)
 
 Transports map each class to one status (HTTP) and one code (gRPC) in one table each and send
 the message only: never a stack trace.
@@ -77,6 +78,13 @@ class Overloaded(ArenaError):
         self.retry_after_s = retry_after_s
 
 
+class ShuttingDown(ArenaError):
+    """The server is stopping: groups in flight finish, new ones are refused."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down and takes no new groups: send again")
+
+
 __all__ = [
     "ArenaError",
     "InvalidRequest",
@@ -85,6 +93,7 @@ __all__ = [
     "PermissionDenied",
     "RunExists",
     "RunNotFound",
+    "ShuttingDown",
     "StoreError",
     "Unauthenticated",
 ]

@@ -8,6 +8,7 @@ tree of :mod:`judge_server.errors` to status codes in one table, :data:`STATUS_C
     RunNotFound     NOT_FOUND            StoreError        UNAVAILABLE
     JudgeError      UNAVAILABLE          Unauthenticated   UNAUTHENTICATED
     Overloaded      RESOURCE_EXHAUSTED   PermissionDenied  PERMISSION_DENIED
+    ShuttingDown    UNAVAILABLE          (a draining server takes no new groups)
     anything else   INTERNAL "internal error" (logged)
 
 RESOURCE_EXHAUSTED carries the trailing metadata ``retry-after`` (seconds). The caller's API
@@ -46,6 +47,7 @@ from .errors import (
     PermissionDenied,
     RunExists,
     RunNotFound,
+    ShuttingDown,
     StoreError,
     Unauthenticated,
 )
@@ -70,6 +72,7 @@ STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
 
 STREAM_DRAIN_S = 5.0  # longest wait for a refused stream's client to finish sending
@@ -327,6 +330,8 @@ class ArenaServicer(pb_grpc.ArenaServicer):
 
     @_errors_to_status
     async def Rank(self, request, context):
+        if self.draining.is_set():  # health says NOT_SERVING: no new groups from now on
+            raise ShuttingDown()
         tenant = self.tenant(context)
         request = _checked(request)
         groups = [group_from_proto(g, f"groups[{k}]") for k, g in enumerate(request.groups)]

@@ -12,6 +12,7 @@ objects and back. Every error goes through :func:`error_response`, the one table
     PermissionDenied          403 permission_denied
     Overloaded                429 resource_exhausted   (Retry-After: seconds)
     StoreError, JudgeError    503 unavailable
+    ShuttingDown              503 unavailable          (a draining server ranks nothing new)
     HTTPException (Starlette) its status            (unknown path 404, wrong method 405, ...)
     anything else             500 internal "internal error" (logged, never a stack trace)
 
@@ -51,6 +52,7 @@ from .errors import (
     PermissionDenied,
     RunExists,
     RunNotFound,
+    ShuttingDown,
     StoreError,
     Unauthenticated,
 )
@@ -87,6 +89,7 @@ ERRORS: dict[type[Exception], tuple[int, ErrorCode]] = {
     Unauthenticated: (401, "unauthenticated"),
     PermissionDenied: (403, "permission_denied"),
     Overloaded: (429, "resource_exhausted"),
+    ShuttingDown: (503, "unavailable"),
     StoreError: (503, "unavailable"),
     JudgeError: (503, "unavailable"),
 }
@@ -291,6 +294,8 @@ def _add_openrlhf_route(
             None, description="The API key, for callers that cannot send headers (OpenRLHF)."
         ),
     ) -> OpenRLHFRewardResponse:
+        if app.state.draining:
+            raise ShuttingDown()
         tenant = caller(request) if api_key is None else caller(request, f"Bearer {api_key}")
         scores = await assembler.score_many(
             run_id,
@@ -345,6 +350,8 @@ def build_app(
         summary="Rank one group (answer: its result) or several (answer: results in order)",
     )
     async def rank(request: Request, body: RankRequest) -> GroupResultOut | RankResponse:
+        if app.state.draining:  # /readyz says 503: no new groups from now on
+            raise ShuttingDown()
         tenant = caller(request)
         if body.group is not None and body.groups is not None:
             raise InvalidRequest("groups", "give either group or groups, not both")

@@ -195,23 +195,21 @@ async def test_sigterm_answers_the_groups_in_flight_refuses_new_ones_and_exits_0
         assert (await asyncio.wait_for(watch.read(), 10)).status == NOT_SERVING
         not_serving = time.monotonic() - sent
         watch.cancel()  # an open Watch would hold the server for the whole grace
-        # Right after NOT_SERVING both listeners close: new connections are refused (HTTP's
-        # /readyz answers 503 until then)... JudgeServer.stop() says NOT_SERVING before it
-        # stops the gRPC server, and Rank does not look at `draining`: a Rank that arrives in
-        # those few ms (more on a loaded machine) is still taken and judged within the grace.
-        # So the late groups below are sent once the listeners are closed.
-        await wait_refused(server.grpc_port)
-        grpc_closed = time.monotonic() - sent
-        await wait_http_refused(server.http_url)
-        http_closed = time.monotonic() - sent
-        # ...and a group sent then on a connection opened before is refused too: gRPC cancels
-        # the call (CANCELLED; UNAVAILABLE once the channel saw the connection go; the client
-        # retries both). A new channel gets UNAVAILABLE (connection refused).
+        # From NOT_SERVING on, a group sent on a connection opened before is refused: the
+        # draining server answers UNAVAILABLE (or gRPC has cancelled the call: CANCELLED; the
+        # client retries both)...
         late = pb.RankRequest(run_id="grpc-run", groups=[to_proto(dead("late", prompt_id="p"))])
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Rank(late, timeout=10)
         assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE), \
             info.value
+        # ...then both listeners close: new connections are refused (HTTP's /readyz answers
+        # 503 until then).
+        await wait_refused(server.grpc_port)
+        grpc_closed = time.monotonic() - sent
+        await wait_http_refused(server.http_url)
+        http_closed = time.monotonic() - sent
+        # A new channel gets UNAVAILABLE (connection refused).
         async with grpc.aio.insecure_channel(server.grpc_target, options=CHANNEL_OPTIONS) as new:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await pb_grpc.ArenaStub(new).Rank(late, timeout=10)
@@ -288,3 +286,25 @@ async def test_a_stream_in_flight_gets_its_results_then_ends_unavailable(serve_p
     stored, pool, (prompts, anchors) = await stored_pool(server.sqlite_path, "stream-run")
     assert stored is not None and list(pool.prompts) == ["s"] and pool.get("s"), pool
     assert (prompts, anchors) == (1, pool.size())
+
+
+async def test_a_draining_server_refuses_new_groups_on_open_connections(start_server):
+    """From the moment health says NOT_SERVING, Rank (gRPC) and /v1/rank (HTTP) refuse new
+    groups with UNAVAILABLE / 503, even on connections opened before."""
+
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch, \
+            httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+        stub = pb_grpc.ArenaStub(ch)
+        request = pb.RankRequest(run_id="r", groups=[to_proto(dead("g", prompt_id="p"))])
+        assert (await stub.Rank(request, timeout=10)).results[0].status == "ok"
+        server._draining.set()
+        server.app.state.draining = True
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Rank(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in info.value.details()
+        response = await http.post("/v1/rank", json={"run_id": "r", "group": dead("h")})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "unavailable"
+    assert (await server.service.run_stats("r"))["groups"] == 1
