@@ -292,16 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "flooding run, fair scheduler against FIFO, simulated GPU judge")
     fair.add_argument("--policy", choices=("fair", "fifo", "both"), default="both")
     fair.add_argument("--groups", type=int, default=300, help="quiet groups per phase")
-    fair.add_argument("--rate", type=float, default=20.0, help="quiet groups/s")
+    fair.add_argument("--rate", type=float, default=10.0, help="quiet groups/s")
     fair.add_argument("--flood-factor", type=float, default=10.0, help="flood rate / quiet rate")
     fair.add_argument("--flood-max-in-flight", type=int, default=256,
                       help="client-side cap on the flood's groups in flight")
-    fair.add_argument("--group-size", type=int, default=8)
+    fair.add_argument("--group-size", type=int, default=16)
     fair.add_argument("--trace-bytes", type=int, default=256)
     fair.add_argument("--base-ms", type=float, default=20.0, help="judge time per batch")
-    fair.add_argument("--per-item-ms", type=float, default=0.16,
+    fair.add_argument("--per-item-ms", type=float, default=0.08,
                       help="judge time per comparison of a batch")
-    fair.add_argument("--max-batch", type=int, default=128, help="comparisons per batch")
+    fair.add_argument("--max-batch", type=int, default=256, help="comparisons per batch")
     fair.add_argument("--batches-in-flight", type=int, default=1, help="batches at the judge")
     fair.add_argument("--seed", type=int, default=0)
     fair.add_argument("--json", action="store_true")

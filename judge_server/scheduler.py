@@ -8,11 +8,16 @@ judge is most efficient with large batches.
 
 At most ``batches_in_flight`` batches are at the judge at once. That bound is what makes the
 queue, and so fairness, live here: with unlimited sends every round would go at once and wait
-in the engine's own queue, in arrival order, where a flooding run's rounds come first. When a
-batch comes back the next one is formed at once, in the next turn of the event loop, so that
-the groups it answered have queued their next rounds; when the judge is idle, rounds that
-arrive within ``window_s`` of the first join one batch (``0``: those of the same turn of the
-event loop).
+in the engine's own queue, in arrival order, where a flooding run's rounds come first. When the
+judge is idle, rounds that arrive within ``window_s`` of the first join one batch (``0``:
+those of the same turn of the event loop).
+
+When a batch comes back, the next one is formed in the next turn of the event loop, after
+the groups it answered have queued their next rounds: formed at once, it would leave each of
+them a whole batch behind, every round. But while they compute those rounds the judge sits
+idle; so the groups of a run with more than an equal share of a batch waiting wake only after
+the next batch is formed: the run fills its share of it from what waits anyway. The others (a
+quiet run's groups) still wake first and make the next batch.
 
 A comparator failure, or an answer that is not one ``p`` in [0, 1] per comparison, fails
 every round of that batch with :class:`JudgeError`; the service turns it into per-group
@@ -173,20 +178,23 @@ class JudgeScheduler:
                 _fail(r.item[1], JudgeError("the judge scheduler is closed"))
             self._done(task, batch)
             raise
-        start = 0
+        now, later, end = [], [], 0
+        share = self.max_batch / max(1, self._queue.runs_waiting)
         for r in batch:
-            comparisons, future = r.item
-            if not future.done():
-                future.set_result(answers[start : start + len(comparisons)])
-            start += len(comparisons)
+            # A run with more than an equal share of a batch waiting fills the next batch
+            # from its queue: its groups wake once that batch is at the judge (module doc).
+            backlogged = self._queue.queued_of(r.run_id) > share
+            (later if backlogged else now).append((r, answers[end : end + r.size]))
+            end += r.size
+        _answer(now)
         self._done(task, batch)
+        if later:  # after _done's dispatch: their groups then wake after the send starts
+            asyncio.get_running_loop().call_soon(_answer, later)
 
     def _done(self, task: asyncio.Task | None, batch: list[Round[_Waiting]]) -> None:
         """The judge is done with ``batch``: make room, and form the next batch in the next
-        turn of the loop, once the groups just answered (woken before it) have queued their
-        next rounds. Formed at once instead, it would keep the judge a moment busier, but
-        under load every group would wait a whole extra batch per round, as its next round
-        would always miss the batch that follows the one that answered it."""
+        turn of the loop, after the groups answered so far (woken before it) have queued
+        their next rounds."""
         for r in batch:
             self._queue.settle(r)
         self._sending.discard(task)
@@ -210,6 +218,13 @@ class JudgeScheduler:
             task.cancel()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+def _answer(answered: list[tuple[Round[_Waiting], list[float]]]) -> None:
+    for r, answers in answered:
+        future = r.item[1]
+        if not future.done():
+            future.set_result(answers)
 
 
 def _fail(future: asyncio.Future, error: JudgeError) -> None:

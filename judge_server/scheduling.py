@@ -113,6 +113,11 @@ class _RoundQueue(Generic[T]):
     def in_flight_of(self, run_id: str) -> int:
         return self._counts.in_flight_by_run.get(run_id, 0)
 
+    @property
+    def runs_waiting(self) -> int:
+        """Runs with at least one round waiting."""
+        return len(self._counts.queued_by_run)
+
     def queued_by_run(self) -> dict[str, int]:
         """Comparisons waiting per run (runs with none left out)."""
         return dict(self._counts.queued_by_run)

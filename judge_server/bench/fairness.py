@@ -2,9 +2,9 @@
 
 :func:`run` starts a judge server in this process (memory store, free loopback ports) whose
 judge is a :class:`SimulatedGpuJudge`: the ``instant`` judge's answers at a GPU's pace,
-``base_s + per_item_s * n`` per batch of ``n`` comparisons, one batch at a time, so that a full
-batch takes about twice as long as a small one and the judge, not the server, is the
-bottleneck. Two runs send dead groups (every reward equal: every group plays a tournament)
+``base_s + per_item_s * n`` per batch of ``n`` comparisons, one batch at a time (by default a
+full batch takes 1.9 times as long as a group's round alone, and the judge, not the server, is
+the bottleneck). Two runs send dead groups (every reward equal: every group plays a tournament)
 over gRPC (``Rank``, one group per call), open loop, at Poisson arrival times:
 
 ``quiet``
@@ -17,9 +17,19 @@ over gRPC (``Rank``, one group per call), open loop, at Poisson arrival times:
 
 Phase 1 sends the quiet run alone, phase 2 both runs together, for the same ``groups`` quiet
 groups each; latency is the client's, from sending a group to its result. The figure is
-``p99_ratio``: the quiet run's p99 latency under the flood over its p99 alone. With the fair
-scheduler the flood costs the quiet run about one batch per round; in arrival order (``fifo``)
-every round waits behind the flood's whole queue. Run it as ``arena-judge bench fairness``.
+``p99_ratio``: the quiet run's p99 latency under the flood over its p99 alone.
+
+In arrival order (``fifo``) each of the quiet run's rounds waits behind the flood's whole
+queue. With the fair scheduler it goes in the next batch, but that batch is full: under the
+flood each round takes a full batch's time instead of a small one's (and a group's first round
+also waits for the batch at the judge when it arrives). So the fair ratio is about the full
+batch's time over a small batch's (``full_batch_ms / small_batch_ms`` in the output): it stays
+under 2 while a full batch takes less than twice a small one, as on a GPU that a small batch
+leaves mostly idle, and no scheduler that fills its batches can do better. The scheduler
+keeps one batch at the judge (``batches_in_flight``): the simulated judge serves one at a
+time, and a second would wait there, in arrival order, out of the scheduler's reach.
+
+Run it as ``arena-judge bench fairness``.
 """
 
 from __future__ import annotations
@@ -79,6 +89,7 @@ class Load:
     """What one run's client saw in one phase."""
 
     latencies: list[float] = field(default_factory=list)
+    server_latencies: list[float] = field(default_factory=list)  # the server's own figure
     failed: int = 0  # answered without the judge's verdicts (status other than "ok")
     refused: int = 0  # RESOURCE_EXHAUSTED: the server was at capacity
     skipped: int = 0  # arrivals not sent: the client's cap on groups in flight was reached
@@ -90,8 +101,10 @@ class Load:
             "skipped": self.skipped,
         }
         if len(ms):
+            server_ms = np.asarray(self.server_latencies) * 1e3
             figures.update(p50_ms=float(np.percentile(ms, 50)),
-                           p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()))
+                           p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()),
+                           server_p99_ms=float(np.percentile(server_ms, 99)))
         return figures
 
 
@@ -121,6 +134,7 @@ async def _send(stub, run_id: str, groups: list[dict], times: np.ndarray, starte
             load.refused += 1
             return
         load.latencies.append(time.perf_counter() - sent)
+        load.server_latencies.append(response.results[0].latency_ms / 1e3)
         load.failed += response.results[0].status != "ok"
 
     for group, at in zip(groups, times):
@@ -227,13 +241,13 @@ async def _measure(policy: str, options: Options, progress: bool) -> dict:
                                             tag=f"{policy}-{name}", flood=flood, rng=rng)
     finally:
         await server.stop(grace=5.0)
-    alone = result["alone"]["quiet"]["p99_ms"]
-    under = result["under_flood"]["quiet"]["p99_ms"]
+    alone, under = result["alone"]["quiet"], result["under_flood"]["quiet"]
     return {
-        "quiet_alone": result["alone"]["quiet"],
-        "quiet_under_flood": result["under_flood"]["quiet"],
+        "quiet_alone": alone,
+        "quiet_under_flood": under,
         "flood": result["under_flood"]["flood"],
-        "p99_ratio": under / alone,
+        "p99_ratio": under["p99_ms"] / alone["p99_ms"],
+        "p50_ratio": under["p50_ms"] / alone["p50_ms"],
         "judge_alone": result["alone"]["judge"],
         "judge_under_flood": result["under_flood"]["judge"],
     }
@@ -243,13 +257,13 @@ def run(
     *,
     policy: str = "both",
     groups: int = 300,
-    rate: float = 20.0,
+    rate: float = 10.0,
     flood_factor: float = 10.0,
-    group_size: int = 8,
+    group_size: int = 16,
     trace_bytes: int = 256,
     base_ms: float = 20.0,
-    per_item_ms: float = 0.16,
-    max_batch: int = 128,
+    per_item_ms: float = 0.08,
+    max_batch: int = 256,
     batches_in_flight: int = 1,
     flood_max_in_flight: int = 256,
     seed: int = 0,
@@ -305,7 +319,8 @@ def format_table(result: dict) -> str:
         f"judge: simulated GPU, {j['base_ms']:g} ms + {j['per_item_ms']:g} ms per comparison "
         f"per batch, one batch at a time (full batch of {j['max_batch']}: "
         f"{j['full_batch_ms']:.1f} ms, a group's round of {result['group_size']}: "
-        f"{j['small_batch_ms']:.1f} ms); capacity {j['capacity_comparisons_per_s']:.0f} "
+        f"{j['small_batch_ms']:.1f} ms, {j['full_batch_ms'] / j['small_batch_ms']:.2f}x); "
+        f"capacity {j['capacity_comparisons_per_s']:.0f} "
         f"comparisons/s; {j['batches_in_flight']} batch(es) in flight; {result['cpus']} CPUs",
         "",
         f"{'policy':<8}{'latency of':<22}{'p50 ms':>9}{'p99 ms':>9}{'groups':>8}"
@@ -322,7 +337,8 @@ def format_table(result: dict) -> str:
             )
         under = figures["judge_under_flood"]
         lines.append(
-            f"{policy:<8}p99_ratio {figures['p99_ratio']:.2f}; judge under flood: "
+            f"{policy:<8}p99_ratio {figures['p99_ratio']:.2f} (p50 ratio "
+            f"{figures['p50_ratio']:.2f}); judge under flood: "
             f"{under['comparisons_per_s']:.0f} comparisons/s, busy "
             f"{under['busy_fraction']:.0%}, mean batch {under['mean_batch']:.0f}"
         )

@@ -136,6 +136,27 @@ async def test_the_next_round_of_a_group_just_answered_joins_the_next_batch():
     await asyncio.gather(*flood)
 
 
+async def test_a_backlogged_runs_groups_wake_after_the_next_batch_is_formed():
+    """The judge need not wait for them: their run fills the next batch from its queue."""
+    judge = ManualJudge()
+    scheduler = JudgeScheduler(judge, batches_in_flight=1, max_batch=8)
+    woke_with_batches: list[int] = []
+
+    async def flood_group(k: int) -> None:
+        await scheduler.compare(round_of("flood", 4), run_id="flood")
+        woke_with_batches.append(len(judge.batches))
+
+    flood = [asyncio.create_task(flood_group(k)) for k in range(20)]
+    await turns()
+    judge.answer(0)
+    await turns()
+    assert woke_with_batches == [2, 2]  # the second batch was at the judge before they woke
+    while judge.pending:
+        judge.answer(0)
+        await turns()
+    await asyncio.gather(*flood)
+
+
 async def test_weights_share_the_judge():
     judge = ManualJudge()
     scheduler = JudgeScheduler(judge, batches_in_flight=1, max_batch=40)
