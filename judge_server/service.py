@@ -3,7 +3,7 @@
 For each group: check it, find the run's settings (creating the run on first use when the
 server allows it), and decide whether the group is dead. A live group gets standard
 group-relative advantages at once. A dead group plays a tournament: its rounds go to the
-comparator through the :class:`RoundBatcher` (batched with every other group in flight), the
+comparator through the :class:`JudgeScheduler` (batched with every other group in flight), the
 Bradley-Terry fit turns the verdicts into strengths, the strengths become advantages, and the
 run's anchor pool for the prompt is updated in the store (an atomic read-modify-write, so
 that replicas sharing a store never lose each other's anchors).
