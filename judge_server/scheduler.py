@@ -35,7 +35,7 @@ from .errors import JudgeError
 from .scheduling import Policy, Round, make_queue
 
 DEFAULT_MAX_BATCH = 1024
-DEFAULT_BATCHES_IN_FLIGHT = 4
+DEFAULT_BATCHES_IN_FLIGHT = 2
 
 
 async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> list[float]:

@@ -152,7 +152,10 @@ class ServerSettings(BaseSettings):
         description="Order of judge calls: fair (weighted fair queuing by run) or fifo.",
     )
     judge_batches_in_flight: int = Field(
-        4, ge=1, description="Batches at the judge at once (the rest queue, fairly)."
+        2,
+        ge=1,
+        description="Batches at the judge at once (the rest queue, fairly); 1 shares a judge "
+        "that serves one batch at a time most fairly, but then one slow batch holds up all.",
     )
     max_groups_in_flight: int = Field(
         4096, ge=1, description="Dead groups being judged at once, all runs; more: refused (429)."

@@ -30,7 +30,9 @@ class ServerProcess:
 
     def __init__(self, *, delay: float, grpc_port: int = 0, http_port: int = 0) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+            # every batch at the judge at once: the kill must find both clients' groups there
+            "ARENA_JUDGE_BATCHES_IN_FLIGHT": "8"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.client.slow_server", "--delay", str(delay),
              "--grpc-port", str(grpc_port), "--http-port", str(http_port)],
