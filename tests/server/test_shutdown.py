@@ -53,6 +53,8 @@ class ServeProcess:
             "ARENA_STORE": "sqlite",
             "ARENA_SQLITE_PATH": str(self.sqlite_path),
             "ARENA_SHUTDOWN_GRACE_S": str(GRACE_S),
+            # every batch at the judge at once, so that all groups are in flight together
+            "ARENA_JUDGE_BATCHES_IN_FLIGHT": "8",
         }
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
