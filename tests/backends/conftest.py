@@ -15,7 +15,6 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from ..ports import free_port
 
 VLLM_START_TIMEOUT_S = 300
 FIXED_NONCE_KEY = b"tests-nonce-key!"
@@ -68,12 +69,6 @@ def reference_p(tiny_model):
         return 1.0 / (1.0 + math.exp(b - a))
 
     return p
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

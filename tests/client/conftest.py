@@ -8,7 +8,6 @@ tiny scripted servers of :mod:`tests.client.servers`), on free loopback ports.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from typing import Any
 
@@ -88,13 +87,6 @@ def background():
     loop = BackgroundLoop()
     yield loop
     loop.close()
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it (now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def dead(group_id: str, strengths=(0.5, -1.0, 2.0, 0.0), *, prompt_id: str | None = None,

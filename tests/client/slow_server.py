@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 
 import httpx
 
@@ -29,6 +28,8 @@ from judge_server.app import build_service
 from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.server import LOG_FORMAT, JudgeServer, serve
 from judge_server.settings import ServerSettings
+
+from ..ports import free_port
 
 
 class SlowComparator(SimulatedComparator):
@@ -53,12 +54,6 @@ async def main(args: argparse.Namespace) -> None:
     print(json.dumps({"grpc_port": server.grpc_port, "http_port": server.http_port}),
           flush=True)
     await asyncio.Event().wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def announce_when_listening(grpc_port: int, http_port: int) -> None:

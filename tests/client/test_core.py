@@ -39,7 +39,8 @@ from trainer_client.errors import (
 )
 from trainer_client.types import GroupResult
 
-from .conftest import dead, diverse, free_port
+from ..ports import free_port
+from .conftest import dead, diverse
 
 
 def test_public_surface():

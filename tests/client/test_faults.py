@@ -11,7 +11,8 @@ import pytest
 
 from trainer_client import ArenaClient, AsyncArenaClient, RunSettings
 
-from .conftest import CountingComparator, HangingComparator, dead, diverse, free_port
+from ..ports import free_port
+from .conftest import CountingComparator, HangingComparator, dead, diverse
 from .servers import CuttingProxy, ScriptedArena, ScriptedHttp, start_scripted_arena
 
 pytestmark = pytest.mark.timeout(60)

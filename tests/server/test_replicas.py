@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,23 +19,18 @@ from trainer_client import ArenaClient, RunSettings
 from trainer_client.types import Group, Trace
 
 from ..background import make_server
+from ..ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = RunSettings(run_id="shared", anchor_mode="fixed", pool_per_prompt=8)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Replica:
     """``arena-judge serve`` on the redis store, in a process of its own."""
 
     def __init__(self, redis_url: str, log: Path) -> None:
-        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         env = {**os.environ, "ARENA_STORE": "redis", "ARENA_REDIS_URL": redis_url,
                "ARENA_COMPARATOR": "simulated", "ARENA_HOST": "127.0.0.1"}
         self.log = log.open("w")
