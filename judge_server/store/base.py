@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar
 
 from trainer_client.types import RunSettings
@@ -106,11 +106,17 @@ def anchors_from_json(text: str | bytes | None) -> list[Anchor]:
     return [Anchor.from_dict(a) for a in json.loads(text)] if text else []
 
 
+def pool_from_json(rows: Iterable[tuple[str, str | bytes]]) -> RunPool:
+    """A run's pool from stored ``(prompt id, anchors as JSON)`` rows."""
+    return RunPool({prompt_id: anchors_from_json(text) for prompt_id, text in rows})
+
+
 __all__ = [
     "PoolUpdate",
     "Store",
     "StoredRun",
     "anchors_from_json",
     "anchors_to_json",
+    "pool_from_json",
     "settings_from_dict",
 ]

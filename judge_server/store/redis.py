@@ -22,7 +22,14 @@ import random
 
 from ..arena.pools import Anchor, RunPool
 from ..errors import StoreError
-from .base import PoolUpdate, Store, StoredRun, anchors_from_json, anchors_to_json
+from .base import (
+    PoolUpdate,
+    Store,
+    StoredRun,
+    anchors_from_json,
+    anchors_to_json,
+    pool_from_json,
+)
 
 MAX_TRIES = 64  # optimistic tries of one pool update before it is a StoreError
 
@@ -114,7 +121,7 @@ class RedisStore(Store):
                             pool, changed = RunPool({prompt_id: after}), {prompt_id}
                         else:  # over the run's capacity: its oldest anchors leave
                             stored = await pipe.hgetall(pool_key)
-                            pool = RunPool({p: anchors_from_json(a) for p, a in stored.items()})
+                            pool = pool_from_json(stored.items())
                             changed = pool.put(prompt_id, after, per_run)
                             size = pool.size()
                         pipe.multi()
@@ -137,7 +144,7 @@ class RedisStore(Store):
 
     async def load_pool(self, run_id: str) -> RunPool:
         stored = await self._call(lambda r: r.hgetall(self._key("pool", run_id)))
-        return RunPool({pid: anchors_from_json(a) for pid, a in stored.items()})
+        return pool_from_json(stored.items())
 
     async def pool_size(self, run_id: str) -> tuple[int, int]:
         async def work(r):

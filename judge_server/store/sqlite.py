@@ -23,6 +23,7 @@ from .base import (
     StoredRun,
     anchors_from_json,
     anchors_to_json,
+    pool_from_json,
     settings_from_dict,
 )
 
@@ -183,7 +184,7 @@ class SqliteStore(Store):
     @staticmethod
     def _load_pool(c: sqlite3.Connection, run_id: str) -> RunPool:
         rows = c.execute("SELECT prompt_id, anchors FROM pools WHERE run_id = ?", (run_id,))
-        return RunPool({pid: anchors_from_json(a) for pid, a in rows.fetchall()})
+        return pool_from_json(rows.fetchall())
 
     async def load_pool(self, run_id: str) -> RunPool:
         return await self._run(lambda c: self._load_pool(c, run_id))
