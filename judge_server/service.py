@@ -204,15 +204,18 @@ class ArenaService:
         """The run's figures (the ``RunStats`` message's fields) on this server."""
         check_id(run_id, "run_id")
         await self._stored(run_id, tenant)
+        return await self._stats_view(run_id)
+
+    async def _stats_view(self, run_id: str) -> dict:
         prompts, anchors = await self.store.pool_size(run_id)
         self.metrics.pool_anchors.labels(run_id).set(anchors)
         return self._stats_of(run_id).view(prompts, anchors)
 
     async def server_stats(self, *, tenant: str | None = None) -> dict:
         """Every run ``tenant`` may see, and the judge queue (``GET /v1/stats``)."""
-        runs = [run.run_id for run in await self.store.list_runs(tenant)]
+        runs = await self.store.list_runs(tenant)  # already the tenant's: no check per run
         return {
-            "runs": [await self.run_stats(run_id, tenant=tenant) for run_id in runs],
+            "runs": [await self._stats_view(run.run_id) for run in runs],
             "queued_calls": self.scheduler.queued,
             "calls_in_flight": self.scheduler.in_flight,
             "groups_in_flight": self.groups_in_flight,
