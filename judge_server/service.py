@@ -456,7 +456,11 @@ class ArenaService:
         fit = tournament.fit()
         strengths = fit.strengths[:n]
         adv = advantages.from_strengths(
-            strengths, normalisation=settings.normalisation, scale=settings.scale
+            strengths,
+            normalisation=settings.normalisation,
+            scale=settings.scale,
+            covariance=None if fit.covariance is None else fit.covariance[:n, :n],
+            stderr=fit.stderr[:n],
         )
         await self._update_pool(settings, group, prompt_id, strengths, drawn, fit.strengths[n:])
         return GroupResult(

@@ -174,7 +174,10 @@ class ServerSettings(BaseSettings):
     design: str = Field("adaptive", description="Default tournament design of new runs.")
     budget: int = Field(0, ge=0, description="Default judge-call budget per group (0: design's).")
     order: str = Field("random", description="Default order policy: random or both.")
-    normalisation: str = Field("minmax", description="Default strengths-to-advantages mapping.")
+    normalisation: str = Field(
+        "evidence",
+        description="Default strengths-to-advantages mapping: evidence, minmax, zscore, raw.",
+    )
     scale: float = Field(1.0, description="Default scale of judge-derived advantages.")
     lam: float = Field(1.0, gt=0, description="Default Bradley-Terry prior precision.")
     anchors_per_group: int = Field(3, ge=0, description="Default pool anchors per tournament.")

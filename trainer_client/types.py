@@ -69,7 +69,8 @@ class RunSettings:
     design            tournament design: adaptive, live, round_robin, single_anchor, swiss
     budget            maximum judge calls per group; 0 for the design's default
     order             "random" (each pair once, random order) or "both" (both orders)
-    normalisation     strengths to advantages: minmax (paper), zscore, raw
+    normalisation     strengths to advantages: evidence (as large as the judge's evidence,
+                      |a| <= scale), minmax (the paper's), zscore, raw
     scale             multiplies judge-derived advantages
     lam               Bradley-Terry prior precision
     dead_eps          a group is dead when max(reward) - min(reward) <= dead_eps
@@ -90,7 +91,7 @@ class RunSettings:
     design: str = "adaptive"
     budget: int = 0
     order: str = "random"
-    normalisation: str = "minmax"
+    normalisation: str = "evidence"
     scale: float = 1.0
     lam: float = 1.0
     dead_eps: float = 1e-6
