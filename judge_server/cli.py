@@ -9,6 +9,8 @@
     arena-judge bench backend [--json]      an LLM judge behind the server: comparisons/s
     arena-judge bench serve [--json]        server throughput and latency, instant judge
     arena-judge bench fairness [--json]     a quiet run's p99 latency alone and under a flood
+    arena-judge bench learn [--seeds N] [--steps N] [--arms a,b] [--json PATH] [--plot PATH]
+                                            RL from a warm start: do rescued groups learn faster?
 """
 
 from __future__ import annotations
@@ -220,6 +222,23 @@ def _bench_fairness(args: argparse.Namespace) -> int:
     return _emit(result, fairness.format_table(result), args.json)
 
 
+def _bench_learn(args: argparse.Namespace) -> int:
+    from .bench.learn import bench, rl, summary
+
+    config = rl.Config(**{k: v for k, v in (("steps", args.steps), ("prompts", args.prompts),
+                                            ("group_size", args.group_size), ("lr", args.lr))
+                          if v is not None})
+    try:
+        result = bench.run(seeds=args.seeds, arm_names=tuple(args.arms.split(",")),
+                           config=config, target=args.target, json_path=args.json,
+                           plot_path=args.plot, log=bench.main_log)
+    except ValueError as exc:
+        print(f"arena-judge bench learn: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena-judge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     fair.add_argument("--seed", type=int, default=0)
     fair.add_argument("--json", action="store_true")
     fair.set_defaults(func=_bench_fairness)
+
+    from .bench.learn import ARMS, TARGET  # no torch: the names only
+
+    learn = bench.add_parser("learn", help="RL on addition chains from a warm start, every arm "
+                             "side by side (grpo, dapo, arena, controls): steps to target")
+    learn.add_argument("--seeds", type=int, default=5)
+    learn.add_argument("--steps", type=int, default=None, help="RL steps per run")
+    learn.add_argument("--prompts", type=int, default=None, help="groups per step")
+    learn.add_argument("--group-size", type=int, default=None, help="traces per group")
+    learn.add_argument("--lr", type=float, default=None, help="Adam learning rate, every arm")
+    learn.add_argument("--arms", default=",".join(ARMS), help="comma-separated")
+    learn.add_argument("--target", type=float, default=TARGET, help="held-out accuracy")
+    learn.add_argument("--json", default=None, metavar="PATH", help="write the result here")
+    learn.add_argument("--plot", default=None, metavar="PATH", help="learning curves (PNG)")
+    learn.set_defaults(func=_bench_learn)
     return parser
 
 
