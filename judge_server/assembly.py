@@ -21,8 +21,8 @@ judge's advantages, and leaves live groups as they were.
 
 The verifiable reward is the caller's when it gives one, else :func:`math_verifier`'s: 1.0 when
 the response's final answer equals the label's (the embedded judge's
-:func:`~judge_server.comparators.builtin.final_answer` and
-:func:`~judge_server.comparators.builtin.answers_match`: numbers compared exactly, ``\\boxed``,
+:func:`~judge_server.comparators.answers.final_answer` and
+:func:`~judge_server.comparators.answers.answers_match`: numbers compared exactly, ``\\boxed``,
 ``####``, ``Answer:`` and ``The answer is`` recognised), else 0.0; a sample without a label
 gets 0.0, so that the judge alone ranks its group.
 
@@ -86,7 +86,7 @@ def math_verifier(response: str, label: str | None) -> float:
     ``Answer:``, ``The answer is``) or else the last number stated, compared exactly as a
     number (``$1,200`` equals ``1200``, ``0.5`` equals ``1/2``). No label: 0.0.
     """
-    from .comparators.builtin import answers_match, final_answer, reference_answer
+    from .comparators.answers import answers_match, final_answer, reference_answer
 
     if label is None or not str(label).strip():
         return 0.0

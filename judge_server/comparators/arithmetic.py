@@ -287,6 +287,12 @@ _UNITS = re.compile(
     r"(?<=[\d)%])(?P<units>(?:\s+" + _UNIT_WORD + r"){1,3})\s*"
     r"(?=(?:[-+*/]|[xX](?=\s*[\d(.]))\s*[\d(.])"
 )
+# A unit before the equals sign that the result repeats: ``8 laps * 0.25 km = 2 km``. (A
+# conversion, ``1/2 hour = 30 minutes``, changes the unit and stays unjudged.)
+_SAME_UNIT = re.compile(
+    r"(?<=[\d)%])\s+(?P<unit>[A-Za-z][A-Za-z'’/]*)\s*="
+    r"(?P<result>\s*\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\s*(?P=unit)\b)"
+)
 _MULTIPLIER_WORDS = frozenset(
     "dozen dozens hundred hundreds thousand thousands million millions billion billions "
     "trillion k m bn half twice thrice squared cubed x".split()
@@ -308,6 +314,7 @@ def normalise(line: str) -> str:
     for pattern, replacement in _SUBSTITUTIONS:
         line = pattern.sub(replacement, line)
     line = _UNITS.sub(_drop_units, line)
+    line = _SAME_UNIT.sub(r" =\g<result>", line)
     return _TIMES_X.sub(" * ", line)
 
 
@@ -316,35 +323,78 @@ def _drop_units(match: re.Match[str]) -> str:
     return match.group(0) if words & _MULTIPLIER_WORDS else " "
 
 
-def find_claims(text: str, *, max_claims: int = MAX_CLAIMS) -> list[Claim]:
-    """Find and check the equations ``text`` asserts. See the module docstring."""
-    claims: list[Claim] = []
-    budget = 8 * max_claims  # equals signs examined, claim or not
-    for line in text.splitlines():
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One computation a text writes down: the expression, its true value, and the result the
+    text states for it (``None`` when that result cannot be read, e.g. ``9 * 2 = [masked]``).
+
+    ``verdict`` is a :data:`Verdict`, or ``"open"`` when no result can be read. A bare equation
+    of two different numbers at the start of a line (``35 = 6``) is a step too, and wrong:
+    it asserts something false that no calculation supports.
+    """
+
+    line: int
+    expression: str
+    computed: Fraction
+    claimed: Fraction | None
+    verdict: Verdict | Literal["open"]
+    result: str = ""
+
+    @property
+    def wrong(self) -> bool:
+        return self.verdict == "wrong"
+
+    @property
+    def value(self) -> Fraction:
+        """What the text carries forward: the stated result, else the computed one."""
+        return self.computed if self.claimed is None else self.claimed
+
+
+def find_steps(text: str, *, max_steps: int = MAX_CLAIMS) -> list[Step]:
+    """Find every computation ``text`` writes down, in order, each checked where it can be.
+
+    A superset of :func:`find_claims`: it adds computations whose result cannot be read
+    (``"open"``) and false bare equations at the start of a line (``35 = 6``, wrong).
+    """
+    steps: list[Step] = []
+    budget = 8 * max_steps  # equals signs examined, step or not
+    for number, line in enumerate(text.splitlines()):
         if "=" not in line and "≈" not in line and "≃" not in line:
             continue
         line = normalise(line)
         signs = list(itertools.islice(_EQUALS.finditer(line), budget))
         budget -= len(signs)
-        for claim in _line_claims(line, signs):
-            claims.append(claim)
-            if len(claims) >= max_claims:
-                return claims
+        for step in _line_steps(number, line, signs):
+            steps.append(step)
+            if len(steps) >= max_steps:
+                return steps
         if budget <= 0:
             break
-    return claims
+    return steps
 
 
-def _line_claims(line: str, signs: list[re.Match[str]]) -> Iterator[Claim]:
+def find_claims(text: str, *, max_claims: int = MAX_CLAIMS) -> list[Claim]:
+    """Find and check the equations ``text`` asserts. See the module docstring."""
+    return [
+        Claim(step.expression, step.result, step.computed, step.claimed, step.verdict)
+        for step in find_steps(text, max_steps=max_claims)
+        if step.claimed is not None and step.result
+    ]
+
+
+_LINE_START = re.compile(r"[ \t>*•#-]*")
+
+
+def _line_steps(number: int, line: str, signs: list[re.Match[str]]) -> Iterator[Step]:
     for k, sign in enumerate(signs):
         left_start = signs[k - 1].end() if k else 0
         right_end = signs[k + 1].start() if k + 1 < len(signs) else len(line)
         left = _left_side(line, left_start, sign.start())
-        right = _right_side(line[sign.end() : right_end], chained=k + 1 < len(signs))
-        if left is None or right is None:
+        if left is None:
             continue
+        right = _right_side(line[sign.end() : right_end], chained=k + 1 < len(signs))
         approximate = sign["op"] != "="
-        claim = _check(left, right, approximate=approximate)
+        claim = _check(left, right, approximate=approximate) if right is not None else None
         if claim is not None and claim.wrong and k + 1 < len(signs):
             # A running computation "2 + 3 = 5 * 2 = 10" says 2 + 3 = 5, then 5 * 2 = 10.
             lead = _LEADING_NUMBER.match(right)
@@ -352,7 +402,46 @@ def _line_claims(line: str, signs: list[re.Match[str]]) -> Iterator[Claim]:
             if running is not None and not running.wrong:
                 claim = running
         if claim is not None:
-            yield claim
+            yield Step(
+                number,
+                claim.expression,
+                claim.computed,
+                claim.claimed,
+                claim.verdict,
+                claim.result,
+            )
+            continue
+        if _OPERATOR.search(left):
+            computed = _side_value(left)
+            if computed is not None:  # a computation whose result cannot be read
+                yield Step(number, left, computed[0], None, "open")
+            continue
+        bare = _bare_equation(line, k, left, right, approximate=approximate)
+        if bare is not None:
+            yield Step(number, *bare)
+
+
+def _bare_equation(
+    line: str, k: int, left: str, right: str | None, *, approximate: bool
+) -> tuple[str, Fraction, Fraction, Verdict, str] | None:
+    """A false bare equation at the start of a line (``35 = 6``), or None.
+
+    Only the first equals sign of a line whose text begins with the number counts: ``Step 1 =
+    3`` or ``x = 5`` assert nothing false.
+    """
+    if k or right is None or not _BARE_NUMBER.fullmatch(right) or "%" in left + right:
+        return None
+    if not line[_LINE_START.match(line).end() :].startswith(left):
+        return None
+    sides = _side_value(left), _side_value(right)
+    if sides[0] is None or sides[1] is None:
+        return None
+    value, claimed = sides[0][0], sides[1][0]
+    decimals = len(right.strip().partition(".")[2])
+    verdict = _verdict(value, claimed, decimals=decimals, approximate=approximate)
+    if verdict != "wrong":
+        return None  # "9 = 9" restates, it does not compute
+    return left, value, claimed, verdict, right.strip()
 
 
 _SENTENCE_END = re.compile(r"\.\s+")
@@ -489,8 +578,10 @@ __all__ = [
     "ArithmeticRefused",
     "Claim",
     "Number",
+    "Step",
     "evaluate",
     "find_claims",
+    "find_steps",
     "normalise",
     "numbers",
     "same_number",
