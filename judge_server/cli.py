@@ -5,7 +5,8 @@
     arena-judge hash-key < KEY_FILE         the SHA-256 digest of an API key (for ARENA_API_KEYS)
     arena-judge bench tournaments [--json]  tournament designs on the simulated judge
     arena-judge bench fit [--json]          the Bradley-Terry fitter against choix
-    arena-judge bench judge [--json]        a judge on real GSM8K traces (--comparator ...)
+    arena-judge bench judge [--json]        a judge on GSM8K: masked answers, planted errors,
+                                            gaming probes, dead-group ties (--comparator ...)
     arena-judge bench backend [--json]      an LLM judge behind the server: comparisons/s
     arena-judge bench serve [--json]        server throughput and latency, instant judge
     arena-judge bench fairness [--json]     a quiet run's p99 latency alone and under a flood
@@ -150,13 +151,16 @@ def _bench_judge(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError, ImportError) as exc:
         print(f"arena-judge bench judge: {exc}", file=sys.stderr)
         return 2
+    if not args.pairs and args.protocol == "suite":
+        return _bench_judge_suite(args, settings, comparator)
+    reference = args.reference or "worked"
     if args.pairs:
         pairs = judge.load_pairs_jsonl(args.pairs)
         title = f"{settings.comparator} judge on {args.pairs}"
     else:
-        pairs = judge.gsm8k_pairs(args.data or judge.DEFAULT_GSM8K_PATH, reference=args.reference)
+        pairs = judge.gsm8k_pairs(args.data or judge.DEFAULT_GSM8K_PATH, reference=reference)
         title = (f"{settings.comparator} judge on GSM8K (correct, incorrect) pairs, reference: "
-                 f"{args.reference}, final-answer lines removed, <<...>> stripped")
+                 f"{reference}, final-answer lines removed, <<...>> stripped")
     if args.limit:
         pairs = pairs[: args.limit]
     from .errors import JudgeError
@@ -167,11 +171,42 @@ def _bench_judge(args: argparse.Namespace) -> int:
     except JudgeError as exc:
         print(f"arena-judge bench judge: {exc}", file=sys.stderr)
         return 1
-    result["reference"] = None if args.pairs else args.reference
+    result["reference"] = None if args.pairs else reference
     result["comparator"] = settings.comparator
     if settings.judge_model:
         result["model"] = settings.judge_model
     return _emit(result, judge.format_report(result, title=title), args.json)
+
+
+def _bench_judge_suite(args: argparse.Namespace, settings, comparator) -> int:
+    from .bench import judge, judge_suite
+    from .errors import JudgeError
+
+    problems = judge_suite.load_problems(args.data or judge.DEFAULT_GSM8K_PATH,
+                                         sample=args.sample, seed=args.seed)
+    modes = (args.reference,) if args.reference else judge.REFERENCE_MODES
+
+    async def judged() -> dict:
+        try:
+            if hasattr(comparator, "start"):  # load the model before the clock starts
+                await comparator.start()
+            return await judge_suite.run(comparator, problems, modes=modes, seed=args.seed,
+                                         batch_size=args.batch_size, progress=not args.json)
+        finally:
+            await comparator.aclose()
+
+    try:
+        result = asyncio.run(judged())
+    except JudgeError as exc:
+        print(f"arena-judge bench judge: {exc}", file=sys.stderr)
+        return 1
+    result.update(comparator=settings.comparator, sample=args.sample, seed=args.seed)
+    if settings.judge_model:
+        result["model"] = settings.judge_model
+    title = (f"{settings.comparator} judge, GSM8K suite: {result['n_problems']} problems"
+             f"{f' (sample, seed {args.seed})' if args.sample else ''}, "
+             f"{result['n_comparisons']} comparisons")
+    return _emit(result, judge_suite.format_table(result, title=title), args.json)
 
 
 def _bench_backend(args: argparse.Namespace) -> int:
@@ -278,7 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = bench.add_parser("judge", help="judge quality on labelled pairs (default: GSM8K), "
                          "any judge (--comparator, --judge-*)")
-    j.add_argument("--reference", choices=("worked", "answer", "none"), default="worked")
+    j.add_argument("--protocol", choices=("suite", "real"), default="suite",
+                   help="suite: every protocol (masked answers, planted errors, gaming probes, "
+                   "dead-group ties) in one table; real: the old agreement on (correct, "
+                   "incorrect) pairs")
+    j.add_argument("--reference", choices=("worked", "answer", "none"), default=None,
+                   help="reference mode (default: all three for the suite, worked for real)")
+    j.add_argument("--sample", type=int, default=0,
+                   help="suite: judge N problems drawn with --seed (default: all)")
+    j.add_argument("--seed", type=int, default=0, help="suite: sampling and variant seed")
     j.add_argument("--data", default=None, help="model_solutions.jsonl (default: ../shared)")
     j.add_argument("--pairs", default=None, help="a JSONL file of labelled pairs instead")
     j.add_argument("--limit", type=int, default=0, help="judge only the first N pairs")
