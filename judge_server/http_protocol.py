@@ -97,6 +97,11 @@ class GroupResultOut(BaseModel):
     error: str = ""
     latency_ms: float = 0.0
     retry_after_s: float = 0.0
+    tied: bool = Field(
+        False,
+        description='status "ok", but the judge told the traces apart in nothing: all '
+        "advantages are zero (the dead group was not rescued).",
+    )
 
 
 class RankResponse(BaseModel):
@@ -184,6 +189,10 @@ class RunStatsOut(BaseModel):
     groups_in_flight: int
     pool_prompts: int
     pool_anchors: int
+    tied: int = Field(description="Judged groups the judge told apart in nothing (zeros).")
+    unread_verdicts: int = Field(
+        description="Verdicts that could not be read (taken as no preference)."
+    )
 
 
 class ServerStatsOut(BaseModel):

@@ -23,6 +23,17 @@ class Metrics:
         self.judge_calls = Counter(
             "arena_judge_calls", "Judge calls (comparisons) spent, by run.", ["run"], registry=r
         )
+        self.tied = Counter(
+            "arena_tied_groups",
+            "Judged groups whose traces the judge told apart in nothing (zero advantages), "
+            "by run.",
+            ["run"], registry=r,
+        )
+        self.unread_verdicts = Counter(
+            "arena_unread_verdicts",
+            "Judge verdicts that could not be read (taken as no preference), by run.",
+            ["run"], registry=r,
+        )
         self.refused = Counter(
             "arena_refused", "Groups refused for load (RESOURCE_EXHAUSTED / 429), by run.",
             ["run"], registry=r,

@@ -30,7 +30,7 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 
-from .comparators.base import Comparator, Comparison
+from .comparators.base import Comparator, Comparison, as_verdict
 from .errors import JudgeError
 from .scheduling import Policy, Round, make_queue
 
@@ -39,9 +39,10 @@ DEFAULT_BATCHES_IN_FLIGHT = 2
 
 
 async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> list[float]:
-    """The comparator's ``p`` for each comparison, checked: every failure is a JudgeError."""
+    """The comparator's ``p`` for each comparison, checked: every failure is a JudgeError.
+    An unread verdict stays :data:`~.comparators.base.UNREAD`, so that it can be counted."""
     try:
-        answers = [float(p) for p in await comparator.compare(comparisons)]
+        answers = [as_verdict(p) for p in await comparator.compare(comparisons)]
         if len(answers) != len(comparisons):
             raise JudgeError(
                 f"{comparator.name}: {len(answers)} verdicts for {len(comparisons)} comparisons"

@@ -24,6 +24,15 @@ run from holding every slot, the scheduler keeps it from holding the judge.
 A judge failure fails only its groups, and each such group gets the advantages it would have
 had without the judge (``status="judge_failed"``). A store failure is an error for the caller:
 nothing is silently lost.
+
+A judge that answers but says nothing is counted too. A dead group whose traces the judge told
+apart in nothing comes back ``tied`` (status ``"ok"``, every advantage zero): every verdict of
+its tournament was "no preference" (``p = 0.5``; then its advantages are zero even where pool
+anchors would have pulled the traces' strengths apart, and its traces do not enter the pool),
+or the fit left its traces level. A verdict the judge gave but that could not be read
+(:data:`~.comparators.base.UNREAD`, e.g. an LLM judge's verdict tokens missing from its top-k)
+counts as no preference and is counted per run (``unread_verdicts``) and logged, the first
+time and then every :data:`UNREAD_LOG_EVERY`.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from trainer_client.types import Group, GroupResult, RunSettings
 
 from .arena import advantages, pools
 from .arena.tournaments import Verdict, make_tournament
-from .comparators.base import Comparator, Comparison
+from .comparators.base import NO_PREFERENCE, Comparator, Comparison, is_unread
 from .errors import (
     InvalidRequest,
     JudgeError,
@@ -61,6 +70,7 @@ from .validation import Limits, check_group, check_groups, check_id, check_setti
 logger = logging.getLogger(__name__)
 
 DONE_CACHE_SIZE = 10_000  # results kept by request id, so that a retried group is not judged twice
+UNREAD_LOG_EVERY = 1000  # unread verdicts between two warnings about them (after the first)
 
 
 def _seed(*parts: str) -> int:
@@ -103,6 +113,7 @@ class ArenaService:
         self._stats: dict[str, RunStats] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task] = {}
         self._done: OrderedDict[tuple[str, str], GroupResult] = OrderedDict()
+        self.unread_verdicts = 0  # all runs, for the warning's cadence
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -404,6 +415,9 @@ class ArenaService:
         stats = self._stats_of(settings.run_id)
         stats.answered(outcome, latency)
         stats.judge_calls += result.judge_calls
+        if result.tied:
+            stats.tied += 1
+            self.metrics.tied.labels(settings.run_id).inc()
         self.metrics.groups.labels(settings.run_id, outcome).inc()
         self.metrics.judge_calls.labels(settings.run_id).inc(result.judge_calls)
         self.metrics.group_latency.labels(settings.run_id).observe(latency)
@@ -430,6 +444,7 @@ class ArenaService:
         )
         salt = _seed(run_id, "prefix cache").to_bytes(8, "little").hex()
         rounds = 0
+        preferred = False  # whether any verdict preferred one side
         try:
             while pairs := tournament.next_round():
                 rounds += 1
@@ -445,6 +460,8 @@ class ArenaService:
                     asked, run_id=run_id, weight=settings.weight,
                     cap=settings.max_calls_in_flight or None,
                 )
+                self._count_unread(run_id, sum(map(is_unread, answers)))
+                preferred = preferred or any(p != NO_PREFERENCE for p in answers)
                 tournament.record(Verdict(i, j, p) for (i, j), p in zip(pairs, answers))
         except JudgeError as exc:
             logger.warning("judge failed for run %s group %s: %s", run_id, group.group_id, exc)
@@ -462,7 +479,12 @@ class ArenaService:
             covariance=None if fit.covariance is None else fit.covariance[:n, :n],
             stderr=fit.stderr[:n],
         )
-        await self._update_pool(settings, group, prompt_id, strengths, drawn, fit.strengths[n:])
+        if preferred:
+            await self._update_pool(
+                settings, group, prompt_id, strengths, drawn, fit.strengths[n:]
+            )
+        else:  # the judge said nothing: anchors alone must not tell the traces apart
+            adv = np.zeros(n)
         return GroupResult(
             group_id=group.group_id,
             advantages=tuple(adv.tolist()),
@@ -472,7 +494,27 @@ class ArenaService:
             judge_calls=tournament.calls,
             rounds=rounds,
             anchors_used=len(drawn),
+            tied=not adv.any(),
         )
+
+    def _count_unread(self, run_id: str, n: int) -> None:
+        """Count ``n`` unread verdicts of ``run_id``; warn the first time, then every
+        :data:`UNREAD_LOG_EVERY`."""
+        if not n:
+            return
+        before = self.unread_verdicts
+        self.unread_verdicts += n
+        self._stats_of(run_id).unread_verdicts += n
+        self.metrics.unread_verdicts.labels(run_id).inc(n)
+        if before == 0 or before // UNREAD_LOG_EVERY != self.unread_verdicts // UNREAD_LOG_EVERY:
+            logger.warning(
+                "the %s judge gave %d verdicts that could not be read (%d so far, run %s has "
+                "%d): taken as no preference. Its verdict tokens are missing from the "
+                "log-probabilities it returns: give it more top log-probabilities, or a prompt "
+                "it answers with A or B",
+                self.comparator.name, n, self.unread_verdicts, run_id,
+                self._stats_of(run_id).unread_verdicts,
+            )
 
     # -- anchor pools ------------------------------------------------------------------------
 

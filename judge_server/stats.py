@@ -24,6 +24,8 @@ class RunStats:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     refused: int = 0
     judge_calls: int = 0
+    tied: int = 0  # judged groups whose traces the judge told apart in nothing
+    unread_verdicts: int = 0  # verdicts that could not be read (no preference)
     in_flight: int = 0  # dead groups admitted and not yet answered
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
@@ -63,6 +65,8 @@ class RunStats:
             "groups_in_flight": self.in_flight,
             "pool_prompts": pool_prompts,
             "pool_anchors": pool_anchors,
+            "tied": self.tied,
+            "unread_verdicts": self.unread_verdicts,
         }
 
 

@@ -166,8 +166,9 @@ class GroupOutcome:
     ``advantages`` has one value per trace, always. ``routed``: the group was dead (all rewards
     equal) and went to the judge. ``judged``: the judge answered it. ``fell_back``: it was
     routed but got no judged result, so its advantages are the zeros it would have had without
-    the judge; ``reason`` says why (see the reasons in this module). ``strengths`` are the
-    traces' Bradley-Terry strengths (judged groups only); ``judge_calls`` the comparisons the
+    the judge; ``reason`` says why (see the reasons in this module). ``tied``: judged, but the
+    judge told the traces apart in nothing, so its advantages are zeros too. ``strengths`` are
+    the traces' Bradley-Terry strengths (judged groups only); ``judge_calls`` the comparisons the
     server spent on it; ``latency_s`` the time from the batch's start to its outcome;
     ``attempts`` how many times it was sent.
     """
@@ -176,6 +177,7 @@ class GroupOutcome:
     advantages: tuple[float, ...]
     routed: bool = False
     judged: bool = False
+    tied: bool = False
     fell_back: bool = False
     reason: str = ""
     strengths: tuple[float, ...] = ()
@@ -191,6 +193,7 @@ class BatchStats:
     groups: int = 0
     dead: int = 0
     judged: int = 0
+    tied: int = 0
     fell_back: int = 0
     judge_calls: int = 0
     latency_s: float = 0.0
@@ -205,14 +208,16 @@ class BatchStats:
     def as_metrics(self, prefix: str = "arena/") -> dict[str, float]:
         """A flat dict a trainer can log: ``{"arena/dead_fraction": 0.25, ...}``.
 
-        Keys: groups, dead, dead_fraction, judged, fell_back, judge_calls, latency_s, retries,
-        and ``fell_back/<reason>`` for each reason that occurred.
+        Keys: groups, dead, dead_fraction, judged, tied (judged, but told apart in nothing:
+        ``judged - tied`` dead groups were rescued), fell_back, judge_calls, latency_s,
+        retries, and ``fell_back/<reason>`` for each reason that occurred.
         """
         metrics = {
             "groups": float(self.groups),
             "dead": float(self.dead),
             "dead_fraction": self.dead_fraction,
             "judged": float(self.judged),
+            "tied": float(self.tied),
             "fell_back": float(self.fell_back),
             "judge_calls": float(self.judge_calls),
             "latency_s": float(self.latency_s),
@@ -459,7 +464,8 @@ class Plan:
                     return
                 entry.outcome = GroupOutcome(
                     group_id=result.group_id, advantages=tuple(float(a) for a in advantages),
-                    routed=True, judged=True, strengths=tuple(float(s) for s in strengths),
+                    routed=True, judged=True, tied=bool(result.tied),
+                    strengths=tuple(float(s) for s in strengths),
                     judge_calls=int(result.judge_calls), latency_s=self._elapsed(),
                     attempts=entry.attempts,
                 )
@@ -622,6 +628,7 @@ class ClientCore:
                 groups=len(done),
                 dead=sum(o.routed for o in done),
                 judged=sum(o.judged for o in done),
+                tied=sum(o.tied for o in done),
                 fell_back=sum(o.fell_back for o in done),
                 judge_calls=sum(o.judge_calls for o in done),
                 latency_s=plan._elapsed(),
@@ -637,7 +644,8 @@ class ClientCore:
         with self._lock:
             self._totals.update(
                 batches=1, groups=stats.groups, dead=stats.dead, judged=stats.judged,
-                fell_back=stats.fell_back, judge_calls=stats.judge_calls, retries=stats.retries,
+                tied=stats.tied, fell_back=stats.fell_back, judge_calls=stats.judge_calls,
+                retries=stats.retries,
             )
             self._totals.update({f"fell_back/{r}": c for r, c in reasons.items()})
             self._latency_s += stats.latency_s
@@ -645,12 +653,13 @@ class ClientCore:
 
     def stats(self) -> dict[str, float]:
         """Counters since the client was made: batches, groups, dead, dead_fraction, judged,
-        fell_back, judge_calls, retries, latency_s (summed over batches), fell_back/<reason>."""
+        tied, fell_back, judge_calls, retries, latency_s (summed over batches),
+        fell_back/<reason>."""
         with self._lock:
             totals = dict(self._totals)
             latency = self._latency_s
         out = {key: float(totals.get(key, 0)) for key in (
-            "batches", "groups", "dead", "judged", "fell_back", "judge_calls", "retries")}
+            "batches", "groups", "dead", "judged", "tied", "fell_back", "judge_calls", "retries")}
         out["dead_fraction"] = out["dead"] / out["groups"] if out["groups"] else 0.0
         out["latency_s"] = latency
         out.update({k: float(v) for k, v in sorted(totals.items()) if k.startswith("fell_back/")})

@@ -132,6 +132,7 @@ def result_from_proto(message: pb.GroupResult) -> GroupResult:
         error=message.error,
         latency_ms=message.latency_ms,
         retry_after_s=message.retry_after_s,
+        tied=message.tied,
     )
 
 
@@ -298,6 +299,7 @@ def result_from_body(body: object) -> GroupResult:
             error=str(body.get("error", "")),
             latency_ms=float(body.get("latency_ms", 0.0)),
             retry_after_s=float(body.get("retry_after_s", 0.0)),
+            tied=bool(body.get("tied", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"not a group result: {exc}") from exc

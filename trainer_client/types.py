@@ -46,6 +46,9 @@ class GroupResult:
     ``strengths`` and ``stderr`` are the Bradley-Terry fit of the traces (empty when not routed).
     ``status`` ``"overloaded"``: the server refused the group for load; it may be sent again
     after ``retry_after_s`` seconds.
+    ``tied``: the judge ranked the group (``status="ok"``) but told its traces apart in
+    nothing (it expressed no preference, or the fit left every trace level): the advantages
+    are all zero, and the dead group was not rescued.
     """
 
     group_id: str
@@ -60,6 +63,7 @@ class GroupResult:
     error: str = ""
     latency_ms: float = 0.0
     retry_after_s: float = 0.0
+    tied: bool = False
 
 
 @dataclass(frozen=True, slots=True)

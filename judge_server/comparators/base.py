@@ -7,7 +7,12 @@ model-backed comparators (vLLM, SGLang, OpenAI-compatible servers, transformers)
 whole tournament round, across every group in flight, to the engine at once.
 
 A comparator raises :class:`judge_server.errors.JudgeError` when it cannot answer; the service
-turns that into a per-group failure, never a crash.
+turns that into a per-group failure, never a crash. A verdict that the judge gave but that could
+not be read (an LLM judge whose verdict tokens are missing from the log-probabilities it
+returned) is answered with :data:`UNREAD`: a float equal to ``0.5`` (no preference) for any
+caller, that the service recognises with :func:`is_unread` and counts per run, whatever the
+backend. Wrappers pass an answer on as they got it (:func:`as_verdict`), so that it stays
+recognisable.
 """
 
 from __future__ import annotations
@@ -15,6 +20,36 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+NO_PREFERENCE = 0.5
+
+
+class Unread(float):
+    """The answer to a comparison whose verdict could not be read: ``p = 0.5``, marked."""
+
+    __slots__ = ()
+
+    def __new__(cls) -> Unread:
+        return super().__new__(cls, NO_PREFERENCE)
+
+    def __repr__(self) -> str:
+        return "UNREAD"
+
+    def __reduce__(self) -> tuple:
+        return (Unread, ())
+
+
+UNREAD = Unread()
+
+
+def is_unread(p: float) -> bool:
+    """True when ``p`` is the answer to a verdict that could not be read (:data:`UNREAD`)."""
+    return isinstance(p, Unread)
+
+
+def as_verdict(p: float) -> float:
+    """``float(p)``, except that :data:`UNREAD` stays itself."""
+    return p if isinstance(p, Unread) else float(p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +74,8 @@ class Comparator(abc.ABC):
 
     @abc.abstractmethod
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
-        """Return one ``p = P(first is better)`` in [0, 1] per comparison, in order."""
+        """Return one ``p = P(first is better)`` in [0, 1] per comparison, in order
+        (:data:`UNREAD` for a verdict that could not be read)."""
 
     def set_run_template(self, run_id: str, template: str | None) -> None:
         """Judge ``run_id``'s comparisons with its own prompt template (``None``: the
@@ -58,4 +94,12 @@ class Comparator(abc.ABC):
         """Release engines, connection pools and worker processes."""
 
 
-__all__ = ["Comparator", "Comparison"]
+__all__ = [
+    "NO_PREFERENCE",
+    "UNREAD",
+    "Comparator",
+    "Comparison",
+    "Unread",
+    "as_verdict",
+    "is_unread",
+]

@@ -20,7 +20,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from .base import Comparator, Comparison
+from .base import Comparator, Comparison, as_verdict
 
 Key = tuple[str, bytes]
 
@@ -106,7 +106,7 @@ class CachedComparator(Comparator):
         for i, key in enumerate(keys):
             if out[i] is None:  # asked in this batch, maybe more than once
                 out[i] = got[key]
-        return [float(p) for p in out]
+        return [as_verdict(p) for p in out]
 
     def _store(self, key: Key, p: float) -> None:
         self._answers[key] = p

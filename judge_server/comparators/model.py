@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal
 
 from ..errors import JudgeError
-from .base import Comparator, Comparison
+from .base import Comparator, Comparison, as_verdict
 from .prompt import JudgeInput, JudgePrompt, PromptTemplate, prefix_order
 from .verdict import NO_PREFERENCE, JudgeStats
 
@@ -158,7 +158,9 @@ class ModelComparator(Comparator, abc.ABC):
         self.prompt = prompt
         logger.info(
             "%s judge ready: %s prompts, verdict tokens %s",
-            self.name, prompt.format, self.verdict_ids or prompt.verdict_texts,
+            self.name,
+            prompt.format,
+            self.verdict_ids or prompt.verdict_texts,
         )
 
     def _make_prompt(self, tokenizer: Any) -> JudgePrompt:
@@ -226,7 +228,7 @@ class ModelComparator(Comparator, abc.ABC):
             raise JudgeError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         out = [NO_PREFERENCE] * len(comparisons)
         for k, i in enumerate(order):
-            out[i] = float(answers[k])
+            out[i] = as_verdict(answers[k])
         return out
 
     def render(self, comparisons: Sequence[Comparison]) -> list[JudgeInput]:
@@ -323,7 +325,11 @@ class HTTPModelComparator(ModelComparator):
             await client.aclose()
 
     async def request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
         parse: bool = True,
     ) -> Any:
         """The JSON answer to one request (``parse=False``: the raw text), with retries;
@@ -364,8 +370,9 @@ class HTTPModelComparator(ModelComparator):
                 delay = self.backoff_s * 2**attempt * (0.5 + random.random())
             attempt += 1
             self.stats.retries += 1
-            logger.debug("%s: %s %s failed (%s); retry in %.2fs", self.name, method, path,
-                         failure, delay)
+            logger.debug(
+                "%s: %s %s failed (%s); retry in %.2fs", self.name, method, path, failure, delay
+            )
             await asyncio.sleep(min(delay, MAX_BACKOFF_S))
 
 

@@ -18,11 +18,19 @@ top-k
     stripped of surrounding white space, is the verdict letter counts for it (``"A"`` and
     ``" A"`` are both the verdict A).
 
-    **Missing verdicts.** A verdict absent from the list gets the smallest probability in the
-    list: for a top-k list that is an upper bound of its probability, so the verdict is never
-    more confident than the evidence. When neither verdict is listed, ``p = 0.5`` (no
-    preference), and the comparator counts it (``stats.undecided``): a judge that often
-    writes neither verdict needs another prompt or more ``top_logprobs``.
+    **Missing verdicts.** A verdict absent from the list gets the largest probability it can
+    have: the list holds the ``k`` most likely tokens, so the missing one is no more likely
+    than the least likely listed token, and the probabilities of all tokens sum to one, so it
+    is no more likely than what the listed ones leave::
+
+        P(missing) <= min(min P(listed), 1 - sum P(listed))
+
+    The verdict is thus never more confident than the evidence, and as confident as it allows:
+    with only ``A`` listed, at log-probability ``-1e-4``, ``P(B) <= 1e-4`` and
+    ``p ~ 0.9999`` (a top-1 list says as much as that). When neither verdict is listed,
+    nothing is known: ``p = 0.5`` (no preference), answered as :data:`~.base.UNREAD` so
+    that the service counts it per run, and counted by the comparator (``stats.undecided``):
+    a judge that often writes neither verdict needs another prompt or more ``top_logprobs``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-NO_PREFERENCE = 0.5
+from .base import NO_PREFERENCE, UNREAD
 
 
 def verdict_probability(logprob_a: float, logprob_b: float) -> float:
@@ -60,7 +68,8 @@ def _logsumexp(values: list[float]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class TopVerdict:
-    """The verdict read from a top-k list: ``p`` and whether either verdict was listed."""
+    """The verdict read from a top-k list: ``p`` (:data:`~.base.UNREAD` when neither verdict
+    was listed) and whether each verdict was listed."""
 
     p: float
     found_a: bool
@@ -79,7 +88,7 @@ def verdict_from_top(
     """``p`` from ``(token, logprob)`` entries (token texts, or ids) of a top-k list.
 
     Text tokens match a verdict when they equal its letter after stripping white space; ids
-    match exactly. See the module docstring for the rule when a verdict is missing.
+    match exactly. A missing verdict gets its upper bound (module docstring).
     """
     listed: list[float] = []
     for_a: list[float] = []
@@ -97,11 +106,19 @@ def verdict_from_top(
         elif key == want_b:
             for_b.append(logprob)
     if not for_a and not for_b:
-        return TopVerdict(NO_PREFERENCE, False, False)
-    floor = min(listed)
-    lp_a = _logsumexp(for_a) if for_a else floor
-    lp_b = _logsumexp(for_b) if for_b else floor
+        return TopVerdict(UNREAD, False, False)
+    bound = _missing_bound(listed)
+    lp_a = _logsumexp(for_a) if for_a else bound
+    lp_b = _logsumexp(for_b) if for_b else bound
     return TopVerdict(verdict_probability(lp_a, lp_b), bool(for_a), bool(for_b))
+
+
+def _missing_bound(listed: list[float]) -> float:
+    """The log of ``min(min P(listed), 1 - sum P(listed))``: the most an unlisted token may
+    have (``-inf`` when the listed tokens leave nothing)."""
+    left = 1.0 - math.fsum(math.exp(lp) for lp in listed)
+    rest = math.log(left) if left > 0 else -math.inf
+    return min(min(listed), rest)
 
 
 @dataclass
@@ -110,7 +127,8 @@ class JudgeStats:
 
     ``comparisons``: verdicts given; ``by_id`` / ``by_top``: read from the verdict tokens'
     own log-probabilities / from a top-k list; ``undecided``: neither verdict in the top-k
-    list (``p = 0.5``); ``partial``: one verdict missing from it; ``prompt_tokens`` and
+    list (``p = 0.5``, :data:`~.base.UNREAD`); ``partial``: one verdict missing from it (read
+    with its bound); ``prompt_tokens`` and
     ``cached_prompt_tokens``: as the engine reported them, over ``reported_tokens``
     comparisons (the engines that report them); ``calls``: HTTP requests made, retries
     included; ``retries``.

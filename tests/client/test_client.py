@@ -9,6 +9,7 @@ from concurrent.futures import wait
 
 import pytest
 
+from judge_server.comparators.base import Comparator
 from trainer_client import ArenaClient, AsyncArenaClient, Group, RunSettings, Trace, group_relative
 
 from .conftest import CountingComparator, dead, diverse
@@ -53,6 +54,7 @@ def check_batch(groups: list[Group], result, *, divide_by_std: bool = True) -> N
             assert advantages == list(group_relative(rewards, divide_by_std=divide_by_std))
     stats = result.stats
     assert (stats.groups, stats.dead, stats.judged, stats.fell_back) == (6, 3, 3, 0)
+    assert stats.tied == 0 and not any(o.tied for o in result.outcomes)
     assert stats.judge_calls == sum(o.judge_calls for o in result.outcomes)
     metrics = stats.as_metrics()
     assert metrics["arena/dead_fraction"] == 0.5 and metrics["arena/judged"] == 3.0
@@ -112,6 +114,33 @@ def test_sync_and_async_clients_agree(start_judge, transport):
     assert all(o.judge_calls == n[o.group_id] * (n[o.group_id] - 1) // 2
                for o in sync.outcomes if o.routed)
     assert asyncio.run(judge.service.get_run("sync")).design == "round_robin"
+
+
+class IndifferentJudge(Comparator):
+    """A judge that prefers neither trace of any pair."""
+
+    name = "indifferent"
+
+    async def compare(self, comparisons):
+        return [0.5] * len(comparisons)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_dead_groups_the_judge_told_apart_in_nothing_are_counted_tied(start_judge, transport):
+    judge = start_judge(IndifferentJudge())
+    groups = [dead("a"), diverse("b"), dead("c", (1.0, 2.0))]
+    with ArenaClient(**judge.address(transport), run_id="exp", deadline_s=DEADLINE_S) as client:
+        result = client.rank(groups)
+        totals = client.stats()
+    a, b, c = result.outcomes
+    assert a.judged and a.tied and not a.fell_back and a.advantages == (0.0,) * 4
+    assert c.judged and c.tied and c.advantages == (0.0, 0.0)
+    assert not b.tied and not b.routed
+    assert (result.stats.dead, result.stats.judged, result.stats.tied) == (2, 2, 2)
+    metrics = result.stats.as_metrics()
+    assert metrics["arena/tied"] == 2.0 and metrics["arena/judged"] == 2.0
+    assert metrics["arena/fell_back"] == 0.0  # the judge answered: nothing fell back
+    assert totals["tied"] == 2.0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -213,6 +213,19 @@ def answer(group: Group, **fields) -> GroupResult:
                           "routed": True, "judge_calls": 3, **fields})
 
 
+def test_a_tied_result_is_judged_and_counted_tied():
+    core, plan = plan_for(dead("a"), dead("b"))
+    plan.begin_attempt()
+    plan.record(answer(dead("a"), advantages=(0.0,) * 4, tied=True))
+    plan.record(answer(dead("b")))
+    plan.end_attempt()
+    result = core.finish(plan)
+    a, b = result.outcomes
+    assert a.judged and a.tied and not a.fell_back and not b.tied
+    assert (result.stats.judged, result.stats.tied) == (2, 1)
+    assert result.stats.as_metrics()["arena/tied"] == 1.0 and core.stats()["tied"] == 1.0
+
+
 def test_request_ids_are_made_once_per_group_and_kept_across_sends():
     _, plan = plan_for(dead("a"), diverse("b"), dead("c"))
     first = {g.group_id: g.request_id for g in plan.begin_attempt()}
@@ -295,12 +308,12 @@ def test_a_cut_plan_falls_back_with_the_cut_reason():
 
 
 def test_stats_and_metrics():
-    stats = BatchStats(groups=8, dead=2, judged=1, fell_back=1, judge_calls=18, latency_s=0.5,
-                       fallback_reasons={"deadline": 1})
+    stats = BatchStats(groups=8, dead=2, judged=1, tied=1, fell_back=1, judge_calls=18,
+                       latency_s=0.5, fallback_reasons={"deadline": 1})
     assert stats.dead_fraction == 0.25 and BatchStats().dead_fraction == 0.0
     assert stats.as_metrics() == {
         "arena/groups": 8.0, "arena/dead": 2.0, "arena/dead_fraction": 0.25,
-        "arena/judged": 1.0, "arena/fell_back": 1.0, "arena/judge_calls": 18.0,
+        "arena/judged": 1.0, "arena/tied": 1.0, "arena/fell_back": 1.0, "arena/judge_calls": 18.0,
         "arena/latency_s": 0.5, "arena/retries": 0.0, "arena/fell_back/deadline": 1.0,
     }
     assert set(stats.as_metrics(prefix="")) >= {"dead_fraction", "judged"}
