@@ -290,7 +290,7 @@ _UNITS = re.compile(
 # A unit before the equals sign that the result repeats: ``8 laps * 0.25 km = 2 km``. (A
 # conversion, ``1/2 hour = 30 minutes``, changes the unit and stays unjudged.)
 _SAME_UNIT = re.compile(
-    r"(?<=[\d)%])\s+(?P<unit>[A-Za-z][A-Za-z'’/]*)\s*="
+    r"(?<=[\d)%])(?P<unit>(?:\s+[A-Za-z][A-Za-z'’/]*){1,3})\s*="
     r"(?P<result>\s*\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\s*(?P=unit)\b)"
 )
 _MULTIPLIER_WORDS = frozenset(

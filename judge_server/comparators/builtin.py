@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .answers import Answer, answers_match, final_answer, is_worked, reference_answer
-from .arithmetic import Step
+from .arithmetic import Step, numbers
 from .base import Comparator, Comparison
 from .dataflow import Flow, Plan, read_plan, read_problem, reference_match, trace_flow
 from .degenerate import implausible_answer, repetition, runaway_token, truncation
@@ -68,7 +68,8 @@ class Weights:
     """Times the share of the problem's quantities that feed the answer."""
     no_reasoning: float = -3.0
     answer_not_derived: float = -3.0
-    answer_not_last: float = -0.5
+    answer_not_last: float = -2.0
+    """A marked answer that is one of the work's earlier results, not its last."""
     no_marked_answer: float = -1.0
     answer_matches: float = 3.0
     answer_contradicts: float = -3.0
@@ -78,7 +79,7 @@ class Weights:
     implausible_answer: float = -2.0
     looping: float = -3.0
     """In full from ``repetition >= 0.6`` or a runaway token, in part from 0.3."""
-    truncated: float = -2.0
+    truncated: float = -3.0
     empty: float = -8.0
 
 
@@ -163,7 +164,7 @@ def assess(
     if marked is not None and not (marked.explicit and marked.value is not None):
         marked = None
     flow = trace_flow(trace, problem, answer=None if marked is None else marked.value)
-    answer, derived, last = _answer(flow, marked, final_answer(trace))
+    answer, derived, last = _answer(trace, flow, marked)
     context = _reference_context(reference, prompt)
     matches = None
     if answer is not None and context.answer is not None:
@@ -235,26 +236,56 @@ def _ramp(repeated: float) -> float:
 
 
 def _answer(
-    flow: Flow, marked: Answer | None, read: Answer | None
+    trace: str, flow: Flow, marked: Answer | None
 ) -> tuple[Answer | None, bool | None, bool]:
-    """The trace's final answer, whether a marked one was computed, and whether by the last
-    step. Unmarked, the answer is the last step's result (a masked or missing answer line
-    leaves the computation that led to it), else the last number stated."""
+    """The trace's final answer; whether a marked one follows from the trace's own work (None:
+    nothing marked, or no work); and whether it is the work's last result.
+
+    Unmarked, the answer is the last step's result (a masked or missing answer line leaves
+    the computation that led to it), else the last number stated. Marked, it should be the
+    last result the body states (rounding to a whole number allowed); one of the body's
+    earlier numbers is an answer that stops early or contradicts the end of the work, and a
+    number the body never states is not derived at all.
+    """
     if marked is None:
         if flow.final is None:
-            return read, None, True
+            return final_answer(trace), None, True
         value = flow.steps[flow.final].value
         return Answer(str(value), value, decimals=30, explicit=False), None, True
-    if not flow.steps:
+    body = _body(trace, marked)
+    last = final_answer(body)
+    if last is None or last.value is None:
         return marked, None, True
-    final = flow.steps[flow.final]
-    if not _same(final.value, marked):
-        return marked, False, False
-    return marked, True, flow.final == len(flow.steps) - 1
+    if _consistent(marked, last):
+        return marked, True, True
+    stated = [n.value for n in numbers(body)] + [s.value for s in flow.steps]
+    if any(_consistent(marked, Answer(str(v), v)) for v in stated):
+        return marked, True, False
+    return marked, False, False
 
 
-def _same(value: Fraction, answer: Answer) -> bool:
-    return answers_match(Answer(str(value), value, decimals=30), answer) is True
+def _body(trace: str, marked: Answer) -> str:
+    """The trace up to the line that marks its final answer."""
+    lines = trace.splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        if marked.text in lines[index]:
+            head = lines[index][: lines[index].rfind(marked.text)]
+            return "\n".join([*lines[:index], head])
+    return trace
+
+
+def _consistent(answer: Answer, result: Answer) -> bool:
+    """The same number, or ``result`` rounded (either way) to the whole number ``answer``."""
+    if answers_match(answer, result) is True:
+        return True
+    a, r = answer.value, result.value
+    return (
+        a is not None
+        and r is not None
+        and a.denominator == 1
+        and r.denominator != 1
+        and abs(a - r) < 1
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +300,7 @@ def _reference_context(reference: str | None, prompt: str) -> _ReferenceContext:
     if reference is None or not reference.strip():
         return _ReferenceContext(None, None)
     plan = read_plan(reference, prompt) if is_worked(reference) else None
-    if plan is not None and not plan.steps:
+    if plan is not None and not plan.size:
         plan = None
     return _ReferenceContext(reference_answer(reference), plan)
 

@@ -243,6 +243,10 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
     for index, values in enumerate(problem.quantities):
         for v in values:
             available.setdefault(v, (frozenset({index}), frozenset()))
+    # A number first met as an operand may be one operation on given quantities and results
+    # (a step done in the head: 16 - 7 after 3 and 4); a constant takes part only in numbers
+    # the trace states in prose first (a misread 3 for a given 2 would be 2 + 1).
+    worked = dict(available)
     for v in CONSTANTS | problem.implied:
         available.setdefault(v, (frozenset(), frozenset()))
     results: list[tuple[Fraction, int]] = []
@@ -278,7 +282,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
             elif v in available:
                 ops.append(Operand(v, "constant"))
             else:
-                derived = stated.get(v) or _derivation(v, available)
+                derived = stated.get(v) or _derivation(v, worked)
                 if derived is not None:
                     ops.append(Operand(v, "derived", quantities=derived[0], steps=derived[1]))
                 else:
@@ -288,6 +292,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
         flows.append(tuple(ops))
         results.append((step.value, i))  # a wrong result is carried forward as written
         available.setdefault(step.value, (frozenset(), frozenset({i})))
+        worked.setdefault(step.value, (frozenset(), frozenset({i})))
     take_prose(len(lines))
     final = len(steps) - 1 if steps else None
     if answer is not None and steps:
@@ -360,10 +365,17 @@ def _idle(step: Step, ops: Sequence[Operand]) -> bool:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A worked reference read as a dataflow: per step, its operand identities, operators and
-    result, and every value computed along the way."""
+    result; the other numbers it derives in prose (``50 = 2 * x`` gives 50); and every value
+    computed along the way."""
 
     steps: tuple[tuple[tuple[frozenset, ...], frozenset[str], Fraction], ...]
+    milestones: frozenset[Fraction]
+    """Numbers the reference writes that are neither given, constants, nor step results."""
     partials: frozenset[Fraction]
+
+    @property
+    def size(self) -> int:
+        return len(self.steps) + len(self.milestones)
 
 
 @functools.lru_cache(maxsize=256)
@@ -374,8 +386,12 @@ def read_plan(reference: str, prompt: str) -> Plan:
     for step, ops in zip(flow.steps, flow.operands, strict=True):
         identities = tuple(_identity(op, flow_steps_matched=None) for op in ops)
         steps.append((identities, operators(step.expression), step.value))
+    results = {step.value for step in flow.steps}
+    known = problem.values | CONSTANTS | problem.implied | results
+    written = (n.value / 100 if n.percent else n.value for n in numbers(digits(reference)))
+    milestones = frozenset(v for v in written if not any(_near(v, k) for k in known))
     partials = frozenset(v for s in flow.steps for v in _partials(s.expression))
-    return Plan(tuple(steps), partials)
+    return Plan(tuple(steps), milestones, partials | milestones)
 
 
 def _identity(op: Operand, flow_steps_matched: dict[int, set[int]] | None) -> frozenset:
@@ -393,11 +409,12 @@ def _identity(op: Operand, flow_steps_matched: dict[int, set[int]] | None) -> fr
 def reference_match(flow: Flow, plan: Plan) -> tuple[float | None, int]:
     """The fraction of the plan's steps the trace's chain reaches, and how many chain steps
     follow no step of the plan (neither its operations nor any value it computes)."""
-    if not plan.steps:
+    if not plan.size:
         return None, 0
     # Reference steps are indexed by their position in the reference's flow; map them.
     matched: dict[int, set[int]] = {}
     reached: set[int] = set()
+    milestones: set[Fraction] = set()
     off_plan = 0
     for i in sorted(flow.chain):
         step, ops = flow.steps[i], flow.operands[i]
@@ -410,12 +427,13 @@ def reference_match(flow: Flow, plan: Plan) -> tuple[float | None, int]:
                 hits.add(k)
             elif kinds == operators(step.expression) and _same_operands(mine, theirs):
                 hits.add(k)
+        milestones |= {m for m in plan.milestones if any(_near(v, m) for v in values)}
         if hits:
             matched[i] = hits
             reached |= hits
         elif not any(_near(step.computed, v) for v in plan.partials):
             off_plan += 1
-    return len(reached) / len(plan.steps), off_plan
+    return (len(reached) + len(milestones)) / plan.size, off_plan
 
 
 def _same_operands(mine: Sequence[frozenset], theirs: Sequence[frozenset]) -> bool:
