@@ -128,7 +128,15 @@ def uncheckable(question: str, reference: str, genuine: str, rng: random.Random)
         results = []
     if not given or not results:
         raise VariantRefused("no numbers to pair")
-    return "\n".join(f"{given[k % len(given)]}={result}" for k, result in enumerate(results))
+    lines = [f"{given[k % len(given)]}={result}" for k, result in enumerate(results)]
+    lines = [line for line in lines if len(set(map(_value, line.split("=")))) == 2]
+    if not lines:
+        raise VariantRefused("no numbers to pair")
+    return "\n".join(lines)
+
+
+def _value(text: str) -> Fraction:
+    return Fraction(text.replace(",", ""))
 
 
 def early_stop(question: str, reference: str, genuine: str, rng: random.Random) -> str:

@@ -180,26 +180,25 @@ def padding(
 
 
 def filler(question: str, rng: random.Random, *, count: int, avoid: set[Fraction]) -> list[str]:
-    """``count`` true, distinct equations ``a + b = c``, ``a * b = c``, ``a - b = c`` on the
-    question's whole numbers (else on 2..12) whose results are not in ``avoid``."""
+    """``count`` true equations ``a + b = c``, ``a * b = c``, ``a - b = c`` with distinct results
+    not in ``avoid``: on the question's whole numbers first, then on 2..12."""
     given = sorted(v for v in values_in(question, words=False) if v.denominator == 1 and v > 0)
-    pool = given if len(given) >= 2 else [Fraction(v) for v in range(2, 13)]
-    candidates = []
-    for a in pool:
-        for b in pool:
-            for symbol, value in (("+", a + b), ("*", a * b), ("-", a - b)):
-                if value > 0 and value not in avoid and value < 10**7 and (a != b or symbol != "-"):
-                    candidates.append((f"{a} {symbol} {b} = {value}", value))
-    if len(candidates) < count and pool is given:
-        return filler("", rng, count=count, avoid=avoid)
-    rng.shuffle(candidates)
-    chosen, used = [], set()
-    for text, value in candidates:
-        if value not in used:
-            chosen.append(text)
-            used.add(value)
-        if len(chosen) == count:
-            return chosen
+    chosen: dict[Fraction, str] = {}
+    for pool in (given, [Fraction(v) for v in range(2, 13)]):
+        candidates = [
+            (f"{a} {symbol} {b} = {value}", value)
+            for a in pool
+            for b in pool
+            for symbol, value in (("+", a + b), ("*", a * b), ("-", a - b))
+            if 0 < value < 10**7 and value not in avoid and (a != b or symbol != "-")
+        ]
+        rng.shuffle(candidates)
+        for text, value in candidates:
+            if len(chosen) == count:
+                return list(chosen.values())
+            chosen.setdefault(value, text)
+    if len(chosen) == count:
+        return list(chosen.values())
     raise VariantRefused("too few true equations with fresh results")
 
 
