@@ -269,6 +269,8 @@ _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"²", "**2", 0),
         (r"³", "**3", 0),
         (r"\^", "**", 0),
+        # A rate's unit right after a number: $20/hour, 0.25 km/lap -> 20, 0.25 km.
+        (r"(?<=[\d)])\s*/\s*(?![xX]\b)[A-Za-z][A-Za-z'’]*", "", 0),
         # Currency before a number, thousands separators.
         (r"\\?[$€£¥₹](?=\s?[\d.])", "", 0),
         (r"(?<=\d),(?=\d{3}(?!\d))", "", 0),
@@ -282,7 +284,7 @@ _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 # ``x`` between two numbers is multiplication: ``12 x 3``, ``12x3``, ``(2+1) x 4``.
 _TIMES_X = re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(.])")
 # Unit words between a number and an operator: ``4 cups * 2``, ``2 eggs per day x 7``.
-_UNIT_WORD = r"[A-Za-z][A-Za-z'’]*\.?"
+_UNIT_WORD = r"[A-Za-z][A-Za-z'’/]*\.?"
 _UNITS = re.compile(
     r"(?<=[\d)%])(?P<units>(?:\s+" + _UNIT_WORD + r"){1,3})\s*"
     r"(?=(?:[-+*/]|[xX](?=\s*[\d(.]))\s*[\d(.])"
@@ -292,6 +294,12 @@ _UNITS = re.compile(
 _SAME_UNIT = re.compile(
     r"(?<=[\d)%])(?P<unit>(?:\s+[A-Za-z][A-Za-z'’/]*){1,3})\s*="
     r"(?P<result>\s*\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\s*(?P=unit)\b)"
+)
+# Units after the last operand of a computation: ``20 * 35 hours/week = 700``. Not after a
+# written fraction (``1/2 hour = 30 minutes`` converts) or a multiplier word (``3 dozen``).
+_UNIT_BEFORE_EQUALS = re.compile(
+    r"(?P<operand>(?:[-+*]|\s/)\s*\(?\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\)?)"
+    r"(?P<units>(?:\s+[A-Za-z][A-Za-z'’/]*){1,3})\s*(?==)"
 )
 _MULTIPLIER_WORDS = frozenset(
     "dozen dozens hundred hundreds thousand thousands million millions billion billions "
@@ -315,7 +323,13 @@ def normalise(line: str) -> str:
         line = pattern.sub(replacement, line)
     line = _UNITS.sub(_drop_units, line)
     line = _SAME_UNIT.sub(r" =\g<result>", line)
-    return _TIMES_X.sub(" * ", line)
+    line = _TIMES_X.sub(" * ", line)
+    return _UNIT_BEFORE_EQUALS.sub(_drop_units_before_equals, line)
+
+
+def _drop_units_before_equals(match: re.Match[str]) -> str:
+    words = {w.strip(".").lower() for w in match["units"].split()}
+    return match.group(0) if words & _MULTIPLIER_WORDS else match["operand"] + " "
 
 
 def _drop_units(match: re.Match[str]) -> str:
