@@ -105,3 +105,16 @@ def test_a_new_template_drops_the_runs_cached_verdicts_and_deleting_forgets_it()
     assert len(cache) == 0 and "r" in inner.templates
     cache.forget_run("r")
     assert inner.templates == {}
+
+
+async def test_an_unread_verdict_stays_unread_when_cached():
+    from judge_server.comparators.base import UNREAD, is_unread
+
+    class Unreadable(Comparator):
+        async def compare(self, comparisons):
+            return [UNREAD] * len(comparisons)
+
+    cache = CachedComparator(Unreadable())
+    first = await cache.compare([c("a", "b"), c("a", "b")])
+    again = await cache.compare([c("a", "b")])
+    assert first == [0.5, 0.5] and all(map(is_unread, first + again))

@@ -264,3 +264,31 @@ async def test_a_run_can_have_its_own_template():
     prompts = sorted(body["prompt"] for body in seen.bodies)
     assert prompts[0].startswith("Q: <<<PROBLEM") and prompts[0].endswith("Better?\n\nVerdict:")
     assert all("expert judge" in p for p in prompts[1:])
+
+
+async def test_verdicts_missing_from_the_top_k_are_unread_counted_and_tie_the_group():
+    async with fake_server(answers({" the": -0.1, " so": -3.0})) as (url, _):
+        service = build_service(ServerSettings(
+            store="memory", comparator="openai", judge_base_url=url, judge_model="judge",
+            judge_retries=0, judge_timeout_s=2))
+        try:  # through the verdict cache and the scheduler, as a server judges
+            (result,) = await service.rank("r1", [dead("g1", ["2 + 2 = 4", "2 + 2 = 5", "4"])])
+            again = await service.rank("r1", [dead("g2", ["2 + 2 = 4", "2 + 2 = 5", "4"])])
+            stats = await service.run_stats("r1")
+        finally:
+            await service.aclose()
+    assert result.status == "ok" and result.tied and result.advantages == (0.0, 0.0, 0.0)
+    assert again[0].tied  # cached verdicts are still unread ones
+    assert stats["unread_verdicts"] == result.judge_calls + again[0].judge_calls > 0
+    assert stats["tied"] == 2
+
+
+async def test_a_top_1_verdict_is_read_with_its_bound_not_as_a_tie():
+    async with fake_server(answers({" A": -1e-4})) as (url, _):
+        judge = OpenAIComparator(url, "judge", nonce_key=KEY)
+        try:
+            [p] = await judge.compare([COMPARISON])
+        finally:
+            await judge.aclose()
+    assert p == pytest.approx(math.exp(-1e-4)) and p > 0.9999
+    assert (judge.stats.partial, judge.stats.undecided) == (1, 0)
