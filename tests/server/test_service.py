@@ -61,6 +61,28 @@ async def test_dead_group_gets_zero_mean_advantages_in_the_judges_order():
     assert len(result.strengths) == len(result.stderr) == 6
 
 
+async def test_a_run_may_keep_the_papers_minmax_advantages():
+    strengths = [0.5, -1.0, 2.0, 0.0, 1.2, -0.4]
+    svc = service()
+    await svc.create_run(RunSettings(run_id="r", design="round_robin", normalisation="minmax"))
+    (result,) = await svc.rank("r", [dead_group("g", strengths)])
+    assert max(result.advantages) - min(result.advantages) == pytest.approx(1.0)
+    assert sum(result.advantages) == pytest.approx(0.0, abs=1e-9)
+    b = np.array(result.strengths)
+    assert result.advantages == pytest.approx((b - b.mean()) / np.ptp(b))
+
+
+async def test_evidence_gives_a_weak_judge_small_advantages_and_minmax_does_not():
+    svc = service(SimulatedComparator())
+    close = [0.0, 0.1]  # the judge prefers the first by p = 0.525
+    for norm in ("evidence", "minmax"):
+        await svc.create_run(RunSettings(run_id=norm, normalisation=norm, anchors_per_group=0))
+    (weak,) = await svc.rank("evidence", [dead_group("g", close)])
+    (stretched,) = await svc.rank("minmax", [dead_group("g", close)])
+    assert 0 < max(weak.advantages) < 0.01 and not weak.tied
+    assert max(stretched.advantages) == pytest.approx(0.5)
+
+
 async def test_diverse_group_gets_standard_group_relative_advantages():
     svc = service()
     group = Group("g", (Trace("a", 1.0), Trace("b", 0.0), Trace("c", 0.0)), prompt_id="p")
