@@ -9,6 +9,9 @@ cleanly):
 
 ``slip``
     One calculation's result is wrong (``9 * 2 = 19``); later calculations are right given it.
+``slip_in_words``
+    A slip with the arithmetic of both traces written in words (``9 times 2 is 19``): a
+    reader still sees it, a check that only parses ``a * b = c`` does not.
 ``misread``
     One operand taken from the question is replaced by another number (another of the
     question's numbers when it has one); every calculation is right, the plan is wrong.
@@ -47,6 +50,7 @@ from .judge import strip_calculator_annotations
 
 PLANTED_KINDS = (
     "slip",
+    "slip_in_words",
     "misread",
     "operator_swap",
     "truncation",
@@ -116,6 +120,23 @@ def slip(solution: str, question: str, rng: random.Random) -> str:
                 changes.append(Change(step.result.start, step.result.value + delta))
     rng.shuffle(changes)
     return _changed(solution, question, changes, lambda c, v: _wrong(v) == _wrong(c) + 1)
+
+
+_OPERATOR_WORDS = {"+": "plus", "-": "minus", "*": "times", "x": "times", "X": "times",
+                   "×": "times", "/": "divided by", "÷": "divided by"}
+_BETWEEN_NUMBERS = re.compile(r"(?<=[\d)])\s*([-+*/xX×÷])\s*(?=[$€(]?\.?\d)")
+_EQUALS = re.compile(r"\s*=\s*")
+
+
+def in_words(trace: str) -> str:
+    """The trace's arithmetic in words: ``9 * 2 = 18`` becomes ``9 times 2 is 18``."""
+    spelled = _BETWEEN_NUMBERS.sub(lambda m: f" {_OPERATOR_WORDS[m[1]]} ", trace)
+    return _EQUALS.sub(" is ", spelled)
+
+
+def slip_in_words(solution: str, question: str, rng: random.Random) -> str:
+    """:func:`slip`, its arithmetic in words (pair it with ``in_words`` of the clean trace)."""
+    return in_words(slip(solution, question, rng))
 
 
 def misread(solution: str, question: str, rng: random.Random) -> str:
@@ -242,11 +263,13 @@ __all__ = [
     "answer_contradicts",
     "filler",
     "final_value",
+    "in_words",
     "misread",
     "operator_swap",
     "padding",
     "restated",
     "slip",
+    "slip_in_words",
     "split_answer",
     "truncation",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from fractions import Fraction
 
 import pytest
@@ -202,6 +203,18 @@ def test_misread_and_swap_keep_every_claim_right_and_change_the_answer(
 
 
 @pytest.mark.parametrize("context", ["correct", "wrong"])
+def test_a_slip_in_words_differs_from_its_clean_twin_in_numbers_only(protocols, context) -> None:
+    spelled = judge_variants.in_words("so 9 * 2 = $18 and 3x4=12")
+    assert spelled == "so 9 times 2 is $18 and 3 times 4 is 12"
+    protocol = protocols[f"slip_in_words/{context}"]
+    assert len(protocol.pairs) >= SAMPLE // 2
+    for pair in protocol.pairs:
+        clean, slip = clean_and_variant(pair)
+        assert "=" not in clean and "=" not in slip and clean != slip
+        assert re.sub(r"[\d,.]+", "#", clean) == re.sub(r"[\d,.]+", "#", slip)
+
+
+@pytest.mark.parametrize("context", ["correct", "wrong"])
 def test_structural_variants(protocols, problems, context) -> None:
     for pair in protocols[f"truncation/{context}"].pairs:
         clean, cut = clean_and_variant(pair)
@@ -260,11 +273,14 @@ def test_probes_and_dead_groups(protocols) -> None:
         for line in probe.splitlines():  # a number "equal" to another, nothing computed
             left, right = line.split("=")
             assert NUMBER.fullmatch(left) and NUMBER.fullmatch(right) and left != right
-    gain = protocols["padding_gain:all_wrong"]
-    assert len(gain.pairs) == len(gain.baseline) > 0
-    for padded, plain in zip(gain.pairs, gain.baseline, strict=True):
-        assert padded.trace_b == plain.trace_b and padded.trace_a != plain.trace_a
-        assert wrong(padded.trace_a) == wrong(plain.trace_a)
+    for name in ("padding_gain:all_wrong", "stuffing_gain:all_wrong"):
+        gain = protocols[name]
+        assert len(gain.pairs) == len(gain.baseline) > 0
+        for gamed, plain in zip(gain.pairs, gain.baseline, strict=True):
+            assert gamed.trace_b == plain.trace_b and gamed.trace_a != plain.trace_a
+            assert wrong(gamed.trace_a) == wrong(plain.trace_a)
+            added = set(gamed.trace_a.splitlines()) - set(plain.trace_a.splitlines())
+            assert len(added) == (1 if name.startswith("stuffing") else 5)
     ties = protocols["ties:all_wrong"]
     assert len(ties.groups) == len(ties.pairs) > 0
 
@@ -309,6 +325,8 @@ def test_targets_follow_the_issue() -> None:
     assert judge_suite.target("probe:counting", "worked") == 0.95
     assert judge_suite.target("real", "worked") is None
     assert judge_suite.target("padding_gain:all_wrong", "none") == 0.0
+    assert judge_suite.target("stuffing_gain:all_wrong", "worked") == 0.0
+    assert judge_suite.target("slip_in_words/wrong", "none") == 0.90
 
 
 def test_the_command_line_runs_the_suite_on_a_sample(problems, capsys) -> None:
