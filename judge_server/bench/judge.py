@@ -17,8 +17,11 @@ Sources of pairs: :func:`gsm8k_pairs` (real GPT-3 solutions of GSM8K test proble
 (correct, incorrect) pair of solutions of the same problem) and :func:`load_pairs_jsonl`
 (your own labelled pairs).
 
-From the command line: ``arena-judge bench judge --reference worked|answer|none`` (the built-in
-judge), or ``--pairs my_pairs.jsonl``.
+From the command line: ``arena-judge bench judge --protocol real --reference worked|answer|none``
+(this figure), or ``--pairs my_pairs.jsonl``. This protocol mostly measures an answer check:
+with the final-answer line removed the answer is still on a trace's last line. The default,
+``arena-judge bench judge``, runs the suite of :mod:`.judge_suite`, whose protocols cannot leak
+the answer (masked answers, planted errors, gaming probes, ties in dead groups).
 """
 
 from __future__ import annotations
