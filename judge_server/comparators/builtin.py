@@ -62,11 +62,12 @@ class Weights:
     unsupported_number: float = -1.0
     dead_end: float = -0.5
     filler_step: float = -0.5
-    restated_line: float = -0.3
+    restated_line: float = -0.5
     max_counted: int = 3
     problem_coverage: float = 2.0
     """Times the share of the problem's quantities that feed the answer."""
     no_reasoning: float = -3.0
+    """No correct step behind the answer that uses the problem's quantities."""
     answer_not_derived: float = -3.0
     answer_not_last: float = -2.0
     """A marked answer that is one of the work's earlier results, not its last."""
@@ -174,8 +175,11 @@ def assess(
         reached, off_plan = reference_match(flow, context.plan)
     steps = flow.steps
     wrong = tuple(s for s in steps if s.wrong)
-    reasoned = any(not steps[i].wrong for i in flow.chain)
     quantities = len(problem.quantities)
+    # Reasoning about this problem: a correct step behind the answer that uses its quantities.
+    reasoned = any(not steps[i].wrong for i in flow.chain) and (
+        bool(flow.used_quantities) or not quantities
+    )
     coverage = len(flow.used_quantities) / quantities if quantities else None
     fillers = set(flow.fillers)
     dead = [i for i in flow.dead_ends if i not in fillers]
@@ -250,8 +254,9 @@ def _answer(
     if marked is None:
         if flow.final is None:
             return final_answer(trace), None, True
-        value = flow.steps[flow.final].value
-        return Answer(str(value), value, decimals=30, explicit=False), None, True
+        step = flow.steps[flow.final]
+        shown = len(step.result.partition(".")[2]) if step.claimed is not None else 30
+        return Answer(str(step.value), step.value, decimals=shown, explicit=False), None, True
     body = _body(trace, marked)
     last = final_answer(body)
     if last is None or last.value is None:

@@ -275,10 +275,10 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
         for v in operands(step.expression):
             quantity = problem.quantity_of(v)
             earlier = _find(v, results)
-            if quantity is not None:  # a given quantity, perhaps also an earlier result
-                ops.append(Operand(v, "given", step=earlier, quantities=frozenset({quantity})))
-            elif earlier is not None:
+            if earlier is not None:  # an earlier result, even when the problem gives it too
                 ops.append(Operand(v, "result", step=earlier))
+            elif quantity is not None:
+                ops.append(Operand(v, "given", quantities=frozenset({quantity})))
             elif v in available:
                 ops.append(Operand(v, "constant"))
             else:

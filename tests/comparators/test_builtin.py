@@ -233,16 +233,63 @@ def test_rounded_final_answers_match() -> None:
 # Reference coverage
 
 
-def test_reference_coverage() -> None:
-    full = assess(GOOD, prompt=PROMPT, reference=WORKED)
-    half = assess("She sells 9 eggs and makes 9 * 3 = $27.", prompt=PROMPT, reference=WORKED)
-    none = assess("She makes 16 * 2 = $32.", prompt=PROMPT, reference=WORKED)
-    assert (full.reference_coverage, half.reference_coverage, none.reference_coverage) == (
-        1.0,
-        0.5,
-        0.0,
-    )
-    assert assess(GOOD, prompt=PROMPT, reference="18").reference_coverage is None  # no worked ref
+def test_reference_steps_are_matched_by_dataflow_not_by_numbers_written() -> None:
+    assert assess(GOOD, prompt=PROMPT, reference=WORKED).reference_steps == 1.0
+    # The reference's numbers listed, or written beside a wrong plan, reach no step.
+    listed = assess("16 3 4 9 2 18", prompt=PROMPT, reference=WORKED)
+    assert listed.reference_steps == 0.0
+    beside = assess("We need 9 and 18. 16 * 2 = 32", prompt=PROMPT, reference=WORKED)
+    assert beside.reference_steps == 0.0
+    # One slip carried forward still follows the plan: 8 * 2 combines the same quantities.
+    assert assess(PLANTED, prompt=PROMPT, reference=WORKED).reference_steps == 1.0
+    assert assess(WRONG_PLAN, prompt=PROMPT, reference=WORKED).reference_steps == 0.0
+    assert assess(GOOD, prompt=PROMPT, reference="18").reference_steps is None  # no worked ref
+
+
+def test_number_words_are_given_quantities() -> None:
+    # "three" and "four" are the problem's quantities: GOOD uses all four of them.
+    assessed = assess(GOOD, prompt=PROMPT)
+    assert assessed.problem_coverage == 1.0 and not assessed.unsupported_numbers
+    misread = assess(GOOD.replace("3 + 4 = 7", "5 + 4 = 9"), prompt=PROMPT)
+    assert misread.problem_coverage < 1.0
+
+
+SLIPPED = GOOD.replace("16 - 7 = 9 eggs", "16 - 7 = 8 eggs")  # one slip, not carried forward
+GAMES = {
+    "padding": GOOD + "\n2 * 5 = 10\n16 + 3 = 19\n4 * 4 = 16",
+    "counting": "1 + 1 = 2\n2 + 1 = 3\n3 + 1 = 4\n4 + 1 = 5",
+    "numbers listed": "16, 3, 4 and 2. So 18.",
+    "inputs restated": "Janet has 16 eggs. She eats 3 and bakes 4. Eggs sell at $2.\n" + GOOD,
+    "unchecked lines": "35 = 6\n12 = 4\nA: 18",
+    "no idea": "I have no idea.",
+    "early stop": "Janet uses 3 + 4 = 7 eggs a day.",
+    "contradicting answer": GOOD + "\nA: 20",
+}
+
+
+@pytest.mark.parametrize("game", sorted(GAMES))
+@pytest.mark.parametrize("reference", [None, "18", WORKED])
+def test_games_lose_to_the_genuine_solution(game: str, reference: str | None) -> None:
+    assert p(GOOD, GAMES[game], reference=reference) > 0.6, assess(GAMES[game], prompt=PROMPT)
+
+
+@pytest.mark.parametrize("game", ["unchecked lines", "no idea", "numbers listed", "counting"])
+def test_nothing_checkable_never_beats_an_honest_attempt_with_one_slip(game: str) -> None:
+    for reference in (None, WORKED):
+        assert p(SLIPPED, GAMES[game], reference=reference) > 0.5
+
+
+def test_an_answer_that_the_work_does_not_give_loses_without_a_reference() -> None:
+    contradicted = assess(GOOD + "\nA: 20", prompt=PROMPT)
+    early = assess(GOOD + "\nA: 9", prompt=PROMPT)  # an earlier result, not the last
+    assert contradicted.answer_derived is False
+    assert early.answer_derived is True and early.score < assess(GOOD + "\nA: 18", prompt=PROMPT).score
+    assert assess(GOOD + "\nA: 18", prompt=PROMPT).answer_derived is True
+
+
+def test_a_whole_number_answer_may_round_the_last_result() -> None:
+    trace = "Each gets 800 / 3 = 266.67 cups.\nA: 266"
+    assert assess(trace, prompt="800 cups for 3 meals").answer_derived is True
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,14 +419,14 @@ def test_options_are_keyword_only_and_checked() -> None:
     sharp = BuiltinComparator(temperature=0.1).compare_sync([Comparison(PROMPT, GOOD, PLANTED)])
     soft = BuiltinComparator(temperature=10).compare_sync([Comparison(PROMPT, GOOD, PLANTED)])
     assert sharp[0] > soft[0] > 0.5
-    no_arithmetic = BuiltinComparator(weights=Weights(wrong_claim=0.0))
+    no_arithmetic = BuiltinComparator(weights=Weights(wrong_step=0.0))
     assert no_arithmetic.compare_sync([Comparison(PROMPT, GOOD, PLANTED)]) == [0.5]
 
 
 def test_assessment_explains_itself() -> None:
     assessed = assess(PLANTED, prompt=PROMPT, reference=WORKED)
     text = assessed.explain()
-    assert "wrong claims" in text and "16 - 7 = 8" in text
+    assert "wrong steps" in text and "16 - 7 = 8" in text
     assert assessed.score == pytest.approx(sum(v for _, v in assessed.contributions))
 
 
