@@ -283,7 +283,9 @@ def test_an_answer_that_the_work_does_not_give_loses_without_a_reference() -> No
     contradicted = assess(GOOD + "\nA: 20", prompt=PROMPT)
     early = assess(GOOD + "\nA: 9", prompt=PROMPT)  # an earlier result, not the last
     assert contradicted.answer_derived is False
-    assert early.answer_derived is True and early.score < assess(GOOD + "\nA: 18", prompt=PROMPT).score
+    assert (
+        early.answer_derived is True and early.score < assess(GOOD + "\nA: 18", prompt=PROMPT).score
+    )
     assert assess(GOOD + "\nA: 18", prompt=PROMPT).answer_derived is True
 
 
