@@ -77,8 +77,11 @@ def final_value(trace: str) -> Fraction | None:
 
 
 def split_answer(trace: str) -> tuple[list[str], str | None]:
-    """The trace's body lines (blank lines dropped) and its final ``A:`` line, if any."""
-    lines = [line for line in trace.strip().splitlines() if line.strip()]
+    """The trace's body lines, as written, and its final ``A:`` line, if any (blank lines at
+    the end are dropped)."""
+    lines = trace.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
     if lines and _ANSWER_LINE.fullmatch(lines[-1]):
         return lines[:-1], lines[-1]
     return lines, None
