@@ -277,6 +277,10 @@ _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         # Words for operators.
         (r"(?<=\d)\s*(?:percent\b|per\s+cent\b)", "%", re.IGNORECASE),
         (r"(?<=[\d)])\s*\btimes\b\s*(?=[\d(.])", " * ", re.IGNORECASE),
+        (r"(?<=[\d)])\s+(?:multiplied\s+by)\s+(?=[\d(.])", " * ", re.IGNORECASE),
+        (r"(?<=[\d)])\s+(?:divided\s+by|over)\s+(?=[\d(.])", " / ", re.IGNORECASE),
+        (r"(?<=[\d)])\s+plus\s+(?=[\d(.])", " + ", re.IGNORECASE),
+        (r"(?<=[\d)])\s+minus\s+(?=[\d(.])", " - ", re.IGNORECASE),
         (r"(?<=%)\s*of\s+(?=[\d(.])", " * ", 0),
         (r"(?<![\w.])(\d+\s*/\s*\d+)\s+of\s+(?=[\d(.])", r"\1 * ", 0),
     )
@@ -323,8 +327,22 @@ def normalise(line: str) -> str:
         line = pattern.sub(replacement, line)
     line = _UNITS.sub(_drop_units, line)
     line = _SAME_UNIT.sub(r" =\g<result>", line)
+    line = _SAID.sub(_said_equals, line)
     line = _TIMES_X.sub(" * ", line)
     return _UNIT_BEFORE_EQUALS.sub(_drop_units_before_equals, line)
+
+
+# "is", "equals", "makes", "gives" after a computation say "=": ``9 * 2 is 18``.
+_SAID = re.compile(r"(?<=[\d)%])\s+(?:is|equals|makes|gives)\s+(?=\$?-?[\d(.])", re.IGNORECASE)
+_COMPUTATION = re.compile(r"[\d)]\s*[-+*/]\s*\$?[\d(.]")
+
+
+def _said_equals(match: re.Match[str]) -> str:
+    """" = " when a computation ends right before the word (not "36 is 6 more than 30")."""
+    start = match.string.rfind("=", 0, match.start()) + 1
+    clause = match.string[max(start, match.start() - 60) : match.start()]
+    clause = clause[max(clause.rfind(". "), clause.rfind(", ")) + 1 :]
+    return " = " if _COMPUTATION.search(clause) else match.group(0)
 
 
 def _drop_units_before_equals(match: re.Match[str]) -> str:
@@ -373,7 +391,7 @@ def find_steps(text: str, *, max_steps: int = MAX_CLAIMS) -> list[Step]:
     steps: list[Step] = []
     budget = 8 * max_steps  # equals signs examined, step or not
     for number, line in enumerate(text.splitlines()):
-        if "=" not in line and "≈" not in line and "≃" not in line:
+        if not _ASSERTS.search(line):
             continue
         line = normalise(line)
         signs = list(itertools.islice(_EQUALS.finditer(line), budget))
@@ -396,6 +414,7 @@ def find_claims(text: str, *, max_claims: int = MAX_CLAIMS) -> list[Claim]:
     ]
 
 
+_ASSERTS = re.compile(r"[=≈≃]|\d\s+(?:is|equals|makes|gives)\s", re.IGNORECASE)
 _LINE_START = re.compile(r"[ \t>*•#-]*")
 
 
