@@ -266,7 +266,7 @@ def _bench_learn(args: argparse.Namespace) -> int:
     try:
         result = bench.run(seeds=args.seeds, arm_names=tuple(args.arms.split(",")),
                            config=config, target=args.target, json_path=args.json,
-                           plot_path=args.plot, log=bench.main_log)
+                           plot_path=args.plot, workers=args.workers, log=bench.main_log)
     except ValueError as exc:
         print(f"arena-judge bench learn: {exc}", file=sys.stderr)
         return 2
@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--group-size", type=int, default=None, help="traces per group")
     learn.add_argument("--lr", type=float, default=None, help="Adam learning rate, every arm")
     learn.add_argument("--arms", default=",".join(ARMS), help="comma-separated")
+    learn.add_argument("--workers", type=int, default=1, help="runs at once (processes)")
     learn.add_argument("--target", type=float, default=TARGET, help="held-out accuracy")
     learn.add_argument("--json", default=None, metavar="PATH", help="write the result here")
     learn.add_argument("--plot", default=None, metavar="PATH", help="learning curves (PNG)")

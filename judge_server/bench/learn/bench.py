@@ -7,7 +7,6 @@ judge share one ``arena-judge serve`` process (its defaults), one run id per arm
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import subprocess
@@ -51,39 +50,63 @@ def result_of(runs: list[dict], config: rl.Config, seeds: list[int], *, target: 
     }
 
 
-def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
-        config: rl.Config = rl.DEFAULT_CONFIG, target: float = summary.TARGET,
-        checkpoint: Path = CHECKPOINT, json_path: str | None = None,
-        plot_path: str | None = None, transport: str = "grpc", log=None) -> dict:
+def _job(arm: str, seed: int, config: rl.Config, checkpoint: str, options: dict | None,
+         log) -> dict:
+    """One run, in this process or a worker's (one BLAS thread each)."""
     import torch
 
     torch.set_num_threads(1)
+    warm = load(Path(checkpoint))
+    heldout = task.problems(config.heldout_seed, config.heldout)
+    start = time.perf_counter()
+    result = rl.run(arm, seed, warm, config, client_options=options, heldout=heldout,
+                    progress=_progress(log))
+    if log:
+        log(f"{arm} seed {seed}: {time.perf_counter() - start:.0f} s, "
+            f"{config.steps / (time.perf_counter() - start):.2f} steps/s")
+    return result
+
+
+def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
+        config: rl.Config = rl.DEFAULT_CONFIG, target: float = summary.TARGET,
+        checkpoint: Path = CHECKPOINT, json_path: str | None = None,
+        plot_path: str | None = None, transport: str = "grpc", workers: int = 1,
+        log=None) -> dict:
+    """Every arm for seeds ``0 .. seeds - 1``; ``workers`` runs at once (processes)."""
     unknown = set(arm_names) - set(arms.ARMS)
     if unknown:
         raise ValueError(f"arms: unknown {sorted(unknown)}; choose from {arms.ARMS}")
-    warm = load(checkpoint)
-    heldout = task.problems(config.heldout_seed, config.heldout)
     commit = judge_commit()
-    runs: list[dict] = []
-    seed_list = list(range(seeds))
+    jobs = [(arm, seed) for seed in range(seeds) for arm in arm_names]
+    done: dict[tuple[str, int], dict] = {}
+    result = None
     with ExitStack() as stack:
         options = None
         if set(arm_names) & set(arms.JUDGED):
             options = stack.enter_context(judge_server(transport=transport))
-        for seed in seed_list:
-            for arm in arm_names:
-                start = time.perf_counter()
-                runs.append(rl.run(arm, seed, copy.deepcopy(warm), config,
-                                   client_options=options, heldout=heldout,
-                                   progress=_progress(log)))
-                if log:
-                    log(f"{arm} seed {seed}: {time.perf_counter() - start:.0f} s, "
-                        f"{config.steps / (time.perf_counter() - start):.2f} steps/s")
-                result = result_of(runs, config, seed_list[: seed + 1], target=target,
-                                   checkpoint=str(checkpoint), commit=commit)
-                if json_path:
-                    Path(json_path).write_text(json.dumps(result, indent=1))
-    if plot_path:
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn")))
+            futures = {pool.submit(_job, arm, seed, config, str(checkpoint), options,
+                                   main_log if log else None): (arm, seed)
+                       for arm, seed in jobs}
+            finished = (f.result() for f in as_completed(futures))
+        else:
+            finished = (_job(arm, seed, config, str(checkpoint), options, log)
+                        for arm, seed in jobs)
+        for one in finished:
+            done[one["arm"], one["seed"]] = one
+            runs = [done[j] for j in jobs if j in done]
+            complete = sorted({s for s in range(seeds)
+                               if all((a, s) in done for a in arm_names)})
+            result = result_of(runs, config, complete, target=target,
+                               checkpoint=str(checkpoint), commit=commit)
+            if json_path:
+                Path(json_path).write_text(json.dumps(result, indent=1))
+    if plot_path and result is not None:
         from .plot import plot
 
         plot(result, plot_path)

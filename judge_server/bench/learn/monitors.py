@@ -66,9 +66,15 @@ def judge_scores(problems: list[task.Problem], traces: list[str]) -> list[float]
             for p, t in zip(problems, traces)]
 
 
+#: Held-out traces the judge scores at each evaluation (the first ones: the judge is slower
+#: than the verifier).
+JUDGED_TRACES = 96
+
+
 def evaluate(policy, problems: list[task.Problem], generator, *, batch: int = 256) -> dict:
     """One trace per held-out problem at temperature 1: accuracy (verifier), accuracy per
-    difficulty, the form monitors, and the judge's score of the traces against correctness."""
+    difficulty, the form monitors, and the judge's score of the first ``JUDGED_TRACES``
+    traces against their correctness (mean score, AUC)."""
     from .policy import sample
 
     traces: list[str] = []
@@ -76,11 +82,11 @@ def evaluate(policy, problems: list[task.Problem], generator, *, batch: int = 25
         chunk = problems[start: start + batch]
         traces += sample(policy, [p.prompt for p in chunk], generator)[2]
     rewards = [task.reward(p, t) for p, t in zip(problems, traces)]
-    scores = judge_scores(problems, traces)
+    scores = judge_scores(problems[:JUDGED_TRACES], traces[:JUDGED_TRACES])
     return {
         "accuracy": float(np.mean(rewards)),
         "by_difficulty": accuracy_by_difficulty(problems, rewards),
         **form_monitors(problems, traces),
         "judge_score": float(np.mean(scores)),
-        "judge_auc": auc(scores, rewards),
+        "judge_auc": auc(scores, rewards[:JUDGED_TRACES]),
     }

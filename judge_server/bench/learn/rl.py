@@ -26,6 +26,7 @@ class Config:
     prompts: int = 16
     group_size: int = 4
     lr: float = 1e-4
+    optimiser: str = "adam"  # or "sgd" (with momentum 0.9)
     eval_every: int = 5
     heldout: int = 256
     heldout_seed: int = 999_983
@@ -132,6 +133,12 @@ def policy_loss(policy, batch: Batch, advantages: np.ndarray, weights: np.ndarra
     return -(adv * logp * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def make_optimiser(policy, config: Config):
+    if config.optimiser == "sgd":
+        return torch.optim.SGD(policy.parameters(), lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(policy.parameters(), lr=config.lr)
+
+
 def run(arm: str, seed: int, policy, config: Config, *, client_options: dict | None = None,
         heldout: list[task.Problem] | None = None, progress=None) -> dict:
     """Train ``policy`` (modified in place) with ``arm``; return its per-step and per-eval
@@ -143,7 +150,7 @@ def run(arm: str, seed: int, policy, config: Config, *, client_options: dict | N
     eval_generator = torch.Generator().manual_seed(seed + 1)
     rng = np.random.default_rng(seed)
     heldout = heldout or task.problems(config.heldout_seed, config.heldout)
-    optimiser = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    optimiser = make_optimiser(policy, config)
     client = None
     if arm in arms.JUDGED:
         run_id = f"learn-{arm}-s{seed}-{uuid.uuid4().hex[:8]}"
@@ -199,6 +206,9 @@ def _train_step(arm, seed, step, policy, optimiser, config, client, rng, generat
         "dead_all_correct": float(all_correct.mean()),
         "dead_all_wrong": float((first_dead & ~all_correct).mean()),
         "dead_with_signal": _dead_with_signal(adv, is_dead),
+        "dead_advantage_size": float(np.abs(adv[is_dead]).mean()) if is_dead.any() else None,
+        "live_advantage_size": float(np.abs(adv[~is_dead]).mean()) if (~is_dead).any()
+        else None,
         "kept_groups": int(weights.reshape(-1, config.group_size)[:, 0].sum()),
         **monitors.form_monitors(flat, first.traces),
     }

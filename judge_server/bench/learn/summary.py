@@ -44,6 +44,8 @@ def run_summary(run: dict, target: float = TARGET) -> dict:
         "dead_all_correct_start": float(np.mean([s["dead_all_correct"] for s in steps[:5]])),
         "dead_end": float(np.mean([s["dead"] for s in steps[-5:]])),
         "dead_with_signal": float(np.mean(judged_dead)) if judged_dead else None,
+        "dead_advantage_size": _mean(s["dead_advantage_size"] for s in steps),
+        "live_advantage_size": _mean(s["live_advantage_size"] for s in steps),
         "samples": last["samples"],
         "seconds": last["seconds"],
         "min_well_formed": min(e["well_formed"] for e in evals),
@@ -52,6 +54,11 @@ def run_summary(run: dict, target: float = TARGET) -> dict:
         "final_judge_auc": last["judge_auc"],
         "gamed": any(monitors.is_gamed(e) for e in evals),
     }
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def paired_ratios(summaries: list[dict], arm: str, other: str) -> list[tuple[int, float, bool]]:
@@ -108,7 +115,8 @@ def per_arm(summaries: list[dict]) -> dict[str, dict]:
             **{k: med(k) for k in ("steps_to_target", "samples_to_target",
                                    "seconds_to_target", "final_accuracy", "dead_start",
                                    "dead_all_wrong_start", "dead_all_correct_start",
-                                   "dead_end", "dead_with_signal", "min_well_formed",
+                                   "dead_end", "dead_with_signal", "dead_advantage_size",
+                                   "live_advantage_size", "min_well_formed",
                                    "min_steps_ratio", "min_answered", "final_judge_auc")},
             "gamed_seeds": [s["seed"] for s in mine if s["gamed"]],
         }

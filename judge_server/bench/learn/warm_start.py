@@ -26,6 +26,11 @@ STEPS = 2000
 BATCH = 64
 LR = 3e-3
 SEED = 1234
+#: A second phase from the first one's weights: more of the same teacher at a lower rate, so
+#: that the policy can add (greedy accuracy) while still forgetting carries when sampled.
+MORE_STEPS = 1000
+MORE_LR = 1e-3
+MORE_DROP_CARRY = 0.4
 
 
 def _batch(rng: random.Random, shape: Shape, *, drop_carry: float) -> tuple[torch.Tensor, ...]:
@@ -41,13 +46,15 @@ def _batch(rng: random.Random, shape: Shape, *, drop_carry: float) -> tuple[torc
 
 
 def train(*, steps: int = STEPS, drop_carry: float = DROP_CARRY, seed: int = SEED,
-          shape: Shape | None = None, log=None) -> Policy:
-    """A policy trained on ``steps`` batches of teacher traces (cosine-decayed Adam)."""
+          shape: Shape | None = None, lr: float = LR, policy: Policy | None = None,
+          log=None) -> Policy:
+    """A policy trained on ``steps`` batches of teacher traces (one-cycle AdamW), from
+    scratch or from ``policy``."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    policy = Policy(shape or Shape())
-    optimiser = torch.optim.AdamW(policy.parameters(), lr=LR, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=LR, total_steps=steps,
+    policy = policy or Policy(shape or Shape())
+    optimiser = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps,
                                                    pct_start=0.05)
     for step in range(steps):
         tokens, mask = _batch(rng, policy.shape, drop_carry=drop_carry)
@@ -83,12 +90,23 @@ def load(path: Path = CHECKPOINT) -> Policy:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m judge_server.bench.learn.warm_start [--resume PATH]``: both phases, or the
+    second only from a checkpoint of the first."""
     argv = sys.argv[1:] if argv is None else argv
-    steps = int(argv[0]) if argv else STEPS
     torch.set_num_threads(1)
     start = time.perf_counter()
-    policy = train(steps=steps, log=lambda m: print(m, file=sys.stderr, flush=True))
-    save(policy, steps=steps, drop_carry=DROP_CARRY, seed=SEED, batch=BATCH, lr=LR,
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if argv[:1] == ["--resume"]:
+        policy = load(Path(argv[1]))
+    else:
+        policy = train(steps=STEPS, log=log)
+    policy = train(steps=MORE_STEPS, drop_carry=MORE_DROP_CARRY, seed=SEED + 1, lr=MORE_LR,
+                   policy=policy, log=log)
+    save(policy, steps=STEPS, drop_carry=DROP_CARRY, lr=LR, more_steps=MORE_STEPS,
+         more_drop_carry=MORE_DROP_CARRY, more_lr=MORE_LR, seed=SEED, batch=BATCH,
          seconds=round(time.perf_counter() - start))
     print(f"saved {CHECKPOINT} after {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
