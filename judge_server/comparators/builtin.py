@@ -71,7 +71,7 @@ class Weights:
     answer_not_derived: float = -3.0
     answer_not_last: float = -2.0
     """A marked answer that is one of the work's earlier results, not its last."""
-    no_marked_answer: float = -1.0
+    no_marked_answer: float = -2.5
     answer_matches: float = 3.0
     answer_contradicts: float = -3.0
     reference_steps: float = 3.0
