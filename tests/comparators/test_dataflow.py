@@ -1,0 +1,99 @@
+"""The dataflow of a trace: operand sources, the answer's chain, dead ends, reference plans."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from judge_server.comparators.arithmetic import find_steps
+from judge_server.comparators.dataflow import (
+    read_plan,
+    read_problem,
+    reference_match,
+    trace_flow,
+)
+
+PROMPT = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast and bakes muffins with "
+    "four. She sells the remainder for $2 per egg. How much does she make every day?"
+)
+WORKED = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\nA: 18"
+
+
+def sources(trace: str) -> list[list[str]]:
+    flow = trace_flow(trace, read_problem(PROMPT))
+    return [[op.source for op in ops] for ops in flow.operands]
+
+
+def test_the_problem_gives_numbers_number_words_and_multiplier_words() -> None:
+    problem = read_problem("Half of the three dozen eggs, 25% of them and 16 more.")
+    assert {Fraction(3), Fraction(16), Fraction(25), Fraction(1, 4)} <= problem.values
+    assert {Fraction(12), Fraction(1, 2)} <= problem.implied
+    assert problem.quantity_of(Fraction(1, 4)) == problem.quantity_of(Fraction(25))
+
+
+def test_each_operand_is_traced_to_its_source() -> None:
+    assert sources("3 + 4 = 7 eggs.\n16 - 7 = 9 eggs.\n9 * 2 = 18") == [
+        ["given", "given"],
+        ["given", "result"],
+        ["result", "given"],
+    ]
+    # 19 was never written, but 16 + 3 gives it: a step done in the head.
+    assert sources("19 - 4 = 15 eggs.\n15 * 2 = 30") == [["derived", "given"], ["result", "given"]]
+    assert sources("16 - 5 = 11") == [["given", "unsupported"]]
+    assert sources("9 * 60 = 540") == [["unsupported", "constant"]]
+
+
+def test_a_constant_cannot_explain_a_number_first_met_in_a_calculation() -> None:
+    # 11 = 10 + 1, but only numbers stated in prose may lean on constants (and no one
+    # operation on 16, 3, 4 and 2 gives 11).
+    assert sources("16 - 3 - 11 = 2") == [["given", "given", "unsupported"]]
+    assert sources("She walks 11 blocks.\n16 - 3 - 11 = 2") == [["given", "given", "derived"]]
+
+
+def test_the_chain_is_what_the_answer_depends_on() -> None:
+    trace = "3 + 4 = 7 eggs.\n2 * 5 = 10 (a side note)\n16 - 7 = 9 eggs.\n9 * 2 = 18"
+    flow = trace_flow(trace, read_problem(PROMPT))
+    assert flow.chain == {0, 2, 3}
+    assert flow.dead_ends == (1,)
+    assert len(flow.used_quantities) == 4  # 16, three, four, $2
+    # A marked answer ends the chain at the step that produced it.
+    early = trace_flow(trace, read_problem(PROMPT), answer=Fraction(9))
+    assert early.chain == {0, 2}
+
+
+def test_steps_that_change_nothing_are_fillers() -> None:
+    flow = trace_flow("16 - 7 = 9\n9 * 1 = 9\n9 + 0 = 9", read_problem(PROMPT))
+    assert flow.fillers == (1, 2)
+
+
+def test_lines_that_only_restate_the_problem_are_counted() -> None:
+    flow = trace_flow("She has 16 eggs, eats 3 and bakes 4.\n16 - 7 = 9", read_problem(PROMPT))
+    assert flow.lines_restating == 1
+
+
+def test_false_bare_equations_and_unreadable_results_are_steps() -> None:
+    bare, masked = find_steps("35 = 6\n9 * 2 = [masked] dollars")
+    assert bare.wrong and bare.claimed == 6
+    assert masked.verdict == "open" and masked.computed == 18 and masked.value == 18
+    assert find_steps("Step 1 = 3\nx = 5\n9 = 9") == []
+
+
+def test_reference_steps_are_reached_by_the_same_operations_on_the_same_quantities() -> None:
+    plan = read_plan(WORKED, PROMPT)
+    problem = read_problem(PROMPT)
+
+    def reached(trace: str) -> float | None:
+        return reference_match(trace_flow(trace, problem), plan)[0]
+
+    assert reached("16 - 3 - 4 = 9\n9 * 2 = 18") == 1.0
+    assert reached("3 + 4 = 7\n16 - 7 = 9\n9 * 2 = 18") == 1.0  # another route, same values
+    # A slip carried forward: 8 * 2 still combines "the eggs sold" with "the price".
+    assert reached("16 - 3 - 4 = 8\n8 * 2 = 16") == 1.0
+    assert reached("16 * 2 = 32") == 0.0
+    assert reached("The numbers are 9 and 18.") is not None
+    assert reached("The numbers are 9 and 18.") == 0.0  # written, not computed
+
+
+def test_a_reference_in_algebra_still_gives_its_milestones() -> None:
+    plan = read_plan("Let x be his age. 45 = 2 * x - 5, so 50 = 2 * x.\nx = 25\nA: 25", "")
+    assert Fraction(50) in plan.milestones
