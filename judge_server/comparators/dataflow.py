@@ -413,19 +413,25 @@ def reference_match(flow: Flow, plan: Plan) -> tuple[float | None, int]:
         return None, 0
     # Reference steps are indexed by their position in the reference's flow; map them.
     matched: dict[int, set[int]] = {}
+    fillers = set(flow.fillers)
     reached: set[int] = set()
     milestones: set[Fraction] = set()
     off_plan = 0
     for i in sorted(flow.chain):
         step, ops = flow.steps[i], flow.operands[i]
-        supported = all(op.source != "unsupported" for op in ops)
+        # A step that changes nothing (75 * 1 = 75) reaches nothing, whatever its value.
+        supported = all(op.source != "unsupported" for op in ops) and i not in fillers
         mine = tuple(_identity(op, matched) for op in ops)
         hits = set()
         values = _partials(step.expression) | {step.computed} if supported else set()
         for k, (theirs, kinds, result) in enumerate(plan.steps):
             if any(_near(v, result) for v in values):
                 hits.add(k)
-            elif kinds == operators(step.expression) and _same_operands(mine, theirs):
+            elif (
+                i not in fillers
+                and kinds == operators(step.expression)
+                and _same_operands(mine, theirs)
+            ):
                 hits.add(k)
         milestones |= {m for m in plan.milestones if any(_near(v, m) for v in values)}
         if hits:
