@@ -57,14 +57,14 @@ from .degenerate import implausible_answer, repetition, runaway_token, truncatio
 class Weights:
     """How much each piece of evidence moves a trace's score (in logits at temperature 1)."""
 
-    wrong_step: float = -2.0
+    wrong_step: float = -1.5
     """Per wrong computation, counting at most ``max_counted`` of each kind of flaw."""
     unsupported_number: float = -1.0
     dead_end: float = -0.5
     filler_step: float = -0.5
     restated_line: float = -0.5
     max_counted: int = 3
-    problem_coverage: float = 2.0
+    problem_coverage: float = 3.0
     """Times the share of the problem's quantities that feed the answer."""
     no_reasoning: float = -3.0
     """No correct step behind the answer that uses the problem's quantities."""
@@ -74,9 +74,12 @@ class Weights:
     no_marked_answer: float = -2.5
     answer_matches: float = 3.0
     answer_contradicts: float = -3.0
-    reference_steps: float = 3.0
+    reference_steps: float = 4.0
     """Times the share of the worked reference's steps the chain reaches."""
     off_plan_step: float = -0.5
+    stops_early: float = -2.0
+    """The answer is one of the worked reference's intermediate results: the work stopped
+    part-way along the plan."""
     implausible_answer: float = -2.0
     looping: float = -3.0
     """In full from ``repetition >= 0.6`` or a runaway token, in part from 0.3."""
@@ -113,6 +116,7 @@ class Assessment:
     reference_steps: float | None = None
     """Share of a worked reference's steps reached (None: no worked reference)."""
     off_plan_steps: int = 0
+    stops_early: bool = False
     implausible_answer: str | None = None
     repetition: float = 0.0
     looping: bool = False
@@ -170,9 +174,10 @@ def assess(
     matches = None
     if answer is not None and context.answer is not None:
         matches = answers_match(answer, context.answer)
-    reached = off_plan = None
-    if context.plan is not None:
-        reached, off_plan = reference_match(flow, context.plan)
+    plan = reference_match(flow, context.plan) if context.plan is not None else None
+    reached = plan.reached if plan else None
+    off_plan = plan.off_plan if plan else 0
+    early = bool(plan and plan.stops_early) and matches is not True
     steps = flow.steps
     wrong = tuple(s for s in steps if s.wrong)
     quantities = len(problem.quantities)
@@ -203,7 +208,8 @@ def assess(
             0.0 if matches is None else w.answer_matches if matches else w.answer_contradicts
         ),
         "reference steps": w.reference_steps * (reached or 0.0),
-        "off plan": w.off_plan_step * min(off_plan or 0, cap),
+        "off plan": w.off_plan_step * min(off_plan, cap),
+        "stops early": w.stops_early if early else 0.0,
         "implausible answer": w.implausible_answer if implausible else 0.0,
         "looping": w.looping * loop_share,
         "truncated": w.truncated if truncated else 0.0,
@@ -224,7 +230,8 @@ def assess(
         reference_answer=context.answer,
         matches_reference=matches,
         reference_steps=reached,
-        off_plan_steps=off_plan or 0,
+        off_plan_steps=off_plan,
+        stops_early=early,
         implausible_answer=implausible,
         repetition=repeated,
         looping=loop_share >= 1.0,

@@ -406,11 +406,23 @@ def _identity(op: Operand, flow_steps_matched: dict[int, set[int]] | None) -> fr
     return frozenset(tokens)
 
 
-def reference_match(flow: Flow, plan: Plan) -> tuple[float | None, int]:
-    """The fraction of the plan's steps the trace's chain reaches, and how many chain steps
-    follow no step of the plan (neither its operations nor any value it computes)."""
+@dataclass(frozen=True, slots=True)
+class PlanMatch:
+    """How far a trace's chain follows a worked reference."""
+
+    reached: float
+    """The share of the plan's steps and milestones the chain reaches."""
+    off_plan: int
+    """Chain steps that follow no step of the plan (neither its operations nor any value it
+    computes)."""
+    stops_early: bool
+    """The chain ends on a step of the plan that is not its last, and reaches none after it."""
+
+
+def reference_match(flow: Flow, plan: Plan) -> PlanMatch | None:
+    """Match the trace's chain to the plan's steps by dataflow (see the module docstring)."""
     if not plan.size:
-        return None, 0
+        return None
     # Reference steps are indexed by their position in the reference's flow; map them.
     matched: dict[int, set[int]] = {}
     fillers = set(flow.fillers)
@@ -439,7 +451,10 @@ def reference_match(flow: Flow, plan: Plan) -> tuple[float | None, int]:
             reached |= hits
         elif not any(_near(step.computed, v) for v in plan.partials):
             off_plan += 1
-    return (len(reached) + len(milestones)) / plan.size, off_plan
+    last = len(plan.steps) - 1
+    ends = matched.get(flow.final, set()) if flow.final is not None else set()
+    stops_early = bool(ends) and last not in reached and max(reached) == max(ends)
+    return PlanMatch((len(reached) + len(milestones)) / plan.size, off_plan, stops_early)
 
 
 def _same_operands(mine: Sequence[frozenset], theirs: Sequence[frozenset]) -> bool:
@@ -466,6 +481,7 @@ __all__ = [
     "Flow",
     "Operand",
     "Plan",
+    "PlanMatch",
     "Problem",
     "Source",
     "chain_values",

@@ -82,16 +82,28 @@ def test_reference_steps_are_reached_by_the_same_operations_on_the_same_quantiti
     plan = read_plan(WORKED, PROMPT)
     problem = read_problem(PROMPT)
 
-    def reached(trace: str) -> float | None:
-        return reference_match(trace_flow(trace, problem), plan)[0]
+    def reached(trace: str) -> float:
+        return reference_match(trace_flow(trace, problem), plan).reached
 
     assert reached("16 - 3 - 4 = 9\n9 * 2 = 18") == 1.0
     assert reached("3 + 4 = 7\n16 - 7 = 9\n9 * 2 = 18") == 1.0  # another route, same values
     # A slip carried forward: 8 * 2 still combines "the eggs sold" with "the price".
     assert reached("16 - 3 - 4 = 8\n8 * 2 = 16") == 1.0
     assert reached("16 * 2 = 32") == 0.0
-    assert reached("The numbers are 9 and 18.") is not None
     assert reached("The numbers are 9 and 18.") == 0.0  # written, not computed
+
+
+def test_a_chain_that_ends_on_an_early_step_of_the_plan_stops_early() -> None:
+    plan = read_plan("37+48=85\n85+19=104\n104+64=168\nA: 168", "Q: 37+48+19+64")
+    problem = read_problem("Q: 37+48+19+64")
+
+    def match(trace: str):
+        return reference_match(trace_flow(trace, problem), plan)
+
+    assert match("37+48=85\n85+19=104").stops_early
+    assert match("37+48=85\n85+19=114").stops_early  # a slip does not hide it
+    assert not match("37+48=85\n85+19=104\n104+64=168").stops_early
+    assert not match("37+48=75\n75+19=94\n94+64=158").stops_early  # complete, one slip
 
 
 def test_a_reference_in_algebra_still_gives_its_milestones() -> None:
