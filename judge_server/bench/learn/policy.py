@@ -159,5 +159,7 @@ def completion_logprobs(policy: Policy, tokens: torch.Tensor) -> torch.Tensor:
     used = int((tokens != PAD).sum(dim=1).max())
     tokens = tokens[:, :used]
     logits = policy(tokens[:, :-1])
+    logits[..., PAD] = float("-inf")  # never sampled: the same distribution as :func:`sample`
     logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    logp = logp.masked_fill(tokens[:, 1:] == PAD, 0.0)  # padding: -inf, never a completion
     return F.pad(logp, (0, policy.shape.context - used))

@@ -22,13 +22,13 @@ from .policy import completion_logprobs, completion_mask, sample
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    steps: int = 80
-    prompts: int = 16
+    steps: int = 100
+    prompts: int = 32
     group_size: int = 4
-    lr: float = 1e-4
+    lr: float = 3e-4
     optimiser: str = "adam"  # or "sgd" (with momentum 0.9)
-    eval_every: int = 5
-    heldout: int = 256
+    eval_every: int = 10
+    heldout: int = 512
     heldout_seed: int = 999_983
 
 

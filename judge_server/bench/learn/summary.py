@@ -12,9 +12,10 @@ import numpy as np
 
 from . import monitors
 
-#: Held-out accuracy (verifier, temperature 1) that counts as reached. Fixed from the warm
-#: start's accuracy (0.xx) and a GRPO pilot, before any arena result was seen.
-TARGET = 0.6
+#: Held-out accuracy (verifier, temperature 1) that counts as reached. Fixed before any arena
+#: result was seen, from the warm start's accuracy (0.41-0.45 on 256 problems) and GRPO pilots
+#: (seed 0, Adam 3e-4: about 0.50-0.55 after 30-60 steps of 64 groups, flat at 16 groups).
+TARGET = 0.52
 BOOTSTRAP = 4000
 RNG_SEED = 0
 
