@@ -360,24 +360,33 @@ class Step:
     """One computation a text writes down: the expression, its true value, and the result the
     text states for it (``None`` when that result cannot be read, e.g. ``9 * 2 = [masked]``).
 
-    ``verdict`` is a :data:`Verdict`, or ``"open"`` when no result can be read. A bare equation
+    ``verdict`` is a :data:`Verdict`, or ``"open"`` when it cannot be checked. A bare equation
     of two different numbers at the start of a line (``35 = 6``) is a step too, and wrong:
     it asserts something false that no calculation supports.
+
+    A bracketed placeholder (``[ANSWER]``, ``[redacted]``) is an *unknown*: a step that
+    combines one (``[ANSWER] / 2 = 5``) has no computed value, and a step that results in one
+    (``100 - 64 = [ANSWER]``) has no stated result; both stay open, and the names say which
+    unknowns a step uses and gives, so that a reader can follow them from step to step.
     """
 
     line: int
     expression: str
-    computed: Fraction
+    computed: Fraction | None
     claimed: Fraction | None
     verdict: Verdict | Literal["open"]
     result: str = ""
+    unknowns: tuple[str, ...] = ()
+    """The placeholders the expression combines."""
+    gives: str | None = None
+    """The placeholder the step results in."""
 
     @property
     def wrong(self) -> bool:
         return self.verdict == "wrong"
 
     @property
-    def value(self) -> Fraction:
+    def value(self) -> Fraction | None:
         """What the text carries forward: the stated result, else the computed one."""
         return self.computed if self.claimed is None else self.claimed
 
@@ -386,18 +395,20 @@ def find_steps(text: str, *, max_steps: int = MAX_CLAIMS) -> list[Step]:
     """Find every computation ``text`` writes down, in order, each checked where it can be.
 
     A superset of :func:`find_claims`: it adds computations whose result cannot be read
-    (``"open"``) and false bare equations at the start of a line (``35 = 6``, wrong).
+    (``"open"``), computations with unknowns, and false bare equations at the start of a line
+    (``35 = 6``, wrong).
     """
     steps: list[Step] = []
     budget = 8 * max_steps  # equals signs examined, step or not
     for number, line in enumerate(text.splitlines()):
         if not _ASSERTS.search(line):
             continue
+        line, unknowns = _stand_ins(line)
         line = normalise(line)
         signs = list(itertools.islice(_EQUALS.finditer(line), budget))
         budget -= len(signs)
         for step in _line_steps(number, line, signs):
-            steps.append(step)
+            steps.append(_with_unknowns(step, unknowns) if unknowns else step)
             if len(steps) >= max_steps:
                 return steps
         if budget <= 0:
@@ -405,12 +416,51 @@ def find_steps(text: str, *, max_steps: int = MAX_CLAIMS) -> list[Step]:
     return steps
 
 
+_PLACEHOLDER = re.compile(r"\[[A-Za-z_][\w ]{0,23}\]")
+_STAND_IN = "0.000000000907{:03d}1"
+"""An unknown's stand-in while a line is parsed: a number no text writes."""
+
+
+def _stand_ins(line: str) -> tuple[str, dict[str, str]]:
+    """The line with each placeholder replaced by a stand-in number, and stand-in -> name."""
+    if "[" not in line:
+        return line, {}
+    names: dict[str, str] = {}
+
+    def stand_in(match: re.Match[str]) -> str:
+        for text, name in names.items():
+            if name == match[0]:
+                return text
+        text = _STAND_IN.format(len(names) % 1000)
+        names[text] = match[0]
+        return text
+
+    return _PLACEHOLDER.sub(stand_in, line), names
+
+
+def _with_unknowns(step: Step, names: dict[str, str]) -> Step:
+    used = tuple(name for text, name in names.items() if text in step.expression)
+    gives = next((name for text, name in names.items() if step.result.strip() == text), None)
+    if not used and gives is None:
+        return step
+    return Step(
+        step.line,
+        step.expression,
+        None if used else step.computed,
+        None if gives is not None else step.claimed,
+        "open",
+        step.result,
+        used,
+        gives,
+    )
+
+
 def find_claims(text: str, *, max_claims: int = MAX_CLAIMS) -> list[Claim]:
     """Find and check the equations ``text`` asserts. See the module docstring."""
     return [
         Claim(step.expression, step.result, step.computed, step.claimed, step.verdict)
         for step in find_steps(text, max_steps=max_claims)
-        if step.claimed is not None and step.result
+        if step.claimed is not None and step.computed is not None and step.result
     ]
 
 

@@ -262,6 +262,8 @@ def _answer(
         if flow.final is None:
             return final_answer(trace), None, True
         step = flow.steps[flow.final]
+        if step.value is None:  # the work ends in an unknown: its answer cannot be read
+            return None, None, True
         shown = len(step.result.partition(".")[2]) if step.claimed is not None else 30
         return Answer(str(step.value), step.value, decimals=shown, explicit=False), None, True
     body = _body(trace, marked)
@@ -270,7 +272,7 @@ def _answer(
         return marked, None, True
     if _consistent(marked, last):
         return marked, True, True
-    stated = [n.value for n in numbers(body)] + [s.value for s in flow.steps]
+    stated = [n.value for n in numbers(body)] + [s.value for s in flow.steps if s.value is not None]
     if any(_consistent(marked, Answer(str(v), v)) for v in stated):
         return marked, True, False
     return marked, False, False

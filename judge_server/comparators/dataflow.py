@@ -43,7 +43,10 @@ from typing import Literal
 
 from .arithmetic import ArithmeticRefused, Step, evaluate, find_steps, numbers
 
-Source = Literal["given", "result", "constant", "derived", "unsupported"]
+Source = Literal["given", "result", "constant", "derived", "unsupported", "unknown"]
+STAND_IN_BELOW = Fraction(1, 10**9)
+"""Positive numbers below this are the stand-ins of :func:`.arithmetic.find_steps` for
+placeholders (``[ANSWER]``); no text writes them."""
 
 #: Numbers any solution may use without the problem stating them: unit conversions and
 #: per-cent. Kept short on purpose: every constant here is a number a misread could hide in.
@@ -159,7 +162,8 @@ def partial_values(expression: str) -> frozenset[Fraction]:
 
 @dataclass(frozen=True, slots=True)
 class Operand:
-    value: Fraction
+    value: Fraction | None
+    """None for an unknown (a placeholder such as ``[ANSWER]``)."""
     source: Source
     step: int | None = None
     """The step whose result it is (``source == "result"``)."""
@@ -192,8 +196,10 @@ class Flow:
     """Lines that only repeat the problem's numbers: no computation, nothing new."""
 
 
-def _near(a: Fraction, b: Fraction) -> bool:
+def _near(a: Fraction | None, b: Fraction | None) -> bool:
     """Equal, or ``a`` is ``b`` rounded to at most two decimals (or the other way round)."""
+    if a is None or b is None:
+        return False
     if a == b:
         return True
     for x, y in ((a, b), (b, a)):
@@ -250,6 +256,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
     for v in CONSTANTS | problem.implied:
         available.setdefault(v, (frozenset(), frozenset()))
     results: list[tuple[Fraction, int]] = []
+    gave: dict[str, int] = {}  # unknowns (placeholders) by the step that resulted in them
     flows: list[tuple[Operand, ...]] = []
     unsupported: list[Fraction] = []
     # Numbers the trace stated in prose before a step, with what they stand for.
@@ -273,6 +280,8 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
         take_prose(step.line)
         ops = []
         for v in operands(step.expression):
+            if STAND_IN_BELOW > v > 0:
+                continue  # an unknown's stand-in: see below
             quantity = problem.quantity_of(v)
             earlier = _find(v, results)
             if earlier is not None:  # an earlier result, even when the problem gives it too
@@ -289,10 +298,14 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
                     ops.append(Operand(v, "unsupported"))
                     if v not in unsupported:
                         unsupported.append(v)
+        ops += [Operand(None, "unknown", step=gave.get(name)) for name in step.unknowns]
         flows.append(tuple(ops))
-        results.append((step.value, i))  # a wrong result is carried forward as written
-        available.setdefault(step.value, (frozenset(), frozenset({i})))
-        worked.setdefault(step.value, (frozenset(), frozenset({i})))
+        if step.gives is not None:
+            gave[step.gives] = i
+        if step.value is not None:
+            results.append((step.value, i))  # a wrong result is carried forward as written
+            available.setdefault(step.value, (frozenset(), frozenset({i})))
+            worked.setdefault(step.value, (frozenset(), frozenset({i})))
     take_prose(len(lines))
     final = len(steps) - 1 if steps else None
     if answer is not None and steps:
@@ -355,7 +368,7 @@ def _idle(step: Step, ops: Sequence[Operand]) -> bool:
     """A step that computes nothing new: its value is one of its operands (``x * 1``,
     ``x + 0``, ``x / 1``), or it has a single operand."""
     values = [op.value for op in ops]
-    return len(values) < 2 or any(step.computed == v for v in values)
+    return len(values) < 2 or (step.computed is not None and step.computed in values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,17 +399,17 @@ def read_plan(reference: str, prompt: str) -> Plan:
     for step, ops in zip(flow.steps, flow.operands, strict=True):
         identities = tuple(_identity(op, flow_steps_matched=None) for op in ops)
         steps.append((identities, operators(step.expression), step.value))
-    results = {step.value for step in flow.steps}
+    results = {step.value for step in flow.steps} - {None}
     known = problem.values | CONSTANTS | problem.implied | results
     written = (n.value / 100 if n.percent else n.value for n in numbers(digits(reference)))
     milestones = frozenset(v for v in written if not any(_near(v, k) for k in known))
-    partials = frozenset(v for s in flow.steps for v in _partials(s.expression))
+    partials = frozenset(v for s in flow.steps if not s.unknowns for v in _partials(s.expression))
     return Plan(tuple(steps), milestones, partials | milestones)
 
 
 def _identity(op: Operand, flow_steps_matched: dict[int, set[int]] | None) -> frozenset:
     """What an operand stands for, as tokens two dataflows can share."""
-    tokens: set = {("v", op.value)}
+    tokens: set = {("v", op.value)} if op.value is not None else set()
     tokens |= {("q", q) for q in op.quantities}
     if op.step is not None:
         if flow_steps_matched is None:
@@ -435,7 +448,11 @@ def reference_match(flow: Flow, plan: Plan) -> PlanMatch | None:
         supported = all(op.source != "unsupported" for op in ops) and i not in fillers
         mine = tuple(_identity(op, matched) for op in ops)
         hits = set()
-        values = _partials(step.expression) | {step.computed} if supported else set()
+        values = (
+            _partials(step.expression) | {step.computed}
+            if supported and step.computed is not None
+            else set()
+        )
         for k, (theirs, kinds, result) in enumerate(plan.steps):
             if any(_near(v, result) for v in values):
                 hits.add(k)
@@ -449,7 +466,7 @@ def reference_match(flow: Flow, plan: Plan) -> PlanMatch | None:
         if hits:
             matched[i] = hits
             reached |= hits
-        elif not any(_near(step.computed, v) for v in plan.partials):
+        elif not any(_near(x, v) for x in (step.computed, step.value) for v in plan.partials):
             off_plan += 1
     last = len(plan.steps) - 1
     ends = matched.get(flow.final, set()) if flow.final is not None else set()

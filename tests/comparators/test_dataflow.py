@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from judge_server.comparators.arithmetic import find_steps
+from judge_server.comparators.builtin import assess
 from judge_server.comparators.dataflow import (
     read_plan,
     read_problem,
@@ -109,3 +110,14 @@ def test_a_chain_that_ends_on_an_early_step_of_the_plan_stops_early() -> None:
 def test_a_reference_in_algebra_still_gives_its_milestones() -> None:
     plan = read_plan("Let x be his age. 45 = 2 * x - 5, so 50 = 2 * x.\nx = 25\nA: 25", "")
     assert Fraction(50) in plan.milestones
+
+
+def test_placeholders_are_unknowns_followed_from_step_to_step() -> None:
+    gives, uses = find_steps("100 - 64 = [N] signatures\n[N] / 2 = [M] per week")
+    assert (gives.computed, gives.claimed, gives.gives) == (36, None, "[N]")
+    assert (uses.computed, uses.unknowns, uses.gives) == (None, ("[N]",), "[M]")
+    flow = trace_flow("20 + 44 = 64\n100 - 64 = [N]\n[N] / 2 = [M]", read_problem("20 44 100"))
+    assert flow.chain == {0, 1, 2}  # the last step uses what the one before gave
+    assert flow.operands[2][-1].source == "unknown" and flow.operands[2][-1].step == 1
+    # Its answer cannot be read: the work does not end on 36 just because 36 is readable.
+    assert assess("20 + 44 = 64\n100 - 64 = [N]\n[N] / 2 = [M]").final_answer is None
