@@ -333,7 +333,11 @@ def normalise(line: str) -> str:
 
 
 # "is", "equals", "makes", "gives" after a computation say "=": ``9 * 2 is 18``.
-_SAID = re.compile(r"(?<=[\d)%])\s+(?:is|equals|makes|gives)\s+(?=\$?-?[\d(.])", re.IGNORECASE)
+_SAID = re.compile(
+    r"(?<=[\d)%])(?P<units>(?:\s+[A-Za-z][A-Za-z'’/]*){0,3}?)\s+(?:is|equals|makes|gives)\s+"
+    r"(?=\$?-?[\d(.])",
+    re.IGNORECASE,
+)
 _COMPUTATION = re.compile(r"[\d)]\s*[-+*/]\s*\$?[\d(.]")
 
 
@@ -342,7 +346,10 @@ def _said_equals(match: re.Match[str]) -> str:
     start = match.string.rfind("=", 0, match.start()) + 1
     clause = match.string[max(start, match.start() - 60) : match.start()]
     clause = clause[max(clause.rfind(". "), clause.rfind(", ")) + 1 :]
-    return " = " if _COMPUTATION.search(clause) else match.group(0)
+    units = {w.strip(".").lower() for w in match["units"].split()}
+    if units & _MULTIPLIER_WORDS or not _COMPUTATION.search(clause):
+        return match.group(0)
+    return " = "
 
 
 def _drop_units_before_equals(match: re.Match[str]) -> str:
@@ -464,7 +471,7 @@ def find_claims(text: str, *, max_claims: int = MAX_CLAIMS) -> list[Claim]:
     ]
 
 
-_ASSERTS = re.compile(r"[=≈≃]|\d\s+(?:is|equals|makes|gives)\s", re.IGNORECASE)
+_ASSERTS = re.compile(r"[=≈≃]|\s(?:is|equals|makes|gives)\s+\$?-?[\d.]", re.IGNORECASE)
 _LINE_START = re.compile(r"[ \t>*•#-]*")
 
 
