@@ -142,7 +142,7 @@ def test_smoke_run_of_three_arms(tmp_path):
     assert per_arm["grpo"]["dead_with_signal"] == 0.0
     assert per_arm["dapo"]["dead_with_signal"] == 0.0
     assert per_arm["arena"]["dead_with_signal"] > 0.0
-    assert set(result["claims"]) == {"grpo", "dapo"}
+    assert set(result["claims"]["arena"]) == {"grpo", "dapo"}
     assert "arena/grpo" in summary.format_table(result)
     pytest.importorskip("matplotlib")
     from judge_server.bench.learn.plot import plot

@@ -18,6 +18,11 @@ keeps). They differ only in the advantages of their groups and in which groups t
                        spread for that group (same size, other ordering)
 ``reference_shaping``  control: reward + ``SHAPING`` x the share of the reference's running
                        sums the trace reaches, then plain GRPO (is the gain just the reference?)
+
+Not run by default (``--arms`` names it): ``arena_zscore``, the product with one run setting
+changed, ``normalisation="zscore"``: each judged dead group's advantages at unit standard
+deviation, the size GRPO gives a live group. It tells whether the judge's ordering helps once
+its advantages are as large as the verifier's.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import numpy as np
 
 ARMS = ("grpo", "dapo", "dapo_resample", "arena", "random", "judge_scores",
         "reference_shaping")
-#: The arms whose dead groups go to the judge server.
-JUDGED = ("arena", "random", "judge_scores")
+EXTRA_ARMS = ("arena_zscore",)
+#: The arms whose dead groups go to the judge server, and the run settings they change.
+JUDGED = ("arena", "random", "judge_scores", "arena_zscore")
+RUN_SETTINGS = {"arena_zscore": {"normalisation": "zscore"}}
 RESAMPLE_ROUNDS = 3
 SHAPING = 0.5
 EPS = 1e-6

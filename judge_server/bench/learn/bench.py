@@ -43,8 +43,8 @@ def result_of(runs: list[dict], config: rl.Config, seeds: list[int], *, target: 
         "checkpoint": checkpoint,
         "judge_commit": commit,
         "per_arm": summary.per_arm(summaries),
-        "claims": summary.claims(summaries) if any(s["arm"] == "arena" for s in summaries)
-        else {},
+        "claims": {arm: summary.claims(summaries, arm) for arm in ("arena", "arena_zscore")
+                   if any(s["arm"] == arm for s in summaries)},
         "summaries": summaries,
         "runs": runs,
     }
@@ -73,9 +73,10 @@ def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
         plot_path: str | None = None, transport: str = "grpc", workers: int = 1,
         log=None) -> dict:
     """Every arm for seeds ``0 .. seeds - 1``; ``workers`` runs at once (processes)."""
-    unknown = set(arm_names) - set(arms.ARMS)
+    unknown = set(arm_names) - set(arms.ARMS + arms.EXTRA_ARMS)
     if unknown:
-        raise ValueError(f"arms: unknown {sorted(unknown)}; choose from {arms.ARMS}")
+        raise ValueError(f"arms: unknown {sorted(unknown)}; choose from "
+                         f"{arms.ARMS + arms.EXTRA_ARMS}")
     commit = judge_commit()
     jobs = [(arm, seed) for seed in range(seeds) for arm in arm_names]
     done: dict[tuple[str, int], dict] = {}

@@ -10,7 +10,7 @@ import numpy as np
 
 COLOURS = {"grpo": "#1f77b4", "dapo": "#ff7f0e", "dapo_resample": "#bcbd22",
            "arena": "#d62728", "random": "#7f7f7f", "judge_scores": "#9467bd",
-           "reference_shaping": "#2ca02c"}
+           "reference_shaping": "#2ca02c", "arena_zscore": "#8c564b"}
 
 
 def _curves(runs: list[dict], arm: str, records: str, key: str):

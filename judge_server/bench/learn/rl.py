@@ -153,8 +153,13 @@ def run(arm: str, seed: int, policy, config: Config, *, client_options: dict | N
     optimiser = make_optimiser(policy, config)
     client = None
     if arm in arms.JUDGED:
+        from trainer_client import RunSettings
+
         run_id = f"learn-{arm}-s{seed}-{uuid.uuid4().hex[:8]}"
-        client = ArenaClient(run_id=run_id, deadline_s=120, **(client_options or {}))
+        settings = (RunSettings(run_id=run_id, **arms.RUN_SETTINGS[arm])
+                    if arm in arms.RUN_SETTINGS else None)
+        client = ArenaClient(run_id=run_id, run_settings=settings, deadline_s=120,
+                             **(client_options or {}))
     steps, evals, samples, seconds = [], [], 0, 0.0
     try:
         for step in range(config.steps + 1):

@@ -146,12 +146,12 @@ def format_table(result: dict) -> str:
             f"({_f(a['dead_all_wrong_start'])}/{_f(a['dead_all_correct_start'])}) | "
             f"{_f(a['dead_with_signal'])} | {_f(a['min_well_formed'], '.3f')} | "
             f"{','.join(map(str, a['gamed_seeds'])) or 'none'} |")
-    if result["claims"]:
-        lines += ["", "steps to target, arena / other (median over seeds, bootstrap 90%; "
-                  "censored pairs use the last step as a lower bound):"]
-        for other, c in result["claims"].items():
+    for arm, claims_ in result["claims"].items():
+        lines += ["", f"steps to target, {arm} / other (median over seeds, bootstrap 90%; "
+                  "* censored: a run never reached it, its last step is a lower bound):"]
+        for other, c in claims_.items():
             per_seed = ", ".join(f"{p['ratio']:.2f}{'*' if p['censored'] else ''}"
                                  for p in c["per_seed"])
-            lines.append(f"  arena/{other}: {c['median']:.2f} [{c['low']:.2f}, {c['high']:.2f}]"
+            lines.append(f"  {arm}/{other}: {c['median']:.2f} [{c['low']:.2f}, {c['high']:.2f}]"
                          f"  per seed: {per_seed}")
     return "\n".join(lines)
