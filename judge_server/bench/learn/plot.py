@@ -13,6 +13,10 @@ COLOURS = {"grpo": "#1f77b4", "dapo": "#ff7f0e", "dapo_resample": "#bcbd22",
            "reference_shaping": "#2ca02c", "arena_zscore": "#8c564b"}
 
 
+#: The arms drawn with their seed band (the others as lines only, to stay readable).
+BANDS = ("grpo", "dapo", "arena")
+
+
 def _curves(runs: list[dict], arm: str, records: str, key: str):
     mine = [r for r in runs if r["arm"] == arm]
     if not mine:
@@ -39,7 +43,7 @@ def plot(result: dict, path: str) -> None:
 
     runs = result["runs"]
     panels = [("evals", "accuracy", "held-out accuracy (T=1)", 1),
-              ("steps", "dead", "dead fraction of groups (smoothed, 5 steps)", 5),
+              ("steps", "dead", "dead fraction of groups (mean of 10 steps)", 10),
               ("evals", "well_formed", "well-formed share of step lines", 1)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (records, key, title, width) in zip(axes, panels):
@@ -52,7 +56,7 @@ def plot(result: dict, path: str) -> None:
             colour = COLOURS.get(arm)
             ax.plot(steps, np.median(values, axis=0), label=arm, color=colour,
                     lw=2.2 if arm == "arena" else 1.3)
-            if values.shape[0] > 1:
+            if values.shape[0] > 1 and arm in BANDS:
                 ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=colour,
                                 alpha=0.12)
         ax.set_title(title, fontsize=10)
@@ -63,7 +67,8 @@ def plot(result: dict, path: str) -> None:
     axes[0].legend(fontsize=8, loc="lower right")
     seeds = len(result["seeds"])
     fig.suptitle(f"RL on addition chains from a warm start: median over {seeds} seed(s), band "
-                 f"min-max; judge {result.get('judge_commit', '?')}", fontsize=10)
+                 f"min-max (grpo, dapo, arena); judge {result.get('judge_commit', '?')}",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
