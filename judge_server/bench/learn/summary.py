@@ -119,6 +119,9 @@ def per_arm(summaries: list[dict]) -> dict[str, dict]:
                                    "dead_end", "dead_with_signal", "dead_advantage_size",
                                    "live_advantage_size", "min_well_formed",
                                    "min_steps_ratio", "min_answered", "final_judge_auc")},
+            "final_by_difficulty": {
+                k: float(np.median([s["final_by_difficulty"].get(k, np.nan) for s in mine]))
+                for k in sorted({k for s in mine for k in s["final_by_difficulty"]})},
             "gamed_seeds": [s["seed"] for s in mine if s["gamed"]],
         }
     return out
@@ -146,6 +149,16 @@ def format_table(result: dict) -> str:
             f"({_f(a['dead_all_wrong_start'])}/{_f(a['dead_all_correct_start'])}) | "
             f"{_f(a['dead_with_signal'])} | {_f(a['min_well_formed'], '.3f')} | "
             f"{','.join(map(str, a['gamed_seeds'])) or 'none'} |")
+    lines += ["", "| arm | final accuracy by additions 1 / 2 / 3 / 4 | mean abs advantage, dead / "
+              "live groups | min lines/additions | min answered | judge AUC at the end |",
+              "|---|---|---|---|---|---|"]
+    for arm, a in arms_.items():
+        by = a["final_by_difficulty"] or {}
+        lines.append(
+            f"| {arm} | {' / '.join(_f(by.get(k)) for k in ('1', '2', '3', '4'))} | "
+            f"{_f(a['dead_advantage_size'], '.3f')} / {_f(a['live_advantage_size'], '.3f')} | "
+            f"{_f(a['min_steps_ratio'])} | {_f(a['min_answered'])} | "
+            f"{_f(a['final_judge_auc'], '.3f')} |")
     for arm, claims_ in result["claims"].items():
         lines += ["", f"steps to target, {arm} / other (median over seeds, bootstrap 90%; "
                   "* censored: a run never reached it, its last step is a lower bound):"]
