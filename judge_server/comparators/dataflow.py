@@ -51,6 +51,8 @@ placeholders (``[ANSWER]``); no text writes them."""
 #: Numbers any solution may use without the problem stating them: unit conversions and
 #: per-cent. Kept short on purpose: every constant here is a number a misread could hide in.
 CONSTANTS = frozenset(Fraction(v) for v in (1, 2, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000))
+#: Constants that are seldom a step done in the head (16 - 7 after 3 and 4 is; 100 is per cent).
+PLAIN_CONSTANTS = frozenset(Fraction(v) for v in (1, 2, 10, 100, 1000))
 #: Words that state a quantity without a digit; text2num reads cardinals, not these.
 MULTIPLIER_WORDS = {
     "half": (Fraction(1, 2), Fraction(2)),
@@ -288,7 +290,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
                 ops.append(Operand(v, "result", step=earlier))
             elif quantity is not None:
                 ops.append(Operand(v, "given", quantities=frozenset({quantity})))
-            elif v in available:
+            elif v in available and (v in PLAIN_CONSTANTS or _derivation(v, worked) is None):
                 ops.append(Operand(v, "constant"))
             else:
                 derived = stated.get(v) or _derivation(v, worked)
