@@ -20,12 +20,14 @@ With a worked reference, also:
     + the share of the reference's steps the chain reaches, matched by dataflow (the same
       quantities combined the same way, or the same value computed from supported operands),
       never by numbers merely written somewhere;
-    - chain steps that follow no step of the reference;
+    - chain steps that follow no step of the reference, and a chain that ends on an early step
+      of it (an early stop);
     and with any reference, the final answer against the reference's (``+3`` / ``-3``).
 
 What it cannot see: a plan error with no worked reference whose arithmetic is right and uses
-every quantity (``16 * 7`` where ``16 - 7`` was meant), units, prose reasoning without
-equations, anything outside arithmetic (code, proofs). When two traces give the same evidence
+every quantity (``16 * 7`` where ``16 - 7`` was meant), an early stop that marks its partial
+result as the answer when no worked reference is given (only unused quantities show it),
+units, prose reasoning without equations, anything outside arithmetic (code, proofs). When two traces give the same evidence
 it abstains: ``p = 0.5`` exactly (identical scores), which the service reports as a tie.
 
 The comparison is exactly antisymmetric: ``p(a, b) == 1 - p(b, a)`` bit for bit.
@@ -78,8 +80,8 @@ class Weights:
     """Times the share of the worked reference's steps the chain reaches."""
     off_plan_step: float = -0.5
     stops_early: float = -2.0
-    """The answer is one of the worked reference's intermediate results: the work stopped
-    part-way along the plan."""
+    """The chain ends on a step of the worked reference that is not its last (matched by
+    dataflow, so a slip on the way does not hide it): the work stopped part-way."""
     implausible_answer: float = -2.0
     looping: float = -3.0
     """In full from ``repetition >= 0.6`` or a runaway token, in part from 0.3."""
