@@ -195,7 +195,6 @@ async def evaluate(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     comparisons = list(_both_orders(pairs))
-    answers: list[float] = []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -203,23 +202,33 @@ async def evaluate(
         bar = tqdm(
             total=len(comparisons), desc=f"judge {comparator.name}", unit="cmp", file=sys.stderr
         )
-    seconds = 0.0
     try:
-        for start in range(0, len(comparisons), batch_size):
-            batch = comparisons[start : start + batch_size]
-            began = time.perf_counter()
-            answers.extend(await comparator.compare(batch))
-            seconds += time.perf_counter() - began
-            if bar is not None:
-                bar.update(len(batch))
+        answers, seconds = await ask(comparator, comparisons, batch_size=batch_size, bar=bar)
     finally:
         if bar is not None:
             bar.close()
+    return _score(pairs, answers, seconds)
+
+
+async def ask(
+    comparator: Comparator, comparisons: Sequence[Comparison], *, batch_size: int, bar=None
+) -> tuple[list[float], float]:
+    """Ask ``comparator`` every comparison in batches: the answers, in order, and the seconds
+    spent waiting for them. ``bar`` (a tqdm bar) is advanced by each batch."""
+    answers: list[float] = []
+    seconds = 0.0
+    for start in range(0, len(comparisons), batch_size):
+        batch = comparisons[start : start + batch_size]
+        began = time.perf_counter()
+        answers.extend(await comparator.compare(batch))
+        seconds += time.perf_counter() - began
+        if bar is not None:
+            bar.update(len(batch))
     if len(answers) != len(comparisons):
         raise RuntimeError(
             f"{comparator.name} answered {len(answers)} of {len(comparisons)} comparisons"
         )
-    return _score(pairs, answers, seconds)
+    return answers, seconds
 
 
 def _both_orders(pairs: Iterable[LabelledPair]) -> Iterable[Comparison]:
@@ -277,6 +286,7 @@ def format_report(result: dict, *, title: str = "") -> str:
 
 __all__ = [
     "DEFAULT_GSM8K_PATH",
+    "ask",
     "REFERENCE_MODES",
     "LabelledPair",
     "evaluate",

@@ -36,14 +36,13 @@ strictly preferred), and whether the row meets its target (:func:`target`).
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from judge_server.comparators.base import Comparator
 
 from . import judge_probes, judge_variants
-from .judge import REFERENCE_MODES, TIE_TOLERANCE, ReferenceMode, _both_orders
+from .judge import REFERENCE_MODES, TIE_TOLERANCE, ReferenceMode, _both_orders, ask
 from .judge_protocols import Problem, Protocol, build_protocols, load_problems
 
 WORKED_TARGET = 0.95
@@ -164,17 +163,7 @@ async def _judge_mode(comparator, protocols, by_index, mode, batch_size, bar):
             lists.append([replace(pair, reference=by_index[k].reference(mode))
                           for pair, k in zip(pairs, protocol.problems, strict=False)])
     comparisons = [c for pairs in lists for c in _both_orders(pairs)]
-    answers: list[float] = []
-    seconds = 0.0
-    for start in range(0, len(comparisons), batch_size):
-        batch = comparisons[start : start + batch_size]
-        began = time.perf_counter()
-        answers.extend(await comparator.compare(batch))
-        seconds += time.perf_counter() - began
-        if bar is not None:
-            bar.update(len(batch))
-    if len(answers) != len(comparisons):
-        raise RuntimeError(f"{comparator.name} answered {len(answers)} of {len(comparisons)}")
+    answers, seconds = await ask(comparator, comparisons, batch_size=batch_size, bar=bar)
     offset, judged = 0, []
     for pairs in lists:
         judged.append(_p_first(answers[offset : offset + 2 * len(pairs)]))
