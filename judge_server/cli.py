@@ -266,7 +266,8 @@ def _bench_learn(args: argparse.Namespace) -> int:
     try:
         result = bench.run(seeds=args.seeds, arm_names=tuple(args.arms.split(",")),
                            config=config, target=args.target, json_path=args.json,
-                           plot_path=args.plot, workers=args.workers, log=bench.main_log)
+                           plot_path=args.plot, workers=args.workers,
+                           first_seed=args.first_seed, log=bench.main_log)
     except ValueError as exc:
         print(f"arena-judge bench learn: {exc}", file=sys.stderr)
         return 2
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn = bench.add_parser("learn", help="RL on addition chains from a warm start, every arm "
                              "side by side (grpo, dapo, arena, controls): steps to target")
     learn.add_argument("--seeds", type=int, default=5)
+    learn.add_argument("--first-seed", type=int, default=0, help="seeds from this one on")
     learn.add_argument("--steps", type=int, default=None, help="RL steps per run")
     learn.add_argument("--prompts", type=int, default=None, help="groups per step")
     learn.add_argument("--group-size", type=int, default=None, help="traces per group")

@@ -71,14 +71,16 @@ def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
         config: rl.Config = rl.DEFAULT_CONFIG, target: float = summary.TARGET,
         checkpoint: Path = CHECKPOINT, json_path: str | None = None,
         plot_path: str | None = None, transport: str = "grpc", workers: int = 1,
-        log=None) -> dict:
-    """Every arm for seeds ``0 .. seeds - 1``; ``workers`` runs at once (processes)."""
+        first_seed: int = 0, log=None) -> dict:
+    """Every arm for seeds ``first_seed .. first_seed + seeds - 1``; ``workers`` runs at once
+    (processes)."""
     unknown = set(arm_names) - set(arms.ARMS + arms.EXTRA_ARMS)
     if unknown:
         raise ValueError(f"arms: unknown {sorted(unknown)}; choose from "
                          f"{arms.ARMS + arms.EXTRA_ARMS}")
     commit = judge_commit()
-    jobs = [(arm, seed) for seed in range(seeds) for arm in arm_names]
+    seed_list = list(range(first_seed, first_seed + seeds))
+    jobs = [(arm, seed) for seed in seed_list for arm in arm_names]
     done: dict[tuple[str, int], dict] = {}
     result = None
     with ExitStack() as stack:
@@ -101,8 +103,7 @@ def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
         for one in finished:
             done[one["arm"], one["seed"]] = one
             runs = [done[j] for j in jobs if j in done]
-            complete = sorted({s for s in range(seeds)
-                               if all((a, s) in done for a in arm_names)})
+            complete = [s for s in seed_list if all((a, s) in done for a in arm_names)]
             result = result_of(runs, config, complete, target=target,
                                checkpoint=str(checkpoint), commit=commit)
             if json_path:
