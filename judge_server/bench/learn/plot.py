@@ -27,12 +27,12 @@ def _curves(runs: list[dict], arm: str, records: str, key: str):
     return steps, values
 
 
-def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+def _smooth(steps: np.ndarray, values: np.ndarray, width: int):
+    """Trailing means over ``width`` steps, from the first step that has ``width`` before it."""
     if width <= 1 or values.shape[1] < width:
-        return values
+        return steps, values
     kernel = np.ones(width) / width
-    return np.array([np.convolve(np.pad(v, (width - 1, 0), mode="edge"), kernel, "valid")
-                     for v in values])
+    return steps[width - 1:], np.array([np.convolve(v, kernel, "valid") for v in values])
 
 
 def plot(result: dict, path: str) -> None:
@@ -52,7 +52,7 @@ def plot(result: dict, path: str) -> None:
             if curves is None:
                 continue
             steps, values = curves
-            values = _smooth(values, width)
+            steps, values = _smooth(steps, values, width)
             colour = COLOURS.get(arm)
             ax.plot(steps, np.median(values, axis=0), label=arm, color=colour,
                     lw=2.2 if arm == "arena" else 1.3)
