@@ -27,8 +27,9 @@ With a worked reference, also:
 What it cannot see: a plan error with no worked reference whose arithmetic is right and uses
 every quantity (``16 * 7`` where ``16 - 7`` was meant), an early stop that marks its partial
 result as the answer when no worked reference is given (only unused quantities show it),
-units, prose reasoning without equations, anything outside arithmetic (code, proofs). When two traces give the same evidence
-it abstains: ``p = 0.5`` exactly (identical scores), which the service reports as a tie.
+units, prose reasoning without equations, anything outside arithmetic (code, proofs). When
+two traces give the same evidence it abstains: ``p = 0.5`` exactly (identical scores), which
+the service reports as a tie.
 
 The comparison is exactly antisymmetric: ``p(a, b) == 1 - p(b, a)`` bit for bit.
 Text in, numbers out: nothing is evaluated with ``eval``, and sizes are bounded.
