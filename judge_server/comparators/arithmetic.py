@@ -343,7 +343,7 @@ _COMPUTATION = re.compile(r"[\d)]\s*[-+*/]\s*\$?[\d(.]")
 
 def _said_equals(match: re.Match[str]) -> str:
     """ " = " when a computation ends right before the word (not "36 is 6 more than 30")."""
-    start = match.string.rfind("=", 0, match.start()) + 1
+    start = match.string.rfind("=", max(0, match.start() - 60), match.start()) + 1
     clause = match.string[max(start, match.start() - 60) : match.start()]
     clause = clause[max(clause.rfind(". "), clause.rfind(", ")) + 1 :]
     units = {w.strip(".").lower() for w in match["units"].split()}

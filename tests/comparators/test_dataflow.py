@@ -121,3 +121,15 @@ def test_placeholders_are_unknowns_followed_from_step_to_step() -> None:
     assert flow.operands[2][-1].source == "unknown" and flow.operands[2][-1].step == 1
     # Its answer cannot be read: the work does not end on 36 just because 36 is readable.
     assert assess("20 + 44 = 64\n100 - 64 = [N]\n[N] / 2 = [M]").final_answer is None
+
+
+def test_number_words_are_read_line_by_line_and_long_lines_are_left_alone() -> None:
+    from judge_server.comparators.dataflow import MAX_WORDS_LINE, digits
+
+    assert (
+        digits("She eats three.\nShe bakes with four <<3+4=7>>.")
+        == "She eats 3.\nShe bakes with 4 ."
+    )
+    # alpha2digit is quadratic in its input: a runaway line keeps its words.
+    long = "three and " * (MAX_WORDS_LINE // 10 + 1)
+    assert digits(long) == long
