@@ -36,7 +36,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -146,10 +146,6 @@ def operators(expression: str) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _partials(expression: str) -> frozenset[Fraction]:
-    return partial_values(expression)
-
-
 def partial_values(expression: str) -> frozenset[Fraction]:
     """The value of every operation inside an expression: ``16 - 3 - 4`` gives 13 and 9."""
     python = re.sub(r"(\d+(?:\.\d+)?|\.\d+)\s?%", r"(\1/100)", expression)
@@ -415,7 +411,9 @@ def read_plan(reference: str, prompt: str) -> Plan:
     known = problem.values | CONSTANTS | problem.implied | results
     written = (n.value / 100 if n.percent else n.value for n in numbers(digits(reference)))
     milestones = frozenset(v for v in written if not any(_near(v, k) for k in known))
-    partials = frozenset(v for s in flow.steps if not s.unknowns for v in _partials(s.expression))
+    partials = frozenset(
+        v for s in flow.steps if not s.unknowns for v in partial_values(s.expression)
+    )
     return Plan(tuple(steps), milestones, partials | milestones)
 
 
@@ -461,7 +459,7 @@ def reference_match(flow: Flow, plan: Plan) -> PlanMatch | None:
         mine = tuple(_identity(op, matched) for op in ops)
         hits = set()
         values = (
-            _partials(step.expression) | {step.computed}
+            partial_values(step.expression) | {step.computed}
             if supported and step.computed is not None
             else set()
         )
@@ -500,10 +498,6 @@ def _same_operands(mine: Sequence[frozenset], theirs: Sequence[frozenset]) -> bo
     return True
 
 
-def chain_values(flow: Flow) -> Iterable[Fraction]:
-    return (flow.steps[i].value for i in flow.chain)
-
-
 __all__ = [
     "CONSTANTS",
     "MULTIPLIER_WORDS",
@@ -513,7 +507,6 @@ __all__ = [
     "PlanMatch",
     "Problem",
     "Source",
-    "chain_values",
     "digits",
     "operands",
     "operators",
