@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from judge_server.comparators.base import Comparator, Comparison
+from judge_server.comparators.dataflow import strip_annotations
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GSM8K_PATH = REPO_ROOT / ".." / "shared" / "data" / "gsm8k" / "model_solutions.jsonl"
@@ -64,16 +65,16 @@ class LabelledPair:
 # Pair sources
 
 
-_ANNOTATION = re.compile(r"<<[^<>]*>>|<<[^<>]*\Z")
 _FINAL_ANSWER_LINE = re.compile(r"(?:\A|\n)[ \t]*(?:A:|####)[^\n]*\Z")
 
 
 def strip_calculator_annotations(text: str) -> str:
     """Remove GSM8K calculator annotations: ``16 - 3 = <<16-3=13>>13`` -> ``16 - 3 = 13``.
 
-    An annotation cut off by the end of the text (``... = <<7962``) is removed too.
+    An annotation cut off by the end of the text (``... = <<7962``) is removed too. (The
+    embedded judge's own reading, :func:`~judge_server.comparators.dataflow.strip_annotations`.)
     """
-    return _ANNOTATION.sub("", text)
+    return strip_annotations(text)
 
 
 def remove_final_answer_line(text: str) -> str:

@@ -168,11 +168,10 @@ def assess(
             empty=True, score=weights.empty, contributions=(("empty", weights.empty),)
         )
     problem = read_problem(prompt)
-    marked = final_answer(trace)
-    if marked is not None and not (marked.explicit and marked.value is not None):
-        marked = None
+    read = final_answer(trace)
+    marked = read if read is not None and read.explicit and read.value is not None else None
     flow = trace_flow(trace, problem, answer=None if marked is None else marked.value)
-    answer, derived, last = _answer(trace, flow, marked)
+    answer, derived, last = _answer(trace, flow, marked, read)
     context = _reference_context(reference, prompt)
     matches = None
     if answer is not None and context.answer is not None:
@@ -250,20 +249,21 @@ def _ramp(repeated: float) -> float:
 
 
 def _answer(
-    trace: str, flow: Flow, marked: Answer | None
+    trace: str, flow: Flow, marked: Answer | None, read: Answer | None
 ) -> tuple[Answer | None, bool | None, bool]:
     """The trace's final answer; whether a marked one follows from the trace's own work (None:
     nothing marked, or no work); and whether it is the work's last result.
 
     Unmarked, the answer is the last step's result (a masked or missing answer line leaves
-    the computation that led to it), else the last number stated. Marked, it should be the
+    the computation that led to it), else what :func:`final_answer` ``read``: the last number
+    stated. Marked, it should be the
     last result the body states (rounding to a whole number allowed); one of the body's
     earlier numbers is an answer that stops early or contradicts the end of the work, and a
     number the body never states is not derived at all.
     """
     if marked is None:
         if flow.final is None:
-            return final_answer(trace), None, True
+            return read, None, True
         step = flow.steps[flow.final]
         if step.value is None:  # the work ends in an unknown: its answer cannot be read
             return None, None, True

@@ -84,6 +84,14 @@ MAX_AVAILABLE = 64
 # Reading text
 
 
+def strip_annotations(text: str) -> str:
+    """Remove GSM8K calculator annotations: ``16 - 3 = <<16-3=13>>13`` -> ``16 - 3 = 13``.
+
+    An annotation cut off by the end of the text (``... = <<7962``) is removed too.
+    """
+    return _ANNOTATION.sub("", text)
+
+
 @functools.lru_cache(maxsize=1024)
 def digits(text: str) -> str:
     """``text`` with number words written as digits (``three`` -> ``3``, ``twenty-five`` ->
@@ -95,7 +103,7 @@ def digits(text: str) -> str:
     """
     from text_to_num import alpha2digit
 
-    lines = _ANNOTATION.sub("", text).split("\n")
+    lines = strip_annotations(text).split("\n")
     for index, line in enumerate(lines):
         if len(line) <= MAX_WORDS_LINE and any(c.isalpha() for c in line):
             try:
@@ -275,8 +283,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
         nonlocal line_cursor
         while line_cursor < min(up_to_line, len(lines)):
             if line_cursor not in step_lines:
-                for number in numbers(lines[line_cursor]):
-                    v = number.value / 100 if number.percent else number.value
+                for v in operands(lines[line_cursor]):
                     if v in available or v in stated:
                         continue
                     derived = _derivation(v, available)
@@ -296,16 +303,16 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
                 ops.append(Operand(v, "result", step=earlier))
             elif quantity is not None:
                 ops.append(Operand(v, "given", quantities=frozenset({quantity})))
-            elif v in available and (v in PLAIN_CONSTANTS or _derivation(v, worked) is None):
+            elif v in PLAIN_CONSTANTS:
+                ops.append(Operand(v, "constant"))
+            elif derived := stated.get(v) or _derivation(v, worked):
+                ops.append(Operand(v, "derived", quantities=derived[0], steps=derived[1]))
+            elif v in available:  # a unit constant no step done in the head gives
                 ops.append(Operand(v, "constant"))
             else:
-                derived = stated.get(v) or _derivation(v, worked)
-                if derived is not None:
-                    ops.append(Operand(v, "derived", quantities=derived[0], steps=derived[1]))
-                else:
-                    ops.append(Operand(v, "unsupported"))
-                    if v not in unsupported:
-                        unsupported.append(v)
+                ops.append(Operand(v, "unsupported"))
+                if v not in unsupported:
+                    unsupported.append(v)
         ops += [Operand(None, "unknown", step=gave.get(name)) for name in step.unknowns]
         flows.append(tuple(ops))
         if step.gives is not None:
@@ -329,7 +336,7 @@ def _restating_lines(lines: Sequence[str], step_lines: set[int], problem: Proble
     for number, line in enumerate(lines):
         if number in step_lines:
             continue
-        values = [n.value / 100 if n.percent else n.value for n in numbers(line)]
+        values = operands(line)
         if len(values) >= 2 and all(v in problem.values for v in values):
             count += 1
     return count
@@ -409,8 +416,9 @@ def read_plan(reference: str, prompt: str) -> Plan:
         steps.append((identities, operators(step.expression), step.value))
     results = {step.value for step in flow.steps} - {None}
     known = problem.values | CONSTANTS | problem.implied | results
-    written = (n.value / 100 if n.percent else n.value for n in numbers(digits(reference)))
-    milestones = frozenset(v for v in written if not any(_near(v, k) for k in known))
+    milestones = frozenset(
+        v for v in operands(digits(reference)) if not any(_near(v, k) for k in known)
+    )
     partials = frozenset(
         v for s in flow.steps if not s.unknowns for v in partial_values(s.expression)
     )
@@ -514,5 +522,6 @@ __all__ = [
     "read_plan",
     "read_problem",
     "reference_match",
+    "strip_annotations",
     "trace_flow",
 ]
