@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from judge_server.arena import advantages as server
+
 ARMS = ("grpo", "dapo", "dapo_resample", "arena", "random", "judge_scores",
         "reference_shaping")
 EXTRA_ARMS = ("arena_zscore",)
@@ -41,14 +43,15 @@ EPS = 1e-6
 
 
 def dead(rewards: np.ndarray) -> np.ndarray:
-    """[groups]: True where every trace of the group got the same reward."""
-    return rewards.max(axis=1) - rewards.min(axis=1) <= EPS
+    """[groups]: True where every trace of the group got the same reward (the server's rule,
+    :func:`judge_server.arena.advantages.is_dead`)."""
+    return np.array([server.is_dead(r, eps=EPS) for r in rewards], dtype=bool)
 
 
 def group_relative(rewards: np.ndarray) -> np.ndarray:
-    """[groups, G]: ``(r - mean) / (std + 1e-4)`` per group (population std); zeros when dead."""
-    centred = rewards - rewards.mean(axis=1, keepdims=True)
-    return centred / (rewards.std(axis=1, keepdims=True) + 1e-4)
+    """[groups, G]: ``(r - mean) / (std + 1e-4)`` per group (population std); zeros when dead
+    (:func:`judge_server.arena.advantages.group_relative`, the server's)."""
+    return np.stack([server.group_relative(r) for r in rewards])
 
 
 def shuffled(advantages: np.ndarray, is_dead: np.ndarray, rng: np.random.Generator
