@@ -158,9 +158,7 @@ class ModelComparator(Comparator, abc.ABC):
         self.prompt = prompt
         logger.info(
             "%s judge ready: %s prompts, verdict tokens %s",
-            self.name,
-            prompt.format,
-            self.verdict_ids or prompt.verdict_texts,
+            self.name, prompt.format, self.verdict_ids or prompt.verdict_texts,
         )
 
     def _make_prompt(self, tokenizer: Any) -> JudgePrompt:
@@ -325,11 +323,7 @@ class HTTPModelComparator(ModelComparator):
             await client.aclose()
 
     async def request(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None = None,
-        *,
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
         parse: bool = True,
     ) -> Any:
         """The JSON answer to one request (``parse=False``: the raw text), with retries;
@@ -370,9 +364,8 @@ class HTTPModelComparator(ModelComparator):
                 delay = self.backoff_s * 2**attempt * (0.5 + random.random())
             attempt += 1
             self.stats.retries += 1
-            logger.debug(
-                "%s: %s %s failed (%s); retry in %.2fs", self.name, method, path, failure, delay
-            )
+            logger.debug("%s: %s %s failed (%s); retry in %.2fs", self.name, method, path,
+                         failure, delay)
             await asyncio.sleep(min(delay, MAX_BACKOFF_S))
 
 

@@ -83,14 +83,14 @@ class VLLMComparator(ModelComparator):
         assert self.verdict_ids is not None
         try:
             self._params = SamplingParams(
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=2,
+                max_tokens=1, temperature=0.0, logprobs=2,
                 logprob_token_ids=list(self.verdict_ids),
             )
             self._by_id = True
         except TypeError:  # no logprob_token_ids in this version
-            self._params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+            self._params = SamplingParams(
+                max_tokens=1, temperature=0.0, logprobs=self.top_logprobs
+            )
 
     async def _healthy(self) -> bool:
         await self.engine.check_health()
