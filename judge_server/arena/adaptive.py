@@ -1,13 +1,13 @@
 """The default tournament design, ``adaptive``: information-greedy rounds.
 
-See :mod:`.tournaments` for the base class and the other designs.
+See :mod:`.tournaments` for the other designs and :mod:`.tournament` for the base class.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .tournaments import Tournament
+from .tournament import Tournament
 
 
 class Adaptive(Tournament):
