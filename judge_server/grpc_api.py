@@ -112,7 +112,7 @@ def group_from_proto(message: pb.Group, field: str = "group") -> Group:
 
 
 def result_to_proto(result: GroupResult) -> pb.GroupResult:
-    return pb.GroupResult(**dataclasses.asdict(result))
+    return pb.GroupResult(**dataclasses.asdict(result), judge_calls=result.judge_calls)
 
 
 def settings_from_proto(message: pb.RunSettings, defaults: RunSettings) -> RunSettings:

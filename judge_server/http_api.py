@@ -133,7 +133,7 @@ def group_from_body(body: GroupIn, field: str = "group") -> Group:
 
 
 def result_to_body(result: GroupResult) -> GroupResultOut:
-    return GroupResultOut(**dataclasses.asdict(result))
+    return GroupResultOut(**dataclasses.asdict(result), judge_calls=result.judge_calls)
 
 
 def settings_to_body(settings: RunSettings) -> RunSettingsOut:

@@ -86,7 +86,16 @@ class GroupResultOut(BaseModel):
     routed: bool = Field(description="Whether the group was dead and went to the judge.")
     strengths: list[float] = Field(default_factory=list, description="Bradley-Terry strengths.")
     stderr: list[float] = Field(default_factory=list, description="Their standard errors.")
-    judge_calls: int = 0
+    judge_calls: int = Field(0, description="Deprecated: the same count as comparisons.")
+    comparisons: int = Field(
+        0,
+        description="Comparisons the group's tournament needed (judge_failed: those recorded "
+        "before the failure): cached_comparisons + judge_requests.",
+    )
+    cached_comparisons: int = Field(
+        0, description="Of which the verdict cache answered (no request to the judge)."
+    )
+    judge_requests: int = Field(0, description="Of which reached the judge.")
     rounds: int = 0
     anchors_used: int = 0
     status: str = Field(
@@ -182,7 +191,10 @@ class RunStatsOut(BaseModel):
     judged: int = Field(description="Dead groups the judge ranked.")
     judge_failed: int = Field(description="Dead groups that got the fallback advantages.")
     refused: int = Field(description="Groups refused for load (429 / RESOURCE_EXHAUSTED).")
-    judge_calls: int = Field(description="Comparisons spent.")
+    judge_calls: int = Field(description="Deprecated: the same count as comparisons.")
+    comparisons: int = Field(description="What the groups' tournaments needed: cached + requests.")
+    cached_comparisons: int = Field(description="Comparisons the verdict cache answered.")
+    judge_requests: int = Field(description="Comparisons that reached the judge.")
     latency_p50_ms: float
     latency_p90_ms: float
     latency_p99_ms: float

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from trainer_client.types import GroupResult
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -20,8 +22,23 @@ class Metrics:
             "arena_groups", "Groups answered, by run and outcome (live, judged, judge_failed).",
             ["run", "outcome"], registry=r,
         )
-        self.judge_calls = Counter(
-            "arena_judge_calls", "Judge calls (comparisons) spent, by run.", ["run"], registry=r
+        self.comparisons = Counter(
+            "arena_comparisons",
+            "Comparisons the groups' tournaments needed (cached + judge requests), by run.",
+            ["run"], registry=r,
+        )
+        self.cached_comparisons = Counter(
+            "arena_cached_comparisons",
+            "Comparisons the verdict cache answered (no request to the judge), by run.",
+            ["run"], registry=r,
+        )
+        self.judge_requests = Counter(
+            "arena_judge_requests", "Comparisons that reached the judge, by run.", ["run"],
+            registry=r,
+        )
+        self.judge_calls = Counter(  # kept for dashboards written before the three above
+            "arena_judge_calls", "Deprecated: arena_comparisons_total (the same count), by run.",
+            ["run"], registry=r,
         )
         self.tied = Counter(
             "arena_tied_groups",
@@ -70,6 +87,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
             registry=r,
         )
+
+    def judge_cost(self, run_id: str, result: GroupResult) -> None:
+        """Count what a group of ``run_id`` cost the judge."""
+        self.comparisons.labels(run_id).inc(result.comparisons)
+        self.cached_comparisons.labels(run_id).inc(result.cached_comparisons)
+        self.judge_requests.labels(run_id).inc(result.judge_requests)
+        self.judge_calls.labels(run_id).inc(result.comparisons)
 
     def watch_scheduler(self, scheduler) -> None:
         """Read the judge queue's depth from ``scheduler`` at every scrape."""

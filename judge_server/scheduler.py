@@ -19,6 +19,10 @@ idle; so the groups of a run with more than an equal share of a batch waiting wa
 the next batch is formed: the run fills its share of it from what waits anyway. The others (a
 quiet run's groups) still wake first and make the next batch.
 
+Each round gets its answers back with the comparator's word on which of them a verdict cache
+gave (:meth:`JudgeScheduler.compare_with_hits`), so that the service tells the comparisons a
+group needed from the requests that reached the judge.
+
 A comparator failure, or an answer that is not one ``p`` in [0, 1] per comparison, fails
 every round of that batch with :class:`JudgeError`; the service turns it into per-group
 failures. A caller that stops waiting (cancelled) withdraws its round if it has not been sent.
@@ -30,7 +34,7 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 
-from .comparators.base import Comparator, Comparison, as_verdict
+from .comparators.base import Answers, Comparator, Comparison, as_verdict
 from .errors import JudgeError
 from .scheduling import Policy, Round, make_queue
 
@@ -38,15 +42,18 @@ DEFAULT_MAX_BATCH = 1024
 DEFAULT_BATCHES_IN_FLIGHT = 2
 
 
-async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> list[float]:
-    """The comparator's ``p`` for each comparison, checked: every failure is a JudgeError.
-    An unread verdict stays :data:`~.comparators.base.UNREAD`, so that it can be counted."""
+async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> Answers:
+    """The comparator's ``p`` for each comparison, and whether a verdict cache gave it,
+    checked: every failure is a JudgeError. An unread verdict stays
+    :data:`~.comparators.base.UNREAD`, so that it can be counted."""
     try:
-        answers = [as_verdict(p) for p in await comparator.compare(comparisons)]
-        if len(answers) != len(comparisons):
-            raise JudgeError(
-                f"{comparator.name}: {len(answers)} verdicts for {len(comparisons)} comparisons"
-            )
+        answers, cached = await comparator.compare_with_hits(comparisons)
+        answers = [as_verdict(p) for p in answers]
+        for what, count in (("verdicts", len(answers)), ("cache marks", len(cached))):
+            if count != len(comparisons):
+                raise JudgeError(
+                    f"{comparator.name}: {count} {what} for {len(comparisons)} comparisons"
+                )
         bad = [p for p in answers if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
         if bad:
             raise JudgeError(f"{comparator.name}: verdict {bad[0]} is not in [0, 1]")
@@ -54,7 +61,7 @@ async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of the judge is a JudgeError
         raise JudgeError(f"{comparator.name}: {type(exc).__name__}: {exc}") from exc
-    return answers
+    return Answers(answers, [bool(hit) for hit in cached])
 
 
 _Waiting = tuple[Sequence[Comparison], asyncio.Future]
@@ -112,14 +119,30 @@ class JudgeScheduler:
         weight: float = 1.0,
         cap: int | None = None,
     ) -> list[float]:
+        """``p`` for each comparison of one round of ``run_id`` (see
+        :meth:`compare_with_hits`)."""
+        answers = await self.compare_with_hits(
+            comparisons, run_id=run_id, weight=weight, cap=cap
+        )
+        return answers.p
+
+    async def compare_with_hits(
+        self,
+        comparisons: Sequence[Comparison],
+        *,
+        run_id: str,
+        weight: float = 1.0,
+        cap: int | None = None,
+    ) -> Answers:
         """``p`` for each comparison of one round of ``run_id``, judged in a batch with
-        whatever else is waiting. ``weight``: the run's share of the judge against other
-        runs'; ``cap``: the most of its comparisons at the judge at once (None: no cap)."""
+        whatever else is waiting, and whether a verdict cache gave it. ``weight``: the run's
+        share of the judge against other runs'; ``cap``: the most of its comparisons at the
+        judge at once (None: no cap)."""
         if not comparisons:
-            return []
+            return Answers([], [])
         if self._closed:
             raise JudgeError("the judge scheduler is closed")
-        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answers] = asyncio.get_running_loop().create_future()
         waiting = self._queue.push(
             run_id, (comparisons, future), len(comparisons), weight=weight, cap=cap
         )
@@ -185,7 +208,8 @@ class JudgeScheduler:
             # A run with more than an equal share of a batch waiting fills the next batch
             # from its queue: its groups wake once that batch is at the judge (module doc).
             backlogged = self._queue.queued_of(r.run_id) > share
-            (later if backlogged else now).append((r, answers[end : end + r.size]))
+            mine = Answers(answers.p[end : end + r.size], answers.cached[end : end + r.size])
+            (later if backlogged else now).append((r, mine))
             end += r.size
         _answer(now)
         self._done(task, batch)
@@ -221,7 +245,7 @@ class JudgeScheduler:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
-def _answer(answered: list[tuple[Round[_Waiting], list[float]]]) -> None:
+def _answer(answered: list[tuple[Round[_Waiting], Answers]]) -> None:
     for r, answers in answered:
         future = r.item[1]
         if not future.done():

@@ -21,9 +21,14 @@ accepted. A group once admitted is always answered. Judge calls of every run go
 through one fair scheduler (:mod:`judge_server.scheduler`): the per-run cap keeps a flooding
 run from holding every slot, the scheduler keeps it from holding the judge.
 
+What a dead group cost the judge is counted three ways, per group and per run: the comparisons
+its tournament needed, those a verdict cache answered (the scheduler hands back, with each
+round's answers, which ones the comparator's cache gave), and the requests that reached the
+judge (the rest).
+
 A judge failure fails only its groups, and each such group gets the advantages it would have
-had without the judge (``status="judge_failed"``). A store failure is an error for the caller:
-nothing is silently lost.
+had without the judge (``status="judge_failed"``), and the cost of the rounds answered before
+the failure. A store failure is an error for the caller: nothing is silently lost.
 
 A judge that answers but says nothing is counted too. A dead group whose traces the judge told
 apart in nothing comes back ``tied`` (status ``"ok"``, every advantage zero): every verdict of
@@ -414,12 +419,12 @@ class ArenaService:
         latency = time.perf_counter() - started
         stats = self._stats_of(settings.run_id)
         stats.answered(outcome, latency)
-        stats.judge_calls += result.judge_calls
+        stats.judge_cost(result)
         if result.tied:
             stats.tied += 1
             self.metrics.tied.labels(settings.run_id).inc()
         self.metrics.groups.labels(settings.run_id, outcome).inc()
-        self.metrics.judge_calls.labels(settings.run_id).inc(result.judge_calls)
+        self.metrics.judge_cost(settings.run_id, result)
         self.metrics.group_latency.labels(settings.run_id).observe(latency)
         return dataclasses.replace(result, latency_ms=latency * 1e3)
 
@@ -444,6 +449,7 @@ class ArenaService:
         )
         salt = _seed(run_id, "prefix cache").to_bytes(8, "little").hex()
         rounds = 0
+        cached = 0  # comparisons recorded that a verdict cache answered
         preferred = False  # whether any verdict preferred one side
         try:
             while pairs := tournament.next_round():
@@ -456,19 +462,21 @@ class ArenaService:
                     )
                     for i, j in pairs
                 ]
-                answers = await self.scheduler.compare(
+                answers, hits = await self.scheduler.compare_with_hits(
                     asked, run_id=run_id, weight=settings.weight,
                     cap=settings.max_calls_in_flight or None,
                 )
                 self._count_unread(run_id, sum(map(is_unread, answers)))
                 preferred = preferred or any(p != NO_PREFERENCE for p in answers)
                 tournament.record(Verdict(i, j, p) for (i, j), p in zip(pairs, answers))
+                cached += sum(hits)
         except JudgeError as exc:
             logger.warning("judge failed for run %s group %s: %s", run_id, group.group_id, exc)
             return GroupResult(
                 group_id=group.group_id, advantages=(0.0,) * n, routed=True,
-                judge_calls=tournament.calls, rounds=rounds, anchors_used=len(drawn),
-                status="judge_failed", error=str(exc),
+                comparisons=tournament.calls, cached_comparisons=cached,
+                judge_requests=tournament.calls - cached, rounds=rounds,
+                anchors_used=len(drawn), status="judge_failed", error=str(exc),
             )
         fit = tournament.fit()
         strengths = fit.strengths[:n]
@@ -491,7 +499,9 @@ class ArenaService:
             routed=True,
             strengths=tuple(strengths.tolist()),
             stderr=tuple(fit.stderr[:n].tolist()),
-            judge_calls=tournament.calls,
+            comparisons=tournament.calls,
+            cached_comparisons=cached,
+            judge_requests=tournament.calls - cached,
             rounds=rounds,
             anchors_used=len(drawn),
             tied=not adv.any(),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trainer_client.types import GroupResult
+
 LATENCY_WINDOW = 4096  # recent groups whose latency makes the percentiles
 
 OUTCOMES = ("live", "judged", "judge_failed")
@@ -23,7 +25,9 @@ class RunStats:
     run_id: str
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     refused: int = 0
-    judge_calls: int = 0
+    comparisons: int = 0  # what the groups' tournaments needed: cached + judge_requests
+    cached_comparisons: int = 0  # answered by the verdict cache
+    judge_requests: int = 0  # reached the judge
     tied: int = 0  # judged groups whose traces the judge told apart in nothing
     unread_verdicts: int = 0  # verdicts that could not be read (no preference)
     in_flight: int = 0  # dead groups admitted and not yet answered
@@ -32,6 +36,12 @@ class RunStats:
     def answered(self, outcome: str, latency_s: float) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.latencies_s.append(latency_s)
+
+    def judge_cost(self, result: GroupResult) -> None:
+        """Add what a group cost the judge."""
+        self.comparisons += result.comparisons
+        self.cached_comparisons += result.cached_comparisons
+        self.judge_requests += result.judge_requests
 
     @property
     def groups(self) -> int:
@@ -58,7 +68,10 @@ class RunStats:
             "judged": self.outcomes["judged"],
             "judge_failed": self.outcomes["judge_failed"],
             "refused": self.refused,
-            "judge_calls": self.judge_calls,
+            "judge_calls": self.comparisons,  # deprecated: comparisons
+            "comparisons": self.comparisons,
+            "cached_comparisons": self.cached_comparisons,
+            "judge_requests": self.judge_requests,
             "latency_p50_ms": self.latency_ms(50),
             "latency_p90_ms": self.latency_ms(90),
             "latency_p99_ms": self.latency_ms(99),

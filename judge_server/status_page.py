@@ -35,16 +35,16 @@ STATUS_PAGE = """<!doctype html>
 <table id="runs" hidden>
   <thead><tr>
     <th>run</th><th>groups</th><th>dead</th><th>judged</th><th>tied</th><th>judge failed</th>
-    <th>refused</th><th>judge calls</th><th>unread verdicts</th><th>p50 ms</th><th>p99 ms</th>
-    <th>in flight</th><th>pool anchors</th>
+    <th>refused</th><th>comparisons</th><th>cached</th><th>judge requests</th>
+    <th>unread verdicts</th><th>p50 ms</th><th>p99 ms</th><th>in flight</th><th>pool anchors</th>
   </tr></thead>
   <tbody></tbody>
 </table>
 <script>
 "use strict";
 const fields = ["groups", "dead_fraction", "judged", "tied", "judge_failed", "refused",
-                "judge_calls", "unread_verdicts", "latency_p50_ms", "latency_p99_ms",
-                "groups_in_flight", "pool_anchors"];
+                "comparisons", "cached_comparisons", "judge_requests", "unread_verdicts",
+                "latency_p50_ms", "latency_p99_ms", "groups_in_flight", "pool_anchors"];
 function show(name, value) {
   if (name === "dead_fraction") return (100 * value).toFixed(1) + "%";
   if (name.startsWith("latency")) return value.toFixed(1);

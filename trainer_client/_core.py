@@ -159,6 +159,14 @@ def configure(config: ClientConfig | None, overrides: Mapping[str, object]) -> C
 # -- results -------------------------------------------------------------------------------
 
 
+# What a group cost the judge, as GroupResult, GroupOutcome and BatchStats name it.
+JUDGE_COST = ("comparisons", "cached_comparisons", "judge_requests")
+
+
+def _judge_cost(result: GroupResult) -> dict[str, int]:
+    return {key: int(getattr(result, key)) for key in JUDGE_COST}
+
+
 @dataclass(frozen=True, slots=True)
 class GroupOutcome:
     """What a group got.
@@ -168,8 +176,11 @@ class GroupOutcome:
     routed but got no judged result, so its advantages are the zeros it would have had without
     the judge; ``reason`` says why (see the reasons in this module). ``tied``: judged, but the
     judge told the traces apart in nothing, so its advantages are zeros too. ``strengths`` are
-    the traces' Bradley-Terry strengths (judged groups only); ``judge_calls`` the comparisons the
-    server spent on it; ``latency_s`` the time from the batch's start to its outcome;
+    the traces' Bradley-Terry strengths (judged groups only); ``comparisons`` the comparisons
+    the server's tournament needed for it (also for a judge failure: those made before it), of
+    which ``cached_comparisons`` its verdict cache answered and ``judge_requests`` reached the
+    judge (see :class:`~trainer_client.types.GroupResult`; ``judge_calls``: the deprecated name
+    of ``comparisons``); ``latency_s`` the time from the batch's start to its outcome;
     ``attempts`` how many times it was sent.
     """
 
@@ -181,9 +192,16 @@ class GroupOutcome:
     fell_back: bool = False
     reason: str = ""
     strengths: tuple[float, ...] = ()
-    judge_calls: int = 0
+    comparisons: int = 0
+    cached_comparisons: int = 0
+    judge_requests: int = 0
     latency_s: float = 0.0
     attempts: int = 0
+
+    @property
+    def judge_calls(self) -> int:
+        """Deprecated: ``comparisons`` (it counted cached comparisons too)."""
+        return self.comparisons
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +213,17 @@ class BatchStats:
     judged: int = 0
     tied: int = 0
     fell_back: int = 0
-    judge_calls: int = 0
+    comparisons: int = 0
+    cached_comparisons: int = 0
+    judge_requests: int = 0
     latency_s: float = 0.0
     retries: int = 0
     fallback_reasons: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    @property
+    def judge_calls(self) -> int:
+        """Deprecated: ``comparisons`` (it counted cached comparisons too)."""
+        return self.comparisons
 
     @property
     def dead_fraction(self) -> float:
@@ -209,8 +234,10 @@ class BatchStats:
         """A flat dict a trainer can log: ``{"arena/dead_fraction": 0.25, ...}``.
 
         Keys: groups, dead, dead_fraction, judged, tied (judged, but told apart in nothing:
-        ``judged - tied`` dead groups were rescued), fell_back, judge_calls, latency_s,
-        retries, and ``fell_back/<reason>`` for each reason that occurred.
+        ``judged - tied`` dead groups were rescued), fell_back, comparisons (the tournaments
+        needed), cached_comparisons (the server's verdict cache answered), judge_requests
+        (reached the judge), judge_calls (deprecated: comparisons, kept so that charts of it
+        go on), latency_s, retries, and ``fell_back/<reason>`` for each reason that occurred.
         """
         metrics = {
             "groups": float(self.groups),
@@ -219,7 +246,10 @@ class BatchStats:
             "judged": float(self.judged),
             "tied": float(self.tied),
             "fell_back": float(self.fell_back),
-            "judge_calls": float(self.judge_calls),
+            "comparisons": float(self.comparisons),
+            "cached_comparisons": float(self.cached_comparisons),
+            "judge_requests": float(self.judge_requests),
+            "judge_calls": float(self.comparisons),
             "latency_s": float(self.latency_s),
             "retries": float(self.retries),
         }
@@ -457,7 +487,7 @@ class Plan:
                     strengths and (len(strengths) != n or not _finite(strengths))
                 ):
                     self._fall_back(
-                        entry, "malformed", judge_calls=result.judge_calls,
+                        entry, "malformed", result=result,
                         message=f"a result of {len(advantages)} advantages (finite: "
                         f"{_finite(advantages)}) for {n} traces",
                     )
@@ -466,13 +496,12 @@ class Plan:
                     group_id=result.group_id, advantages=tuple(float(a) for a in advantages),
                     routed=True, judged=True, tied=bool(result.tied),
                     strengths=tuple(float(s) for s in strengths),
-                    judge_calls=int(result.judge_calls), latency_s=self._elapsed(),
-                    attempts=entry.attempts,
+                    **_judge_cost(result), latency_s=self._elapsed(), attempts=entry.attempts,
                 )
                 del self.pending[result.group_id]
                 return
             reason = result.status if result.status in ("judge_failed", "invalid") else "malformed"
-            self._fall_back(entry, reason, judge_calls=result.judge_calls,
+            self._fall_back(entry, reason, result=result,
                             message=result.error or f"status {result.status!r}")
 
     def end_attempt(self) -> None:
@@ -541,14 +570,17 @@ class Plan:
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _fall_back(self, entry: _Dead, reason: str, *, judge_calls: int = 0,
+    def _fall_back(self, entry: _Dead, reason: str, *, result: GroupResult | None = None,
                    message: str = "") -> None:
+        """``entry`` gets the zeros it would have had without the judge; ``result``: the
+        server's result, whose judge cost the outcome keeps."""
         logger.debug("group %r falls back (%s): %s", entry.group.group_id, reason, message)
         if message:
             self.last_message = message
         entry.outcome = GroupOutcome(
             group_id=entry.group.group_id, advantages=(0.0,) * len(entry.group.traces),
-            routed=True, fell_back=True, reason=reason, judge_calls=int(judge_calls),
+            routed=True, fell_back=True, reason=reason,
+            **(_judge_cost(result) if result is not None else {}),
             latency_s=self._elapsed(), attempts=entry.attempts,
         )
         self.pending.pop(entry.group.group_id, None)
@@ -630,7 +662,7 @@ class ClientCore:
                 judged=sum(o.judged for o in done),
                 tied=sum(o.tied for o in done),
                 fell_back=sum(o.fell_back for o in done),
-                judge_calls=sum(o.judge_calls for o in done),
+                **{k: sum(getattr(o, k) for o in done) for k in JUDGE_COST},
                 latency_s=plan._elapsed(),
                 retries=max(0, plan.attempts - 1),
                 fallback_reasons=dict(reasons),
@@ -644,8 +676,8 @@ class ClientCore:
         with self._lock:
             self._totals.update(
                 batches=1, groups=stats.groups, dead=stats.dead, judged=stats.judged,
-                tied=stats.tied, fell_back=stats.fell_back, judge_calls=stats.judge_calls,
-                retries=stats.retries,
+                tied=stats.tied, fell_back=stats.fell_back, retries=stats.retries,
+                **{k: getattr(stats, k) for k in JUDGE_COST},
             )
             self._totals.update({f"fell_back/{r}": c for r, c in reasons.items()})
             self._latency_s += stats.latency_s
@@ -653,13 +685,15 @@ class ClientCore:
 
     def stats(self) -> dict[str, float]:
         """Counters since the client was made: batches, groups, dead, dead_fraction, judged,
-        tied, fell_back, judge_calls, retries, latency_s (summed over batches),
+        tied, fell_back, comparisons, cached_comparisons, judge_requests, judge_calls
+        (deprecated: comparisons), retries, latency_s (summed over batches),
         fell_back/<reason>."""
         with self._lock:
             totals = dict(self._totals)
             latency = self._latency_s
         out = {key: float(totals.get(key, 0)) for key in (
-            "batches", "groups", "dead", "judged", "tied", "fell_back", "judge_calls", "retries")}
+            "batches", "groups", "dead", "judged", "tied", "fell_back", *JUDGE_COST, "retries")}
+        out["judge_calls"] = out["comparisons"]
         out["dead_fraction"] = out["dead"] / out["groups"] if out["groups"] else 0.0
         out["latency_s"] = latency
         out.update({k: float(v) for k, v in sorted(totals.items()) if k.startswith("fell_back/")})

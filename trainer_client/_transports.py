@@ -119,13 +119,17 @@ def group_to_proto(group: Group) -> pb.Group:
 
 
 def result_from_proto(message: pb.GroupResult) -> GroupResult:
+    """A GroupResult from the wire. From a server older than ``comparisons``, the count comes
+    from ``judge_calls``, and ``cached_comparisons`` and ``judge_requests`` read 0 (unknown)."""
     return GroupResult(
         group_id=message.group_id,
         advantages=tuple(message.advantages),
         routed=message.routed,
         strengths=tuple(message.strengths),
         stderr=tuple(message.stderr),
-        judge_calls=message.judge_calls,
+        comparisons=message.comparisons or message.judge_calls,
+        cached_comparisons=message.cached_comparisons,
+        judge_requests=message.judge_requests,
         rounds=message.rounds,
         anchors_used=message.anchors_used,
         status=message.status,
@@ -282,7 +286,8 @@ def _floats(values: object) -> tuple[float, ...]:
 
 def result_from_body(body: object) -> GroupResult:
     """A GroupResult from JSON (judge_server.http_protocol.GroupResultOut); raises
-    :class:`MalformedResponse` when it is not one."""
+    :class:`MalformedResponse` when it is not one. An older server's result (no
+    ``comparisons``) is read as :func:`result_from_proto` reads one."""
     try:
         if not isinstance(body, dict) or not isinstance(body["group_id"], str):
             raise TypeError("not a result object")
@@ -292,7 +297,9 @@ def result_from_body(body: object) -> GroupResult:
             routed=bool(body.get("routed", False)),
             strengths=_floats(body.get("strengths", [])),
             stderr=_floats(body.get("stderr", [])),
-            judge_calls=int(body.get("judge_calls", 0)),
+            comparisons=int(body.get("comparisons") or body.get("judge_calls", 0)),
+            cached_comparisons=int(body.get("cached_comparisons", 0)),
+            judge_requests=int(body.get("judge_requests", 0)),
             rounds=int(body.get("rounds", 0)),
             anchors_used=int(body.get("anchors_used", 0)),
             status=str(body.get("status", "ok")),

@@ -49,6 +49,14 @@ class GroupResult:
     ``tied``: the judge ranked the group (``status="ok"``) but told its traces apart in
     nothing (it expressed no preference, or the fit left every trace level): the advantages
     are all zero, and the dead group was not rescued.
+
+    What the group cost the judge: ``comparisons``, the comparisons its tournament needed (and
+    recorded: on ``"judge_failed"``, those of the rounds answered before the failure), of
+    which ``cached_comparisons`` a verdict cache answered (a question answered before, one
+    already at the judge for another group, or a repeat sent once) and ``judge_requests``
+    reached the judge: ``comparisons == cached_comparisons + judge_requests``. A server
+    without a verdict cache reports no cached comparisons. ``judge_calls``: the deprecated
+    name of ``comparisons`` (read-only).
     """
 
     group_id: str
@@ -56,7 +64,9 @@ class GroupResult:
     routed: bool
     strengths: tuple[float, ...] = ()
     stderr: tuple[float, ...] = ()
-    judge_calls: int = 0
+    comparisons: int = 0
+    cached_comparisons: int = 0
+    judge_requests: int = 0
     rounds: int = 0
     anchors_used: int = 0
     status: str = "ok"
@@ -64,6 +74,12 @@ class GroupResult:
     latency_ms: float = 0.0
     retry_after_s: float = 0.0
     tied: bool = False
+
+    @property
+    def judge_calls(self) -> int:
+        """Deprecated: ``comparisons``. It counted every comparison the tournament needed,
+        cached or not, which the name hid; ``judge_requests`` counts what reached the judge."""
+        return self.comparisons
 
 
 @dataclass(frozen=True, slots=True)

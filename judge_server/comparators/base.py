@@ -13,6 +13,13 @@ returned) is answered with :data:`UNREAD`: a float equal to ``0.5`` (no preferen
 caller, that the service recognises with :func:`is_unread` and counts per run, whatever the
 backend. Wrappers pass an answer on as they got it (:func:`as_verdict`), so that it stays
 recognisable.
+
+A verdict cache in front of a judge answers some comparisons without asking it. The service
+counts those apart (a group's ``cached_comparisons`` against its ``judge_requests``), so the
+scheduler asks for :meth:`Comparator.compare_with_hits`: the answers and, for each, whether a
+cache gave it (:class:`Answers`). By default no answer is cached; only a cache
+(:class:`~.cached.CachedComparator`) overrides it, and a comparator that implements
+:meth:`~Comparator.compare` alone needs nothing more.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 NO_PREFERENCE = 0.5
 
@@ -67,6 +75,14 @@ class Comparison:
     cache_salt: str | None = None
 
 
+class Answers(NamedTuple):
+    """One batch's answers: ``p[i]`` for comparison ``i``, and ``cached[i]`` when a verdict
+    cache gave it (then no request for it reached the judge)."""
+
+    p: list[float]
+    cached: list[bool]
+
+
 class Comparator(abc.ABC):
     """Answers comparisons. Subclasses implement :meth:`compare`; the rest has defaults."""
 
@@ -76,6 +92,12 @@ class Comparator(abc.ABC):
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
         """Return one ``p = P(first is better)`` in [0, 1] per comparison, in order
         (:data:`UNREAD` for a verdict that could not be read)."""
+
+    async def compare_with_hits(self, comparisons: Sequence[Comparison]) -> Answers:
+        """:meth:`compare`, and which of its answers a verdict cache gave: none, unless the
+        comparator is a cache (:class:`~.cached.CachedComparator` overrides this)."""
+        p = await self.compare(comparisons)
+        return Answers(p, [False] * len(p))
 
     def set_run_template(self, run_id: str, template: str | None) -> None:
         """Judge ``run_id``'s comparisons with its own prompt template (``None``: the
@@ -97,6 +119,7 @@ class Comparator(abc.ABC):
 __all__ = [
     "NO_PREFERENCE",
     "UNREAD",
+    "Answers",
     "Comparator",
     "Comparison",
     "Unread",

@@ -7,6 +7,8 @@ judge's position bias makes them). :class:`CachedComparator` keeps the answers i
 so a cache never mixes judges. Within a batch, repeated questions are sent once; a question
 already being judged by a concurrent batch is waited for rather than sent again. A failed
 batch caches nothing, and every caller waiting on it gets the same :class:`JudgeError`.
+:meth:`CachedComparator.compare_with_hits` says which answers the cache gave (each of those
+three ways), so that the service counts the requests that reached the judge.
 
 Where repeats come from: pool anchors meet the same traces again in later tournaments of a
 prompt, a trainer retries a group, ``order="both"`` designs that revisit a pair, and
@@ -20,7 +22,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from .base import Comparator, Comparison, as_verdict
+from .base import Answers, Comparator, Comparison, as_verdict
 
 Key = tuple[str, bytes]
 
@@ -61,8 +63,16 @@ class CachedComparator(Comparator):
         return len(self._answers)
 
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
+        return (await self.compare_with_hits(comparisons)).p
+
+    async def compare_with_hits(self, comparisons: Sequence[Comparison]) -> Answers:
+        """The answers, and which of them the cache gave: a question answered before, one
+        being judged for a concurrent batch (waited for), or a repeat within this batch (sent
+        once, its first asking counts as the request). A question sent to ``inner`` is cached
+        when ``inner`` says so (a cache behind a cache)."""
         keys = [comparison_key(c) for c in comparisons]
         out: list[float | None] = [None] * len(comparisons)
+        cached = [True] * len(comparisons)
         waiting: dict[int, asyncio.Future] = {}
         to_ask: dict[Key, int] = {}  # key -> index of the first comparison asking it
         got: dict[Key, float] = {}
@@ -84,8 +94,10 @@ class CachedComparator(Comparator):
             mine = {key: loop.create_future() for key in to_ask}
             self._pending.update(mine)
             try:
-                answers = await self.inner.compare([comparisons[i] for i in to_ask.values()])
-                if len(answers) != len(to_ask):
+                answers, inner_cached = await self.inner.compare_with_hits(
+                    [comparisons[i] for i in to_ask.values()]
+                )
+                if len(answers) != len(to_ask) or len(inner_cached) != len(to_ask):
                     raise ValueError(
                         f"{self.name}: {len(answers)} verdicts for {len(to_ask)} comparisons"
                     )
@@ -96,17 +108,18 @@ class CachedComparator(Comparator):
                         future.set_exception(exc)
                         future.exception()  # retrieved: a waiter may or may not exist
                 raise
-            for key, p in zip(to_ask, answers):
+            for (key, i), p, hit in zip(to_ask.items(), answers, inner_cached):
                 self._pending.pop(key, None)
                 mine[key].set_result(p)
                 got[key] = p
+                cached[i] = bool(hit)
                 self._store(key, p)
         for i, future in waiting.items():
             out[i] = await future
         for i, key in enumerate(keys):
             if out[i] is None:  # asked in this batch, maybe more than once
                 out[i] = got[key]
-        return [as_verdict(p) for p in out]
+        return Answers([as_verdict(p) for p in out], cached)
 
     def _store(self, key: Key, p: float) -> None:
         self._answers[key] = p

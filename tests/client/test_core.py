@@ -210,7 +210,8 @@ def plan_for(*groups: Group, **options):
 def answer(group: Group, **fields) -> GroupResult:
     n = len(group.traces)
     return GroupResult(**{"group_id": group.group_id, "advantages": tuple(range(n)),
-                          "routed": True, "judge_calls": 3, **fields})
+                          "routed": True, "comparisons": 3, "cached_comparisons": 1,
+                          "judge_requests": 2, **fields})
 
 
 def test_a_tied_result_is_judged_and_counted_tied():
@@ -224,6 +225,11 @@ def test_a_tied_result_is_judged_and_counted_tied():
     assert a.judged and a.tied and not a.fell_back and not b.tied
     assert (result.stats.judged, result.stats.tied) == (2, 1)
     assert result.stats.as_metrics()["arena/tied"] == 1.0 and core.stats()["tied"] == 1.0
+    cost = (result.stats.comparisons, result.stats.cached_comparisons,
+            result.stats.judge_requests)
+    assert cost == (6, 2, 4) and result.stats.judge_calls == 6
+    assert [core.stats()[k] for k in ("comparisons", "cached_comparisons", "judge_requests",
+                                      "judge_calls")] == [6.0, 2.0, 4.0, 6.0]
 
 
 def test_request_ids_are_made_once_per_group_and_kept_across_sends():
@@ -279,7 +285,11 @@ def test_final_errors_and_bad_answers_fall_back_at_once():
     assert [o.reason for o in outcomes] == ["", "judge_failed", "malformed", "malformed",
                                             "invalid"]
     assert outcomes[0].judged and outcomes[0].advantages == (0.0, 1.0, 2.0, 3.0)
-    assert outcomes[1].judge_calls == 3 and outcomes[1].advantages == (0.0,) * 4
+    assert outcomes[1].advantages == (0.0,) * 4
+    # a judge failure keeps what the server spent before it; judge_calls: the old name
+    assert (outcomes[1].comparisons, outcomes[1].cached_comparisons,
+            outcomes[1].judge_requests, outcomes[1].judge_calls) == (3, 1, 2, 3)
+    assert outcomes[4].comparisons == 0  # refused: nothing spent
 
 
 def test_a_group_the_server_names_falls_back_alone_and_the_rest_is_sent_at_once():
@@ -308,12 +318,15 @@ def test_a_cut_plan_falls_back_with_the_cut_reason():
 
 
 def test_stats_and_metrics():
-    stats = BatchStats(groups=8, dead=2, judged=1, tied=1, fell_back=1, judge_calls=18,
-                       latency_s=0.5, fallback_reasons={"deadline": 1})
+    stats = BatchStats(groups=8, dead=2, judged=1, tied=1, fell_back=1, comparisons=18,
+                       cached_comparisons=5, judge_requests=13, latency_s=0.5,
+                       fallback_reasons={"deadline": 1})
     assert stats.dead_fraction == 0.25 and BatchStats().dead_fraction == 0.0
     assert stats.as_metrics() == {
         "arena/groups": 8.0, "arena/dead": 2.0, "arena/dead_fraction": 0.25,
-        "arena/judged": 1.0, "arena/tied": 1.0, "arena/fell_back": 1.0, "arena/judge_calls": 18.0,
+        "arena/judged": 1.0, "arena/tied": 1.0, "arena/fell_back": 1.0,
+        "arena/comparisons": 18.0, "arena/cached_comparisons": 5.0, "arena/judge_requests": 13.0,
+        "arena/judge_calls": 18.0,
         "arena/latency_s": 0.5, "arena/retries": 0.0, "arena/fell_back/deadline": 1.0,
     }
     assert set(stats.as_metrics(prefix="")) >= {"dead_fraction", "judged"}

@@ -115,7 +115,8 @@ def expected_cells(run: dict) -> list[str]:
     return [
         run["run_id"], str(run["groups"]), f"{100 * run['dead_fraction']:.1f}%",
         str(run["judged"]), str(run["tied"]), str(run["judge_failed"]), str(run["refused"]),
-        str(run["judge_calls"]), str(run["unread_verdicts"]), "p50", "p99",
+        str(run["comparisons"]), str(run["cached_comparisons"]), str(run["judge_requests"]),
+        str(run["unread_verdicts"]), "p50", "p99",
         str(run["groups_in_flight"]),
         str(run["pool_anchors"]),
     ]
@@ -161,13 +162,15 @@ def test_the_page_shows_the_runs_of_a_live_server(servers, tmp_path):
     assert sorted(dom.rows) == ["alpha", "beta"]
     for run_id, run in runs.items():
         cells = dom.rows[run_id]
-        assert len(cells) == 13, cells
-        assert abs(float(cells[9]) - run["latency_p50_ms"]) <= 0.051, (cells, run)
-        assert abs(float(cells[10]) - run["latency_p99_ms"]) <= 0.051, (cells, run)
-        assert cells[:9] + ["p50", "p99"] + cells[11:] == expected_cells(run)
+        assert len(cells) == 15, cells
+        assert abs(float(cells[11]) - run["latency_p50_ms"]) <= 0.051, (cells, run)
+        assert abs(float(cells[12]) - run["latency_p99_ms"]) <= 0.051, (cells, run)
+        assert cells[:11] + ["p50", "p99"] + cells[13:] == expected_cells(run)
     assert dom.rows["alpha"][1:4] == ["5", "60.0%", "3"]
     assert dom.rows["beta"][1:4] == ["4", "25.0%", "1"]
-    assert int(dom.rows["alpha"][7]) > 0 and int(dom.rows["alpha"][12]) > 0
+    # no verdict cache: every comparison reached the judge
+    assert int(dom.rows["alpha"][7]) == int(dom.rows["alpha"][9]) > 0
+    assert dom.rows["alpha"][8] == "0" and int(dom.rows["alpha"][14]) > 0
     assert dom.text("server-judge") == f"judge: {stats['judge']}" == "judge: simulated"
     assert dom.text("server-access") == f"access: {OPEN}"
     assert dom.text("server-groups-in-flight") == "groups in flight: 0"

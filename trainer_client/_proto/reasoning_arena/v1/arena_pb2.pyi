@@ -59,7 +59,7 @@ class RankStreamRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., group: _Optional[_Union[Group, _Mapping]] = ...) -> None: ...
 
 class GroupResult(_message.Message):
-    __slots__ = ("group_id", "advantages", "routed", "strengths", "stderr", "judge_calls", "rounds", "anchors_used", "status", "error", "latency_ms", "retry_after_s", "tied")
+    __slots__ = ("group_id", "advantages", "routed", "strengths", "stderr", "judge_calls", "rounds", "anchors_used", "status", "error", "latency_ms", "retry_after_s", "tied", "comparisons", "cached_comparisons", "judge_requests")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGES_FIELD_NUMBER: _ClassVar[int]
     ROUTED_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,9 @@ class GroupResult(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     TIED_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     advantages: _containers.RepeatedScalarFieldContainer[float]
     routed: bool
@@ -86,7 +89,10 @@ class GroupResult(_message.Message):
     latency_ms: float
     retry_after_s: float
     tied: bool
-    def __init__(self, group_id: _Optional[str] = ..., advantages: _Optional[_Iterable[float]] = ..., routed: _Optional[bool] = ..., strengths: _Optional[_Iterable[float]] = ..., stderr: _Optional[_Iterable[float]] = ..., judge_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., anchors_used: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., retry_after_s: _Optional[float] = ..., tied: _Optional[bool] = ...) -> None: ...
+    comparisons: int
+    cached_comparisons: int
+    judge_requests: int
+    def __init__(self, group_id: _Optional[str] = ..., advantages: _Optional[_Iterable[float]] = ..., routed: _Optional[bool] = ..., strengths: _Optional[_Iterable[float]] = ..., stderr: _Optional[_Iterable[float]] = ..., judge_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., anchors_used: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., retry_after_s: _Optional[float] = ..., tied: _Optional[bool] = ..., comparisons: _Optional[int] = ..., cached_comparisons: _Optional[int] = ..., judge_requests: _Optional[int] = ...) -> None: ...
 
 class RunSettings(_message.Message):
     __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age", "judge_template", "weight", "max_calls_in_flight", "isolate_prefix_cache")
@@ -153,7 +159,7 @@ class DeleteRunResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class RunStats(_message.Message):
-    __slots__ = ("run_id", "groups", "dead_groups", "dead_fraction", "judged", "judge_failed", "refused", "judge_calls", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "groups_in_flight", "pool_prompts", "pool_anchors", "tied", "unread_verdicts")
+    __slots__ = ("run_id", "groups", "dead_groups", "dead_fraction", "judged", "judge_failed", "refused", "judge_calls", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "groups_in_flight", "pool_prompts", "pool_anchors", "tied", "unread_verdicts", "comparisons", "cached_comparisons", "judge_requests")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     DEAD_GROUPS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +176,9 @@ class RunStats(_message.Message):
     POOL_ANCHORS_FIELD_NUMBER: _ClassVar[int]
     TIED_FIELD_NUMBER: _ClassVar[int]
     UNREAD_VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     groups: int
     dead_groups: int
@@ -186,4 +195,7 @@ class RunStats(_message.Message):
     pool_anchors: int
     tied: int
     unread_verdicts: int
-    def __init__(self, run_id: _Optional[str] = ..., groups: _Optional[int] = ..., dead_groups: _Optional[int] = ..., dead_fraction: _Optional[float] = ..., judged: _Optional[int] = ..., judge_failed: _Optional[int] = ..., refused: _Optional[int] = ..., judge_calls: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p90_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., groups_in_flight: _Optional[int] = ..., pool_prompts: _Optional[int] = ..., pool_anchors: _Optional[int] = ..., tied: _Optional[int] = ..., unread_verdicts: _Optional[int] = ...) -> None: ...
+    comparisons: int
+    cached_comparisons: int
+    judge_requests: int
+    def __init__(self, run_id: _Optional[str] = ..., groups: _Optional[int] = ..., dead_groups: _Optional[int] = ..., dead_fraction: _Optional[float] = ..., judged: _Optional[int] = ..., judge_failed: _Optional[int] = ..., refused: _Optional[int] = ..., judge_calls: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p90_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., groups_in_flight: _Optional[int] = ..., pool_prompts: _Optional[int] = ..., pool_anchors: _Optional[int] = ..., tied: _Optional[int] = ..., unread_verdicts: _Optional[int] = ..., comparisons: _Optional[int] = ..., cached_comparisons: _Optional[int] = ..., judge_requests: _Optional[int] = ...) -> None: ...
