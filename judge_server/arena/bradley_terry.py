@@ -259,6 +259,19 @@ def _group(
     return _Group(n, first_arr, second_arr, p_arr, w_arr, prior, mask, values)
 
 
+def _precision_array(precision: object, group: _Group) -> np.ndarray:
+    field, n = "prior_precision", group.n_items
+    arr = _float_array(precision, field)
+    if arr.shape != (n, n):
+        raise InvalidRequest(field, f"must have shape ({n}, {n}), got {arr.shape}")
+    if not (np.all(np.isfinite(arr)) and np.allclose(arr, arr.T, rtol=1e-12, atol=1e-12)):
+        raise InvalidRequest(field, "must be a finite symmetric matrix")
+    free = np.flatnonzero(~group.fixed_mask)
+    if free.size and lapack.dpotrf(arr[np.ix_(free, free)], lower=1)[1] != 0:
+        raise InvalidRequest(field, "must be positive definite on the free items")
+    return arr
+
+
 def _check_options(lam: object, max_iter: object, tol: object) -> tuple[float, int, float]:
     try:
         lam_f = float(lam)  # type: ignore[arg-type]
@@ -301,7 +314,9 @@ class _Stack:
     few vectorised calls: ``np.bincount`` scatters the gradient and the Hessian entries.
     """
 
-    def __init__(self, groups: Sequence[_Group], lam: float) -> None:
+    def __init__(
+        self, groups: Sequence[_Group], lam: float, precision: np.ndarray | None = None
+    ) -> None:
         self.lam = lam
         self.B = B = len(groups)
         self.n_free = [g.n_items - int(np.count_nonzero(g.fixed_mask)) for g in groups]
@@ -340,6 +355,11 @@ class _Stack:
             if B > 1:
                 gids.append(np.full(int(np.count_nonzero(keep)), b, dtype=np.int64))
         self.length = offset
+        # A full prior precision (one group): its block over the free items replaces lam * I.
+        self.P = None
+        if precision is not None and self.n_free[0]:
+            free = self.free_items[0]
+            self.P = precision[np.ix_(free, free)]
         self.consts = _cat(consts, np.float64)
         self.first = _cat(firsts, np.int64)
         self.second = _cat(seconds, np.int64)
@@ -389,7 +409,8 @@ class _Stack:
         r = X - self.M
         if self.B == 1:
             data = loss.sum() if self.unit_weights else self.w @ loss
-            return np.array([(0.5 * self.lam) * np.vdot(r, r) + data])
+            prior = self.lam * np.vdot(r, r) if self.P is None else r[0] @ self.P @ r[0]
+            return np.array([0.5 * prior + data])
         prior = (0.5 * self.lam) * np.einsum("ij,ij->i", r, r)
         if not self.unit_weights:
             loss *= self.w
@@ -406,7 +427,9 @@ class _Stack:
         g = np.bincount(self.first, weights=r, minlength=self.length)
         g -= np.bincount(self.second, weights=r, minlength=self.length)
         # (np.bincount returns integers when there are no comparisons)
-        G = g[: self.size].reshape(self.B, self.n) + self.lam * (X - self.M)
+        r = X - self.M
+        prior = self.lam * r if self.P is None else r @ self.P
+        G = g[: self.size].reshape(self.B, self.n) + prior
         return G, h
 
     def curvature(self, d: np.ndarray) -> np.ndarray:
@@ -419,6 +442,8 @@ class _Stack:
         """Hessian stack ``(B, n, n)``."""
         flat = np.bincount(self.h_flat, weights=self._entries(h), minlength=self.B * self.n**2)
         flat = flat.astype(np.float64, copy=False)  # integers when there are no comparisons
+        if self.P is not None:
+            return flat.reshape(self.B, self.n, self.n) + self.P
         flat[self.diag_flat] += self.lam
         return flat.reshape(self.B, self.n, self.n)
 
@@ -671,6 +696,7 @@ def fit(
     lam: float = 1.0,
     prior_mean=None,
     fixed=None,
+    prior_precision=None,
     max_iter: int = 100,
     tol: float = 1e-10,
     method: str = "auto",
@@ -706,6 +732,13 @@ def fit(
         ``(n_items,)`` (read where ``mask`` is set) or ``(mask.sum(),)``. Fixed items are not
         variables: they keep their value, have ``stderr`` 0, and their prior terms are
         dropped. They anchor the scale: free strengths are placed relative to them.
+    prior_precision : array_like, shape (n_items, n_items), optional
+        A full precision matrix ``P`` for the prior, in place of ``lam * I``: the prior term
+        becomes ``1/2 (b - prior_mean)^T P (b - prior_mean)`` over the free items (the rows
+        and columns of fixed items are ignored). Symmetric, and positive definite on the
+        free items. It couples items a priori, e.g. a group's traces around a common level
+        (:class:`~.tournaments.Tournament` with pool anchors). Dense Newton only: ``method``
+        must be ``"auto"`` or ``"newton"``.
     max_iter : int, optional
         Most Newton iterations (default 100); ``"lbfgs"`` may take
         ``LBFGS_ITER_FACTOR * max_iter`` of its cheaper iterations.
@@ -736,8 +769,8 @@ def fit(
         A ``ValueError`` whose message starts with the offending field: ``n_items``,
         ``first``/``second`` (not integers, out of range, different lengths, or
         ``first[k] == second[k]``, reported on ``second``), ``p`` (outside [0, 1] or NaN),
-        ``weight`` (negative, NaN or infinite), ``prior_mean``, ``fixed``, ``lam``,
-        ``max_iter``, ``tol`` or ``method``.
+        ``weight`` (negative, NaN or infinite), ``prior_mean``, ``fixed``,
+        ``prior_precision``, ``lam``, ``max_iter``, ``tol`` or ``method``.
 
     Examples
     --------
@@ -749,7 +782,13 @@ def fit(
     lam, max_iter, tol = _check_options(lam, max_iter, tol)
     if method not in METHODS:
         raise InvalidRequest("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
-    stack = _Stack([group], lam)
+    precision = None
+    if prior_precision is not None:
+        precision = _precision_array(prior_precision, group)
+        if method not in ("auto", "newton"):
+            raise InvalidRequest("method", f"a prior_precision needs 'newton', got {method!r}")
+        method = "newton"
+    stack = _Stack([group], lam, precision)
     if method == "auto":
         method = "newton" if stack.n_free[0] <= NEWTON_MAX_FREE else "newton-cg"
     if method == "lbfgs":

@@ -5,6 +5,14 @@ the same prompt draws a few of them into its tournament as anchors: their known 
 the new group's strengths to a scale shared across steps, and they give the judge references
 spread over the quality range.
 
+An anchor keeps the strength and standard error of the fit it came from, for good: a later
+group's fit never writes back to it (:func:`after_group`). A tournament lets an anchor move only
+within its own uncertainty and places the new group's level by its comparisons with the
+anchors (:mod:`.tournament`), so the pool's scale stays put while the policy's strengths drift
+on it. (Until anchors had standard errors, every later fit wrote its anchors' strengths back,
+:func:`refit`; with the traces' prior pinned to the anchors' centre that pulled the pool down
+as the policy improved.)
+
 Policies (:class:`PoolPolicy`):
 
 * entry: after a group is fitted, its traces are candidates; the pool keeps at most
@@ -30,16 +38,23 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Anchor:
-    """A trace kept in a pool: its text, fitted strength, and the step it came from."""
+    """A trace kept in a pool: its text, fitted strength, and the step it came from.
+
+    ``stderr`` is the strength's standard error in that fit; ``None`` in pools stored before
+    anchors had one (a tournament then gives the anchor a new trace's prior precision).
+    """
 
     text: str
     strength: float
     step: int
     trace_id: str = ""
+    stderr: float | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.strength):
             raise ValueError(f"strength: must be finite, got {self.strength}")
+        if self.stderr is not None and not (math.isfinite(self.stderr) and self.stderr >= 0):
+            raise ValueError(f"stderr: must be a finite number >= 0 or None, got {self.stderr}")
         if not self.trace_id:
             object.__setattr__(self, "trace_id", trace_id(self.text))
 
@@ -53,6 +68,7 @@ class Anchor:
             strength=float(data["strength"]),
             step=int(data["step"]),
             trace_id=str(data.get("trace_id", "")),
+            stderr=None if data.get("stderr") is None else float(data["stderr"]),
         )
 
 
@@ -118,6 +134,24 @@ def admit(
     return [kept[i] for i in chosen]
 
 
+def after_group(
+    anchors: Sequence[Anchor],
+    texts: Sequence[str],
+    strengths: Sequence[float],
+    stderr: Sequence[float],
+    policy: PoolPolicy,
+    *,
+    step: int,
+) -> list[Anchor]:
+    """The prompt's pool after a group of ``step`` was fitted: the group's traces try to enter
+    with their fitted strengths and standard errors; the anchors already there keep theirs."""
+    candidates = [
+        Anchor(text=t, strength=float(s), step=step, stderr=float(e))
+        for t, s, e in zip(texts, strengths, stderr, strict=True)
+    ]
+    return admit(anchors, candidates, policy, step=step)
+
+
 def select(anchors: Sequence[Anchor], k: int) -> list[Anchor]:
     """``k`` anchors for a tournament, spread over the pool's strength range."""
     chosen = spread_indices([a.strength for a in anchors], k)
@@ -125,7 +159,11 @@ def select(anchors: Sequence[Anchor], k: int) -> list[Anchor]:
 
 
 def refit(anchors: Sequence[Anchor], strengths: Sequence[float]) -> list[Anchor]:
-    """The same anchors with the strengths of the latest fit."""
+    """The same anchors with the strengths of the latest fit.
+
+    The service's rule before anchors had standard errors (the ratchet); kept for the drift
+    benchmark's before/after (:mod:`judge_server.bench.pool_drift`).
+    """
     return [replace(a, strength=float(s)) for a, s in zip(anchors, strengths, strict=True)]
 
 
@@ -169,5 +207,6 @@ class RunPool:
 
 
 __all__ = [
-    "Anchor", "PoolPolicy", "RunPool", "admit", "refit", "select", "spread_indices", "trace_id",
+    "Anchor", "PoolPolicy", "RunPool", "admit", "after_group", "refit", "select",
+    "spread_indices", "trace_id",
 ]

@@ -2,12 +2,25 @@
 
 The designs are in :mod:`.tournaments` (and the default, ``adaptive``, in :mod:`.adaptive`);
 their module docstring says how a tournament is driven.
+
+Priors. Without anchors every trace has the prior ``N(0, 1/lam)`` (the fitter's ``lam``).
+With pool anchors, each anchor's prior is its stored strength with its own standard error,
+``N(strength, stderr^2)`` (the precision bounded to ``[lam, 1 / ANCHOR_MIN_STDERR^2]``; an
+anchor stored without a standard error gets ``lam``), and the traces' prior is hierarchical:
+each trace deviates ``N(0, 1/lam)`` from the group's level, and the level is ``N(centre,
+level_sd^2)`` around the anchors' centre. On the traces that is the precision
+``lam * (I - c 1 1^T)``, ``c = lam v / (1 + G lam v)``, ``v = level_sd^2``: contrasts within
+the group keep ``lam``'s shrinkage, and the group's level is set by its comparisons with the
+anchors, so the strengths of a policy that improves from step to step rise with it.
+``level_sd = 0`` pins the level to the centre, every trace ``N(centre, 1/lam)``: the prior
+before anchors had standard errors, kept for the benchmarks' before/after.
 """
 
 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +29,13 @@ import numpy as np
 from .bradley_terry import Fit, fit
 
 ORDERS = ("both", "random")
+
+#: The prior standard deviation of a group's level (its mean strength) around its anchors'
+#: centre: wide, so that comparisons with the anchors, not the prior, place the group.
+LEVEL_SD = 3.0
+
+#: An anchor's prior standard deviation is at least this (its precision at most 1 / this^2).
+ANCHOR_MIN_STDERR = 0.1
 
 Pair = tuple[int, int]
 """A presentation: ``(first, second)`` item indices, ``first`` shown to the judge as trace A."""
@@ -43,11 +63,16 @@ class Tournament(abc.ABC):
         ``"both"`` or ``"random"`` (see :mod:`.tournaments`).
     anchor_strengths
         Known strengths of pool anchors, appended as items ``n_traces ..``.
+    anchor_stderr
+        Their standard errors, one per anchor (``None`` where not known); empty: none known.
     anchor_mode
-        ``"prior"``: anchors' known strengths are their prior mean (they may move);
-        ``"fixed"``: anchors are held at their known strengths.
+        ``"prior"``: anchors move within their own uncertainty (their prior is their known
+        strength and standard error); ``"fixed"``: anchors are held at their known strengths.
     lam
         Precision of the Gaussian prior on strengths (the fitter's ``lam``).
+    level_sd
+        Prior standard deviation of the group's level around the anchors' centre (see the
+        module docstring); used only with anchors.
     rng
         Random generator (order of presentation, the adaptive design's first cycle).
     """
@@ -63,8 +88,10 @@ class Tournament(abc.ABC):
         budget: int | None = None,
         order: str = "random",
         anchor_strengths: Sequence[float] = (),
+        anchor_stderr: Sequence[float | None] = (),
         anchor_mode: str = "prior",
         lam: float = 1.0,
+        level_sd: float = LEVEL_SD,
         rng: np.random.Generator | None = None,
     ) -> None:
         if n_traces < 2:
@@ -78,6 +105,10 @@ class Tournament(abc.ABC):
         anchors = np.asarray(anchor_strengths, dtype=float).reshape(-1)
         if not np.all(np.isfinite(anchors)):
             raise ValueError("anchor_strengths: must be finite")
+        if len(anchor_stderr) not in (0, anchors.size):
+            raise ValueError("anchor_stderr: must be empty or one per anchor")
+        if not (level_sd >= 0 and math.isfinite(level_sd)):
+            raise ValueError(f"level_sd: must be a finite number >= 0, got {level_sd}")
         self.n_traces = n_traces
         self.n_items = n_traces + anchors.size
         self.order = order
@@ -87,6 +118,11 @@ class Tournament(abc.ABC):
         self._anchors = anchors
         centre = float(anchors.mean()) if anchors.size else 0.0
         self._prior_mean = np.concatenate([np.full(n_traces, centre), anchors])
+        self._prior_precision = None  # lam * I
+        if anchors.size:
+            self._prior_precision = _anchored_precision(
+                n_traces, list(anchor_stderr) or [None] * anchors.size, lam, level_sd
+            )
         self.budget = self.natural_calls() if budget is None else budget
         self._anchors_paired = False
         self._first: list[int] = []
@@ -187,6 +223,7 @@ class Tournament(abc.ABC):
                 lam=self.lam,
                 prior_mean=self._prior_mean,
                 fixed=fixed,
+                prior_precision=self._prior_precision,
             )
         return self._fit
 
@@ -198,4 +235,18 @@ class Tournament(abc.ABC):
         return {(min(i, j), max(i, j)) for i, j in zip(self._first, self._second)}
 
 
-__all__ = ["ORDERS", "Pair", "Tournament", "Verdict"]
+def _anchored_precision(
+    n_traces: int, anchor_stderr: Sequence[float | None], lam: float, level_sd: float
+) -> np.ndarray:
+    """The prior precision of a group with anchors (see the module docstring)."""
+    v = level_sd**2
+    c = lam * v / (1.0 + n_traces * lam * v)
+    own = [lam if s is None else max(float(s), ANCHOR_MIN_STDERR) ** -2 for s in anchor_stderr]
+    k = len(own)
+    precision = np.zeros((n_traces + k, n_traces + k))
+    precision[:n_traces, :n_traces] = lam * (np.eye(n_traces) - c)
+    precision[n_traces:, n_traces:] = np.diag(np.maximum(own, lam))
+    return precision
+
+
+__all__ = ["ANCHOR_MIN_STDERR", "LEVEL_SD", "ORDERS", "Pair", "Tournament", "Verdict"]
