@@ -118,3 +118,33 @@ async def test_an_unread_verdict_stays_unread_when_cached():
     first = await cache.compare([c("a", "b"), c("a", "b")])
     again = await cache.compare([c("a", "b")])
     assert first == [0.5, 0.5] and all(map(is_unread, first + again))
+
+
+async def test_the_cache_says_which_answers_it_gave():
+    inner = Counting(delay=0.05)
+    cache = CachedComparator(inner)
+    # a repeat within the batch is sent once: its first asking is the request
+    first = await cache.compare_with_hits([c("aa", "b"), c("b", "aa"), c("aa", "b")])
+    assert first.p == [2 / 3, 1 / 3, 2 / 3] and first.cached == [False, False, True]
+    # answered before; and, in a concurrent batch, waited for while at the judge
+    again, racing = await asyncio.gather(
+        cache.compare_with_hits([c("aa", "b"), c("x", "yy")]),
+        cache.compare_with_hits([c("x", "yy"), c("b", "aa")]),
+    )
+    assert again.cached == [True, False] and racing.cached == [True, True]
+    assert racing.p == [1 / 3, 1 / 3]
+    assert len(inner.asked) == 3 == sum(not hit for r in (first, again, racing)
+                                        for hit in r.cached)
+    assert (cache.hits, cache.misses) == (4, 3)
+
+
+async def test_a_comparator_caches_nothing_by_default_and_a_cache_behind_a_cache_counts():
+    inner = Counting()
+    assert await inner.compare_with_hits([c("a", "b"), c("a", "b")]) == ([0.5, 0.5],
+                                                                       [False, False])
+    inner = Counting()
+    behind = CachedComparator(inner)
+    await behind.compare([c("a", "b")])
+    front = CachedComparator(behind)  # does not know (a, b): asks behind, which answers it
+    answers = await front.compare_with_hits([c("a", "b"), c("a", "cc")])
+    assert answers.cached == [True, False] and len(inner.asked) == 2

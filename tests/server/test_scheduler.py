@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from judge_server.comparators.base import Comparator, Comparison
+from judge_server.comparators.base import Answers, Comparator, Comparison
 from judge_server.errors import JudgeError
 from judge_server.scheduler import JudgeScheduler
 
@@ -303,3 +303,41 @@ def test_bad_options_are_refused():
                     dict(policy="lottery")):
         with pytest.raises(ValueError):
             JudgeScheduler(ManualJudge(), **options)
+
+
+class MarkingJudge(Comparator):
+    """Answers at once, and says a cache gave the answers whose ``first`` is even."""
+
+    name = "marking"
+
+    def __init__(self, marks=None) -> None:
+        self.marks = marks  # given: the marks of every batch, whatever its size
+
+    async def compare(self, comparisons):
+        return [p_of(c) for c in comparisons]
+
+    async def compare_with_hits(self, comparisons):
+        marks = self.marks
+        if marks is None:
+            marks = [int(c.first) % 2 == 0 for c in comparisons]
+        return Answers(await self.compare(comparisons), marks)
+
+
+async def test_each_round_gets_the_cache_marks_of_its_own_answers():
+    scheduler = JudgeScheduler(MarkingJudge())
+    rounds = [round_of(run_id, n, first) for run_id, n, first in
+              (("a", 3, 1), ("b", 2, 10), ("a", 1, 7))]
+    answers = await asyncio.gather(*[
+        scheduler.compare_with_hits(r, run_id=r[0].run_id) for r in rounds
+    ])
+    assert scheduler.batches == 1
+    assert [a.cached for a in answers] == [[False, True, False], [True, False], [False]]
+    assert answers[1].p == pytest.approx([0.10, 0.11])
+    assert await scheduler.compare(round_of("a", 2, 4), run_id="a") == pytest.approx([0.04, 0.05])
+    assert await scheduler.compare_with_hits([], run_id="a") == ([], [])
+
+
+async def test_cache_marks_that_do_not_match_the_comparisons_are_a_judge_failure():
+    scheduler = JudgeScheduler(MarkingJudge(marks=[True]))
+    with pytest.raises(JudgeError, match="1 cache marks for 2 comparisons"):
+        await scheduler.compare_with_hits(round_of("a", 2), run_id="a")

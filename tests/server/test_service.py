@@ -5,9 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import kendalltau
 
 from judge_server.comparators.base import Comparator
+from judge_server.comparators.cached import CachedComparator
 from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
 from judge_server.service import ArenaService
@@ -23,8 +25,10 @@ def dead_group(group_id, strengths, *, prompt_id="p", reward=1.0, **kw):
 
 
 def service(comparator=None, store=None, **kw):
+    # ``is None``: a verdict cache has a length, so it is falsy while empty
     return ArenaService(
-        comparator=comparator or SimulatedComparator(), store=store or MemoryStore(), **kw
+        comparator=SimulatedComparator() if comparator is None else comparator,
+        store=store or MemoryStore(), **kw
     )
 
 
@@ -355,3 +359,81 @@ async def test_a_run_weight_over_the_servers_maximum_is_refused_naming_the_field
     with pytest.raises(InvalidRequest) as info:
         await service().create_run(RunSettings(run_id="r", weight=100.0))
     assert info.value.field == "settings.weight"
+
+
+# -- what a group cost the judge: needed, cached, sent ----------------------------------------
+
+
+def shared_group(group_id, texts, **kw):
+    """A dead group of these exact texts (groups may share traces)."""
+    return Group(group_id=group_id, prompt_id="p", prompt="2+2?",
+                 traces=tuple(Trace(t, 1.0) for t in texts), **kw)
+
+
+def cost(result):
+    return result.comparisons, result.cached_comparisons, result.judge_requests
+
+
+def metric(svc, name, run_id):
+    for family in text_string_to_metric_families(svc.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("run") == run_id:
+                return sample.value
+    return 0.0
+
+
+async def test_comparisons_a_verdict_cache_answered_do_not_count_as_judge_requests():
+    judge = SimulatedComparator()
+    svc = service(CachedComparator(judge))
+    await svc.create_run(RunSettings(run_id="r", design="round_robin", order="both",
+                                     anchors_per_group=0))
+    a, b, c, d = (f"trace {k} strength={s}" for k, s in enumerate((0.5, -1.0, 2.0, 1.0)))
+    (first,) = await svc.rank("r", [shared_group("g1", [a, b, c])])
+    (shares,) = await svc.rank("r", [shared_group("g2", [a, b, d])])  # (a, b), (b, a) known
+    (again,) = await svc.rank("r", [shared_group("g1", [a, b, c])])  # no request id: replayed
+    assert cost(first) == (6, 0, 6) and cost(shares) == (6, 2, 4) and cost(again) == (6, 6, 0)
+    assert again.advantages == first.advantages and again.judge_calls == 6  # the old name
+    assert judge.calls == 10 == first.judge_requests + shares.judge_requests
+
+    stats = await svc.run_stats("r")
+    assert (stats["comparisons"], stats["cached_comparisons"], stats["judge_requests"]) == (
+        18, 8, 10)
+    assert stats["judge_calls"] == 18
+    assert [metric(svc, f"arena_{name}_total", "r") for name in (
+        "comparisons", "cached_comparisons", "judge_requests", "judge_calls")] == [18, 8, 10, 18]
+
+
+async def test_a_repeat_in_one_batch_is_sent_once_and_counted_cached_once():
+    judge = SimulatedComparator()
+    svc = service(CachedComparator(judge))
+    await svc.create_run(RunSettings(run_id="r", design="round_robin", order="both",
+                                     anchors_per_group=0))
+    texts = [f"trace {k} strength={s}" for k, s in enumerate((0.5, -1.0, 2.0))]
+    results = await svc.rank("r", [shared_group("g1", texts), shared_group("g2", texts)])
+    assert svc.scheduler.batches == 1 and judge.calls == 6
+    assert sorted(cost(r) for r in results) == [(6, 0, 6), (6, 6, 0)]
+
+
+async def test_a_judge_failure_reports_the_cost_of_the_rounds_answered_before_it():
+    class FailsAfterOneBatch(SimulatedComparator):
+        async def compare(self, comparisons):
+            if self.calls:
+                raise JudgeError("judge gone")
+            return await super().compare(comparisons)
+
+    judge = FailsAfterOneBatch()
+    svc = service(CachedComparator(judge))
+    await svc.create_run(RunSettings(run_id="r", design="swiss", anchors_per_group=0))
+    group = dead_group("g", [0.5, -1.0, 2.0, 0.0, 1.2, -0.4])
+    # the same group twice at once (no request id): the same tournament, whose first round
+    # is judged once; the second round fails for both
+    one, two = await asyncio.gather(svc.rank("r", [group]), svc.rank("r", [group]))
+    results = one + two
+    assert all(r.status == "judge_failed" and r.rounds == 2 for r in results)
+    first_round = judge.calls
+    assert first_round > 0
+    assert sorted(cost(r) for r in results) == [
+        (first_round, 0, first_round), (first_round, first_round, 0)]
+    stats = await svc.run_stats("r")
+    assert (stats["judge_failed"], stats["comparisons"], stats["cached_comparisons"],
+            stats["judge_requests"]) == (2, 2 * first_round, first_round, first_round)
