@@ -184,16 +184,20 @@ class Tournament(abc.ABC):
         if not self._anchors_paired:
             self._anchors_paired = True
             proposed += self._anchor_pairs()[: max(0, max_pairs - len(proposed))]
+        presentations = self._present(proposed)[: self.remaining]
+        self._pending = len(presentations)
+        return presentations
+
+    def _present(self, pairs: list[tuple[int, int]]) -> list[Pair]:
+        """The presentations of a round's pairs: both orders, or each in a random order."""
         presentations: list[Pair] = []
-        for i, j in proposed:
+        for i, j in pairs:
             if self.order == "both":
                 presentations += [(i, j), (j, i)]
             elif self.rng.random() < 0.5:
                 presentations.append((i, j))
             else:
                 presentations.append((j, i))
-        presentations = presentations[: self.remaining]
-        self._pending = len(presentations)
         return presentations
 
     def record(self, verdicts: Iterable[Verdict]) -> None:
