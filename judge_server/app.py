@@ -113,7 +113,8 @@ def build_service(
     store: Store | None = None,
 ) -> ArenaService:
     """The service core for ``settings``; tests pass their own comparator or store."""
-    comparator = comparator or build_comparator(settings)
+    if comparator is None:  # not ``or``: a verdict cache is falsy while empty (it has a len)
+        comparator = build_comparator(settings)
     return ArenaService(
         comparator=comparator,
         store=store or build_store(settings),

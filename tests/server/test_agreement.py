@@ -12,8 +12,8 @@ from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 
 from .groups import dead, live, to_proto
 
-FIELDS = ("group_id", "advantages", "routed", "strengths", "stderr", "judge_calls", "rounds",
-          "anchors_used", "status", "error")
+FIELDS = ("group_id", "advantages", "routed", "strengths", "stderr", "judge_calls", "comparisons",
+          "cached_comparisons", "judge_requests", "rounds", "anchors_used", "status", "error")
 
 GROUPS = [
     dead("d1", (0.5, -1.0, 2.0, 0.0, 1.2, -0.3), prompt_id="p1"),
