@@ -8,6 +8,13 @@ and true strengths with its standard error, the mean judge calls per group and t
 The issue's checks are computed at G = 16 (when measured): the default design's tau as a
 fraction of round-robin in both orders, its calls as a fraction of round-robin's, and its tau
 minus ``live``'s at ``live``'s number of calls (paired difference with its standard error).
+
+Tau against calls (``curves``): the designs again, on the same strengths, with budgets of
+``CURVE_FRACTIONS`` of round-robin's calls in both orders (a design that is done before its
+budget stops there: ``live`` has a natural size), and the anytime stop of the default design
+at several thresholds (``min_gain``, expected tau per call) under a cap of two thirds of
+round-robin, which gives points (mean calls, tau). ``selection_ms``: the time the default
+design takes to choose one greedy round (fit included), by group size.
 """
 
 from __future__ import annotations
@@ -15,14 +22,24 @@ from __future__ import annotations
 import math
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..arena.simulator import SimulatedJudge, play
-from ..arena.tournaments import make_tournament
+from ..arena.tournaments import Verdict, make_tournament
 
 DEFAULT_DESIGN = "adaptive"
+CURVE_FRACTIONS = (1 / 12, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)
+CURVE_DESIGNS = {
+    "adaptive (default)": ("adaptive", {"order": "random"}),
+    "round_robin (both orders)": ("round_robin", {"order": "both"}),
+    "round_robin": ("round_robin", {"order": "random"}),
+    "live (paper)": ("live", {"order": "random"}),
+}
+MIN_GAINS = (0.004, 0.002, 0.001)
+SELECTION_SIZES = (16, 64, 256, 1024)
 
 
 @dataclass(frozen=True)
@@ -107,8 +124,61 @@ def run(
             "tau_gain_over_live_se": float(diff.std(ddof=1) / math.sqrt(trials))
             if trials > 1 else 0.0,
         }
-        out["sizes"].append({"n_traces": n, "designs": designs, "checks": checks})
+        curve = curves(n, trials=max(2, trials // 2), seed=seed, judge_options={
+            "position_bias": position_bias, "noise": noise, "soft": soft}, spread=spread)
+        out["sizes"].append(
+            {"n_traces": n, "designs": designs, "checks": checks, "curves": curve}
+        )
     bar.close()
+    out["selection_ms"] = selection_ms()
+    return out
+
+
+def curves(n: int, *, trials: int, seed: int, judge_options: dict, spread: float) -> dict:
+    """Tau against calls for :data:`CURVE_DESIGNS` and the default design's anytime stop."""
+    ceiling = n * (n - 1)
+    budgets = sorted({max(1, round(f * ceiling)) for f in CURVE_FRACTIONS})
+    runs = {
+        label: [(budget, design, {**options, "budget": budget}) for budget in budgets]
+        for label, (design, options) in CURVE_DESIGNS.items()
+    }
+    cap = max(1, round(2 / 3 * ceiling))
+    runs["adaptive, anytime stop"] = [
+        (g, "adaptive", {"order": "random", "budget": cap, "min_gain": g}) for g in MIN_GAINS
+    ]
+    out: dict = {"budgets": budgets, "anytime_cap": cap, "lines": {}}
+    for label, points in runs.items():
+        line = []
+        for k, (key, design, options) in enumerate(points):
+            taus, calls = np.zeros(trials), np.zeros(trials)
+            for t in range(trials):
+                truth = np.random.default_rng([seed, n, t]).normal(0.0, spread, n)
+                judge = SimulatedJudge(truth, **judge_options)
+                o = play(design, judge, n, rng=np.random.default_rng([seed, n, t, 99, k]),
+                         **options)
+                taus[t], calls[t] = o.tau, o.calls
+            line.append({"key": key, "calls": float(calls.mean()), "tau": float(taus.mean())})
+        out["lines"][label] = line
+    return out
+
+
+def selection_ms(sizes: tuple[int, ...] = SELECTION_SIZES, seed: int = 0) -> dict[str, float]:
+    """Median milliseconds for the default design to fit and choose one greedy round."""
+    out = {}
+    for n in sizes:
+        rng = np.random.default_rng([seed, n])
+        judge = SimulatedJudge(rng.normal(0.0, 1.0, n))
+        t = make_tournament(DEFAULT_DESIGN, n, order="random", rng=rng)
+        times = []
+        while True:
+            started = time.perf_counter()
+            pairs = t.next_round()
+            if t.calls:  # the first round is a cycle: no choice to time
+                times.append(time.perf_counter() - started)
+            if not pairs:
+                break
+            t.record(Verdict(i, j, float(p)) for (i, j), p in zip(pairs, judge.judge(pairs, rng)))
+        out[str(n)] = 1e3 * float(np.median(times))
     return out
 
 
@@ -130,13 +200,33 @@ def format_table(result: dict) -> str:
             lines.append(f"  {d['label']:<28}{tau:>16}{d['calls']:>13.1f}{d['rounds']:>8.1f}")
         c = size["checks"]
         lines += [
+            *format_curves(size["curves"]),
             f"  default design ({c['default_design']}): "
             f"{c['tau_fraction_of_round_robin_both']:.3f} of round-robin's tau (both orders) "
             f"with {c['calls_fraction_of_round_robin_both']:.3f} of its calls; "
             f"tau gain over live at live's calls: {c['tau_gain_over_live_at_equal_calls']:+.3f}"
             f" ± {c['tau_gain_over_live_se']:.3f}",
         ]
+    if "selection_ms" in result:
+        times = ", ".join(f"G = {n}: {ms:.1f}" for n, ms in result["selection_ms"].items())
+        lines += ["", f"Choosing a round of the default design (with its fit), median ms: {times}"]
     return "\n".join(lines)
 
 
-__all__ = ["entries", "format_table", "run"]
+def format_curves(curve: dict) -> list[str]:
+    lines = ["  Kendall tau against calls per group (budget = calls cap):",
+             "  " + f"{'':<28}" + "".join(f"{b:>8}" for b in curve["budgets"])]
+    for label, line in curve["lines"].items():
+        if label == "adaptive, anytime stop":
+            continue
+        lines.append("  " + f"{label:<28}" + "".join(
+            f"{p['tau']:>8.3f}" if p["calls"] >= p["key"] - 0.5 else f"{p['tau']:>7.3f}*"
+            for p in line))
+    lines.append("  (* the design stopped before its budget: its natural size)")
+    anytime = curve["lines"]["adaptive, anytime stop"]
+    lines.append(f"  anytime stop (cap {curve['anytime_cap']}): " + "; ".join(
+        f"min_gain {p['key']}: tau {p['tau']:.3f} at {p['calls']:.1f} calls" for p in anytime))
+    return lines
+
+
+__all__ = ["curves", "entries", "format_curves", "format_table", "run", "selection_ms"]
