@@ -10,6 +10,7 @@ from concurrent.futures import wait
 import pytest
 
 from judge_server.comparators.base import Comparator
+from judge_server.comparators.cached import CachedComparator
 from trainer_client import ArenaClient, AsyncArenaClient, Group, RunSettings, Trace, group_relative
 
 from .conftest import CountingComparator, dead, diverse
@@ -41,6 +42,7 @@ def check_batch(groups: list[Group], result, *, divide_by_std: bool = True) -> N
         if "dead" in group.group_id:
             assert outcome.routed and outcome.judged and not outcome.fell_back, outcome
             assert outcome.reason == "" and outcome.judge_calls > 0 and outcome.attempts == 1
+            assert outcome.comparisons == outcome.cached_comparisons + outcome.judge_requests
             assert math.fsum(advantages) == pytest.approx(0.0, abs=1e-9)
             assert max(map(abs, advantages)) > 0.1
             # the simulated judge reads the strengths: the strongest trace leads
@@ -114,6 +116,30 @@ def test_sync_and_async_clients_agree(start_judge, transport):
     assert all(o.judge_calls == n[o.group_id] * (n[o.group_id] - 1) // 2
                for o in sync.outcomes if o.routed)
     assert asyncio.run(judge.service.get_run("sync")).design == "round_robin"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_outcomes_and_stats_say_what_the_servers_verdict_cache_answered(start_judge, transport):
+    comparator = CountingComparator()
+    judge = start_judge(CachedComparator(comparator))
+    settings = RunSettings(run_id="exp", design="round_robin", anchors_per_group=0)
+    groups = batch("cached")
+    with ArenaClient(**judge.address(transport), deadline_s=DEADLINE_S,
+                     run_settings=settings) as client:
+        first = client.rank(groups)
+        again = client.rank(groups)  # new request ids: ranked again, from the cache
+        totals = client.stats()
+    needed = first.stats.comparisons
+    assert needed == first.stats.judge_requests == len(comparator.asked) > 0
+    assert first.stats.cached_comparisons == 0
+    assert [(o.comparisons, o.cached_comparisons, o.judge_requests) for o in again.outcomes] == [
+        (o.comparisons, o.comparisons, 0) for o in first.outcomes]
+    metrics = again.stats.as_metrics()
+    assert [metrics[f"arena/{k}"] for k in (
+        "comparisons", "cached_comparisons", "judge_requests", "judge_calls")] == [
+        needed, needed, 0, needed]
+    assert [totals[k] for k in ("comparisons", "cached_comparisons", "judge_requests")] == [
+        2 * needed, needed, needed]
 
 
 class IndifferentJudge(Comparator):

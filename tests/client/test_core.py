@@ -344,3 +344,17 @@ def test_clients_pickle_as_their_config_and_close_for_good():
         client.rank([dead("a")])
     with pytest.raises(ClientClosed):
         client.submit(dead("a"))
+
+
+def test_a_result_from_a_server_older_than_comparisons_is_read_by_judge_calls():
+    from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
+    from trainer_client._transports import result_from_body, result_from_proto
+
+    old = pb.GroupResult(group_id="g", advantages=[0.0, 0.0], routed=True, judge_calls=5)
+    body = {"group_id": "g", "advantages": [0.0, 0.0], "routed": True, "judge_calls": 5}
+    for result in (result_from_proto(old), result_from_body(body)):
+        assert (result.comparisons, result.cached_comparisons, result.judge_requests) == (5, 0, 0)
+        assert result.judge_calls == 5
+    new = {**body, "comparisons": 5, "cached_comparisons": 2, "judge_requests": 3}
+    for result in (result_from_proto(pb.GroupResult(**new)), result_from_body(new)):
+        assert (result.comparisons, result.cached_comparisons, result.judge_requests) == (5, 2, 3)
