@@ -49,7 +49,8 @@ TOOL_TIMEOUT_S = 120
 # name -> (type, labels the queries use)
 METRICS = {
     "arena_groups": ("counter", {"run", "outcome"}),
-    "arena_judge_calls": ("counter", {"run"}),
+    "arena_judge_requests": ("counter", {"run"}),
+    "arena_cached_comparisons": ("counter", {"run"}),
     "arena_group_latency_seconds": ("histogram", {"run"}),
     "arena_queued_calls": ("gauge", set()),
     "arena_groups_in_flight": ("gauge", {"run"}),
