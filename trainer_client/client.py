@@ -382,7 +382,8 @@ class ArenaClient:
 
     def stats(self) -> dict[str, float]:
         """Counters since the client was made: batches, groups, dead, dead_fraction, judged,
-        fell_back, judge_calls, retries, latency_s and fell_back/<reason>."""
+        tied, fell_back, comparisons, cached_comparisons, judge_requests, judge_calls
+        (deprecated: comparisons), retries, latency_s and fell_back/<reason>."""
         return self._core.stats()
 
     def close(self) -> None:
