@@ -443,6 +443,7 @@ class ArenaService:
             budget=settings.budget or None,
             order=settings.order,
             anchor_strengths=[a.strength for a in drawn],
+            anchor_stderr=[a.stderr for a in drawn],
             anchor_mode=settings.anchor_mode,
             lam=settings.lam,
             rng=rng,
@@ -488,9 +489,7 @@ class ArenaService:
             stderr=fit.stderr[:n],
         )
         if preferred:
-            await self._update_pool(
-                settings, group, prompt_id, strengths, drawn, fit.strengths[n:]
-            )
+            await self._update_pool(settings, group, prompt_id, strengths, fit.stderr[:n])
         else:  # the judge said nothing: anchors alone must not tell the traces apart
             adv = np.zeros(n)
         return GroupResult(
@@ -534,32 +533,27 @@ class ArenaService:
         group: Group,
         prompt_id: str,
         strengths: np.ndarray,
-        drawn: list[pools.Anchor],
-        anchor_strengths: np.ndarray,
+        stderr: np.ndarray,
     ) -> None:
-        if settings.pool_per_prompt == 0:
-            return
+        """The group's traces try to enter the prompt's pool with their fitted strengths and
+        standard errors. The anchors it drew keep theirs: a later fit never writes back (with
+        the old write-back, the pool's scale fell as the policy improved; issue 15)."""
+        if settings.pool_per_prompt == 0 or settings.anchors_per_group == 0:
+            return  # no pool: nothing would ever draw from it
         policy = pools.PoolPolicy(
             per_prompt=settings.pool_per_prompt,
             per_run=settings.pool_per_run,
             max_age=settings.pool_max_age,
             anchors_per_group=settings.anchors_per_group,
         )
-        moved = {}
-        if settings.anchor_mode == "prior" and drawn:
-            moved = {a.trace_id: a for a in pools.refit(drawn, anchor_strengths)}
+        texts = [t.text for t in group.traces]
 
         def update(current: list[pools.Anchor]) -> list[pools.Anchor]:
             # Pure in ``current``: a shared store may call it again on a newer pool.
             step = group.step
             if step is None:  # no step from the trainer: each group of a prompt is one step
                 step = max((a.step for a in current), default=-1) + 1
-            candidates = [
-                pools.Anchor(text=t.text, strength=float(s), step=step)
-                for t, s in zip(group.traces, strengths)
-            ]
-            current = [moved.get(a.trace_id, a) for a in current]
-            return pools.admit(current, candidates, policy, step=step)
+            return pools.after_group(current, texts, strengths, stderr, policy, step=step)
 
         written = await self.store.update_anchors(
             settings.run_id, prompt_id, update, per_run=policy.per_run

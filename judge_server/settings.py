@@ -180,7 +180,9 @@ class ServerSettings(BaseSettings):
     )
     scale: float = Field(1.0, description="Default scale of judge-derived advantages.")
     lam: float = Field(1.0, gt=0, description="Default Bradley-Terry prior precision.")
-    anchors_per_group: int = Field(3, ge=0, description="Default pool anchors per tournament.")
+    anchors_per_group: int = Field(
+        0, ge=0, description="Default pool anchors per tournament (0: no anchor pool)."
+    )
     # Group assembly: samples scored one at a time (POST /v1/openrlhf/{run_id}).
     assembly_group_size: int = Field(
         DEFAULT_GROUP_SIZE,

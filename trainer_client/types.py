@@ -95,8 +95,10 @@ class RunSettings:
     lam               Bradley-Terry prior precision
     dead_eps          a group is dead when max(reward) - min(reward) <= dead_eps
     divide_by_std     non-dead groups: (r - mean) / std (True) or r - mean (False)
-    anchors_per_group pool anchors drawn into each tournament (0 turns the pool off)
-    anchor_mode       "prior" (anchors' strengths are a prior mean) or "fixed"
+    anchors_per_group pool anchors drawn into each tournament (0, the default: no pool; at
+                      equal judge calls anchors lower the order found within a group)
+    anchor_mode       "prior" (anchors move within their own calibrated uncertainty) or
+                      "fixed" (held at their stored strengths)
     pool_per_prompt   anchors kept per prompt
     pool_per_run      anchors kept per run, all prompts together
     pool_max_age      steps after which an anchor leaves the pool
@@ -116,7 +118,7 @@ class RunSettings:
     lam: float = 1.0
     dead_eps: float = 1e-6
     divide_by_std: bool = True
-    anchors_per_group: int = 3
+    anchors_per_group: int = 0
     anchor_mode: str = "prior"
     pool_per_prompt: int = 8
     pool_per_run: int = 100_000

@@ -122,11 +122,11 @@ async def test_stream_answers_a_bad_group_and_goes_on(stub):
 async def test_runs_create_get_delete(stub):
     created = await stub.CreateRun(pb.CreateRunRequest(
         settings=pb.RunSettings(
-            run_id="exp-1", design="round_robin", scale=2.0, anchors_per_group=0
+            run_id="exp-1", design="round_robin", scale=2.0, anchors_per_group=2
         )
     ))
     assert (created.run_id, created.design, created.scale) == ("exp-1", "round_robin", 2.0)
-    assert created.anchors_per_group == 0  # set explicitly: not the default
+    assert created.anchors_per_group == 2  # set explicitly: not the default (0)
     assert created.order == "random" and created.lam == 1.0 and created.divide_by_std  # defaults
     assert await stub.GetRun(pb.GetRunRequest(run_id="exp-1")) == created
 

@@ -101,7 +101,8 @@ async def test_an_abstaining_judge_ties_a_group_even_against_the_pools_anchors(h
     # round robin compares each trace with a pool anchor: anchors of different strengths
     # would pull the traces apart on verdicts of 0.5 alone
     created = await http.post("/v1/runs", json={"settings": {"run_id": "r",
-                                                              "design": "round_robin"}})
+                                                              "design": "round_robin",
+                                                              "anchors_per_group": 3}})
     assert created.status_code == 201, created.text
     first = await rank(http, "r", dead("g1", (0.5, -1.0, 2.0, 0.0), prompt_id="p"))
     assert not first["tied"] and max(map(abs, first["advantages"])) > 0.1

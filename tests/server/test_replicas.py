@@ -23,7 +23,8 @@ from ..ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = RunSettings(run_id="shared", anchor_mode="fixed", pool_per_prompt=8)
+SETTINGS = RunSettings(run_id="shared", anchor_mode="fixed", anchors_per_group=3,
+                       pool_per_prompt=8)
 
 
 class Replica:

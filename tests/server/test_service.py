@@ -24,6 +24,9 @@ def dead_group(group_id, strengths, *, prompt_id="p", reward=1.0, **kw):
     return Group(group_id=group_id, prompt_id=prompt_id, prompt="2+2?", traces=traces, **kw)
 
 
+POOL = RunSettings(run_id="default", anchors_per_group=3)  # the pool is off by default
+
+
 def service(comparator=None, store=None, **kw):
     # ``is None``: a verdict cache has a length, so it is falsy while empty
     return ArenaService(
@@ -138,7 +141,7 @@ async def test_unexpected_comparator_exception_becomes_a_judge_failure():
 
 async def test_a_retried_request_id_is_judged_once():
     comparator = SimulatedComparator()
-    svc = service(comparator)
+    svc = service(comparator, defaults=POOL)
     group = dead_group("g", [0, 1, 2, 3], request_id="req-1")
     first, second = await asyncio.gather(svc.rank_group("r", group), svc.rank_group("r", group))
     third = await svc.rank_group("r", group)
@@ -148,7 +151,7 @@ async def test_a_retried_request_id_is_judged_once():
 
 
 async def test_pool_fills_and_anchors_the_next_group_of_the_same_prompt_only():
-    svc = service()
+    svc = service(defaults=POOL)
     await svc.rank("r", [dead_group("g1", [-1.0, 0.0, 1.0, 2.0], step=0)])
     pool = await svc.pool_snapshot("r")
     assert set(pool) == {"p"} and 0 < len(pool["p"]) <= 8
@@ -160,9 +163,23 @@ async def test_pool_fills_and_anchors_the_next_group_of_the_same_prompt_only():
     assert other_run.anchors_used == 0  # pools never cross runs
 
 
+async def test_a_later_group_never_moves_the_anchors_it_drew():
+    svc = service(defaults=POOL)
+    await svc.rank("r", [dead_group("g1", [-1.0, 0.0, 1.0, 2.0], step=0)])
+    before = {a.trace_id: a for a in (await svc.pool_snapshot("r"))["p"]}
+    assert all(a.stderr is not None and a.stderr > 0 for a in before.values())
+    (later,) = await svc.rank("r", [dead_group("g2", [3.0, 3.5, 4.0], step=1)])
+    assert later.anchors_used == 3
+    after = {a.trace_id: a for a in (await svc.pool_snapshot("r"))["p"]}
+    kept = before.keys() & after.keys()  # the stronger group entered beside them
+    assert len(kept) >= 2 and all(after[k] == before[k] for k in kept)  # as stored
+
+
 async def test_anchors_put_groups_of_one_prompt_on_one_scale():
     svc = service()
-    await svc.create_run(RunSettings(run_id="r", design="round_robin", order="both"))
+    await svc.create_run(
+        RunSettings(run_id="r", design="round_robin", order="both", anchors_per_group=3)
+    )
     await svc.rank("r", [dead_group("g1", [-2.0, -1.0, 0.0, 1.0, 2.0], step=0)])
     (strong,) = await svc.rank("r", [dead_group("g2", [3.0, 3.5], step=1)])
     (weak,) = await svc.rank("r", [dead_group("g3", [-3.0, -3.5], step=2)])
@@ -200,7 +217,7 @@ async def test_bad_run_settings_name_the_field(settings, field):
 
 
 async def test_a_failed_pool_write_is_an_error_not_a_silent_loss():
-    svc = service(store=FailingStore())
+    svc = service(store=FailingStore(), defaults=POOL)
     with pytest.raises(StoreError):
         await svc.rank("r", [dead_group("g", [0, 1, 2])])
 

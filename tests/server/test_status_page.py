@@ -142,7 +142,7 @@ def servers():
 
 
 def test_the_page_shows_the_runs_of_a_live_server(servers, tmp_path):
-    server = servers("simulated")
+    server = servers("simulated", anchors_per_group=3)
     batches = {
         "alpha": [dead("a-1"), dead("a-2"), dead("a-3", prompt_id="p2"), live("a-4"), live("a-5")],
         "beta": [dead("b-1"), live("b-2"), live("b-3"), live("b-4")],

@@ -139,7 +139,7 @@ async def test_health_service_needs_no_key(keyed):
 
 async def test_pools_never_cross_runs(start_server):
     """Two runs (of two tenants) judging the same prompt id keep separate pools."""
-    server = await start_server(api_keys=API_KEYS)
+    server = await start_server(api_keys=API_KEYS, anchors_per_group=3)
     service = server.service
     first = await service.rank("a-run", [Group("g1", tuple(
         Trace(f"a {k} strength={s}", 1.0) for k, s in enumerate((0, 1, 2, 3))), prompt_id="p")],
