@@ -53,6 +53,7 @@ class ServeProcess:
             "ARENA_STORE": "sqlite",
             "ARENA_SQLITE_PATH": str(self.sqlite_path),
             "ARENA_SHUTDOWN_GRACE_S": str(GRACE_S),
+            "ARENA_ANCHORS_PER_GROUP": "3",  # a pool to flush (off by default)
             # every batch at the judge at once, so that all groups are in flight together
             "ARENA_JUDGE_BATCHES_IN_FLIGHT": "8",
         }
