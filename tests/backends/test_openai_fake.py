@@ -246,7 +246,7 @@ async def test_the_service_ranks_with_a_working_server():
     async with fake_server(answers({" A": -1.0, " B": -2.0})) as (url, seen):
         dead_result, _ = await rank_through_the_service(url)
     assert dead_result.status == "ok" and dead_result.routed
-    assert dead_result.judge_calls == len(seen.bodies) > 0
+    assert dead_result.judge_requests == dead_result.comparisons == len(seen.bodies) > 0
 
 
 async def test_a_run_can_have_its_own_template():
@@ -267,7 +267,7 @@ async def test_a_run_can_have_its_own_template():
 
 
 async def test_verdicts_missing_from_the_top_k_are_unread_counted_and_tie_the_group():
-    async with fake_server(answers({" the": -0.1, " so": -3.0})) as (url, _):
+    async with fake_server(answers({" the": -0.1, " so": -3.0})) as (url, seen):
         service = build_service(ServerSettings(
             store="memory", comparator="openai", judge_base_url=url, judge_model="judge",
             judge_retries=0, judge_timeout_s=2))
@@ -279,7 +279,10 @@ async def test_verdicts_missing_from_the_top_k_are_unread_counted_and_tie_the_gr
             await service.aclose()
     assert result.status == "ok" and result.tied and result.advantages == (0.0, 0.0, 0.0)
     assert again[0].tied  # cached verdicts are still unread ones
-    assert stats["unread_verdicts"] == result.judge_calls + again[0].judge_calls > 0
+    assert stats["unread_verdicts"] == result.comparisons + again[0].comparisons > 0
+    # through the server's verdict cache: what it answered never reached the model server
+    assert stats["judge_requests"] == len(seen.bodies) == stats["comparisons"] - stats[
+        "cached_comparisons"]
     assert stats["tied"] == 2
 
 
