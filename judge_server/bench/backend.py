@@ -25,8 +25,8 @@ SGLang, OpenAI-compatible servers that fill ``usage.prompt_tokens_details``):
 ``prompt_tokens`` per comparison, ``uncached_tokens`` per comparison (prompt minus cache
 hits), and the lower bound ``own_tokens``: the tokens from the second trace's block to the
 end of the prompt, which no cache can hold when every comparison brings a new second trace.
-vLLM caches whole blocks (``block_size`` tokens; 128 on its CPU build by default), so up to
-a block per prompt is recomputed even at best.
+vLLM caches whole blocks (``block_size`` tokens; 128 on its CPU build by default, 32 here:
+the smallest its CPU attention takes), so up to a block per prompt is recomputed even at best.
 
 Run it as ``arena-judge bench backend``; figures on the tiny model and a CPU are throughput,
 not judge quality.
@@ -57,6 +57,7 @@ TINY_ENGINE_ARGS = {
     "enforce_eager": True,
     "gpu_memory_utilization": 0.1,
     "kv_cache_memory_bytes": 1 << 30,
+    "block_size": 32,  # the smallest vLLM's CPU attention takes (a multiple of 32)
 }
 
 
@@ -227,6 +228,21 @@ async def _measure(settings: Any, groups: list[dict], concurrency: int, progress
         await judge.aclose()
 
 
+def tiny_judge(settings: Any, stack: contextlib.ExitStack) -> tuple[Any, str]:
+    """``settings`` with the tiny model built (in a temporary directory that ``stack``
+    removes) when their judge model is :data:`TINY`, and :data:`TINY_ENGINE_ARGS` unless they
+    give engine arguments; and the model's name for reports."""
+    if settings.judge_model != TINY:
+        return settings, settings.judge_model
+    from . import tiny_model
+
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="tiny-judge-"))
+    update: dict[str, Any] = {"judge_model": str(tiny_model.build(directory))}
+    if not settings.judge_engine_args:
+        update["judge_engine_args"] = TINY_ENGINE_ARGS
+    return settings.model_copy(update=update), "tiny (random, 2 layers, hidden 128)"
+
+
 def run(
     *,
     settings: Any = None,
@@ -246,22 +262,12 @@ def run(
                                  "log_level": "warning"}
     bodies = gsm8k_groups(groups, path=data or DEFAULT_GSM8K_PATH)
     with contextlib.ExitStack() as stack:
-        model = settings.judge_model
-        if model == TINY:
-            from . import tiny_model
-
-            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="tiny-judge-"))
-            model = str(tiny_model.build(directory))
-            overrides["judge_model"] = model
-            if not settings.judge_engine_args:
-                overrides["judge_engine_args"] = TINY_ENGINE_ARGS
-        settings = settings.model_copy(update=overrides)
+        settings, model = tiny_judge(settings.model_copy(update=overrides), stack)
         figures = asyncio.run(_measure(settings, bodies, concurrency, progress))
     return {
         **figures,
         "comparator": settings.comparator,
-        "model": "tiny (random, 2 layers, hidden 128)" if overrides.get("judge_model")
-        else settings.judge_model,
+        "model": model,
         "groups": groups,
         "group_size": len(bodies[0]["texts"]),
         "design": settings.design,
@@ -303,4 +309,4 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["RecordingComparator", "format_table", "gsm8k_groups", "run"]
+__all__ = ["RecordingComparator", "format_table", "gsm8k_groups", "run", "tiny_judge"]
