@@ -4,7 +4,6 @@
     arena-judge config                      the table of every server option and its default
     arena-judge hash-key < KEY_FILE         the SHA-256 digest of an API key (for ARENA_API_KEYS)
     arena-judge bench tournaments [--json]  tournament designs on the simulated judge
-                                            (--drift RUNS: anchor pools, a drifting policy)
     arena-judge bench fit [--json]          the Bradley-Terry fitter against choix
     arena-judge bench judge [--json]        a judge on GSM8K: masked answers, planted errors,
                                             gaming probes, dead-group ties (--comparator ...)
@@ -107,17 +106,7 @@ def _bench_tournaments(args: argparse.Namespace) -> int:
         args.sizes, trials=args.trials, position_bias=args.position_bias, noise=args.noise,
         spread=args.spread, soft=args.soft, seed=args.seed, progress=not args.json,
     )
-    table = tournaments.format_table(result)
-    if args.drift:
-        from .bench import pool_drift
-
-        drift = pool_drift.run(
-            tuple(n for n in args.sizes if n <= 16) or (8, 16), runs=args.drift,
-            position_bias=args.position_bias, seed=args.seed, progress=not args.json,
-        )
-        result["pool_drift"] = drift
-        table += "\n\n" + pool_drift.format_table(drift)
-    return _emit(result, table, args.json)
+    return _emit(result, tournaments.format_table(result), args.json)
 
 
 def _bench_fit(args: argparse.Namespace) -> int:
@@ -335,9 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spread", type=float, default=1.0, help="sd of latent strengths")
     t.add_argument("--soft", action="store_true", help="soft verdicts instead of Bernoulli")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--drift", type=int, default=0, metavar="RUNS",
-                   help="also anchor pools under a drifting policy, RUNS runs of 20 steps "
-                   "(sizes up to 16)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_bench_tournaments)
 
