@@ -4,11 +4,11 @@
     arena-judge config                      the table of every server option and its default
     arena-judge hash-key < KEY_FILE         the SHA-256 digest of an API key (for ARENA_API_KEYS)
     arena-judge bench tournaments [--json]  tournament designs on the simulated judge
+                                            (--drift RUNS: anchor pools, a drifting policy)
     arena-judge bench fit [--json]          the Bradley-Terry fitter against choix
     arena-judge bench judge [--json]        a judge on GSM8K: masked answers, planted errors,
                                             gaming probes, dead-group ties (--comparator ...)
     arena-judge bench backend [--json]      an LLM judge behind the server: comparisons/s
-    arena-judge bench cost [--json]         uncached prompt tokens per group at live's tau
     arena-judge bench serve [--json]        server throughput and latency, instant judge
     arena-judge bench fairness [--json]     a quiet run's p99 latency alone and under a flood
     arena-judge bench learn [--seeds N] [--steps N] [--arms a,b] [--json PATH] [--plot PATH]
@@ -106,7 +106,17 @@ def _bench_tournaments(args: argparse.Namespace) -> int:
         args.sizes, trials=args.trials, position_bias=args.position_bias, noise=args.noise,
         spread=args.spread, soft=args.soft, seed=args.seed, progress=not args.json,
     )
-    return _emit(result, tournaments.format_table(result), args.json)
+    table = tournaments.format_table(result)
+    if args.drift:
+        from .bench import pool_drift
+
+        drift = pool_drift.run(
+            tuple(n for n in args.sizes if n <= 16) or (8, 16), runs=args.drift,
+            position_bias=args.position_bias, seed=args.seed, progress=not args.json,
+        )
+        result["pool_drift"] = drift
+        table += "\n\n" + pool_drift.format_table(drift)
+    return _emit(result, table, args.json)
 
 
 def _bench_fit(args: argparse.Namespace) -> int:
@@ -231,27 +241,6 @@ def _bench_backend(args: argparse.Namespace) -> int:
     return _emit(result, backend.format_table(result), args.json)
 
 
-def _bench_cost(args: argparse.Namespace) -> int:
-    from .bench import backend, cost
-
-    try:
-        settings = _judge_settings(args, comparator="vllm", judge_model=backend.TINY)
-    except (ValidationError, ValueError) as exc:
-        print(f"arena-judge bench cost: {exc}", file=sys.stderr)
-        return 2
-    from .errors import JudgeError
-
-    try:
-        result = cost.run(args.sizes, settings=settings, groups=args.groups,
-                          trials=args.trials, position_bias=args.position_bias,
-                          soft=args.soft, seed=args.seed, data=args.data,
-                          progress=not args.json)
-    except (JudgeError, ImportError, ValueError) as exc:
-        print(f"arena-judge bench cost: {exc}", file=sys.stderr)
-        return 1
-    return _emit(result, cost.format_table(result), args.json)
-
-
 def _bench_serve(args: argparse.Namespace) -> int:
     from .bench import serve
 
@@ -324,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spread", type=float, default=1.0, help="sd of latent strengths")
     t.add_argument("--soft", action="store_true", help="soft verdicts instead of Bernoulli")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--drift", type=int, default=0, metavar="RUNS",
+                   help="also anchor pools under a drifting policy, RUNS runs of 20 steps "
+                   "(sizes up to 16)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_bench_tournaments)
 
@@ -363,20 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     _add_settings_flags(b, only="judge_")
     b.set_defaults(func=_bench_backend)
-
-    c = bench.add_parser("cost", help="uncached prompt tokens per group to reach live's "
-                         "Kendall tau: live, round-robin and the default design on a real vLLM "
-                         "engine (tiny model) with simulated verdicts")
-    c.add_argument("--sizes", type=_parse_ints, default=(8, 16), help="group sizes, e.g. 8,16")
-    c.add_argument("--groups", type=int, default=8, help="GSM8K-like groups per design (engine)")
-    c.add_argument("--trials", type=int, default=500, help="simulator trials per curve point")
-    c.add_argument("--position-bias", type=float, default=0.3, help="judge's bias (logit)")
-    c.add_argument("--soft", action="store_true", help="soft verdicts instead of Bernoulli")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--data", default=None, help="model_solutions.jsonl (default: ../shared)")
-    c.add_argument("--json", action="store_true")
-    _add_settings_flags(c, only="judge_")
-    c.set_defaults(func=_bench_cost)
 
     s = bench.add_parser("serve", help="server groups/s and latency with an instant judge")
     s.add_argument("--target", default=None, help="host:grpc_port,http_url of a running server")

@@ -483,3 +483,47 @@ def test_fit_batch_of_equal_sizes_matches_choix():
     for g, got in zip(graphs_, batched):
         theirs = choix.opt_pairwise(16, choix_data(*g), alpha=0.5, tol=1e-10)
         assert np.max(np.abs(centred(got.strengths) - centred(theirs))) <= 1e-4
+
+
+def test_a_prior_precision_of_lam_times_identity_is_the_plain_fit_exactly():
+    rng = np.random.default_rng(11)
+    first, second, p, _ = random_graph(rng, 9)
+    for fixed in (None, {8: 0.7}):
+        plain = fit(9, first, second, p, lam=0.6, prior_mean=0.2, fixed=fixed)
+        full = fit(9, first, second, p, lam=0.6, prior_mean=0.2, fixed=fixed,
+                   prior_precision=0.6 * np.eye(9))
+        assert np.array_equal(plain.strengths, full.strengths)
+        assert np.array_equal(plain.covariance, full.covariance)
+
+
+def test_a_full_prior_precision_is_what_the_fit_minimises():
+    rng = np.random.default_rng(12)
+    n = 7
+    first, second, p, _ = random_graph(rng, n)
+    a = rng.normal(size=(n, n))
+    precision = a @ a.T / n + 0.3 * np.eye(n)
+    prior_mean = rng.normal(size=n)
+    result = fit(n, first, second, p, prior_mean=prior_mean, prior_precision=precision)
+    b = result.strengths
+    g = reference_gradient(b, first, second, p, 1.0, 0.0, prior_mean)
+    g += precision @ (b - prior_mean)
+    np.testing.assert_allclose(g, 0.0, atol=1e-8)
+    d = expit(b[first] - b[second])
+    h = np.zeros((n, n))
+    np.add.at(h, (first, first), d * (1 - d))
+    np.add.at(h, (second, second), d * (1 - d))
+    np.add.at(h, (first, second), -d * (1 - d))
+    np.add.at(h, (second, first), -d * (1 - d))
+    np.testing.assert_allclose(result.covariance, np.linalg.inv(h + precision), atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"prior_precision": np.eye(2)}, "shape"),
+     ({"prior_precision": [[1.0, 2.0, 0], [0, 1.0, 0], [0, 0, 1.0]]}, "symmetric"),
+     ({"prior_precision": -np.eye(3)}, "positive definite"),
+     ({"prior_precision": np.eye(3), "method": "lbfgs"}, "newton")],
+)
+def test_a_bad_prior_precision_names_the_field(kwargs, message):
+    with pytest.raises(InvalidRequest, match=message):
+        fit(3, [0, 1], [1, 2], [0.9, 0.7], **kwargs)

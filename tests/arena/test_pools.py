@@ -5,6 +5,7 @@ from judge_server.arena.pools import (
     PoolPolicy,
     RunPool,
     admit,
+    after_group,
     refit,
     select,
     spread_indices,
@@ -89,3 +90,30 @@ def test_bad_policy_names_the_field(kwargs, field):
 def test_anchor_strength_must_be_finite():
     with pytest.raises(ValueError, match="strength"):
         Anchor("x", float("inf"), 0)
+
+
+def test_a_later_group_never_moves_the_anchors_already_in_the_pool():
+    policy = PoolPolicy(per_prompt=10, min_gap=0.0)
+    first = after_group([], ["a", "b"], [-1.0, 1.0], [0.4, 0.5], policy, step=0)
+    assert {(a.text, a.strength, a.stderr, a.step) for a in first} == {
+        ("a", -1.0, 0.4, 0), ("b", 1.0, 0.5, 0)}
+    later = after_group(first, ["c", "d"], [2.0, 3.0], [0.3, 0.3], policy, step=1)
+    assert [a for a in later if a.step == 0] == first  # as stored, strengths and stderr
+    assert sorted(a.text for a in later) == ["a", "b", "c", "d"]
+
+
+def test_pools_stored_before_anchors_had_a_stderr_still_load():
+    old = {"p": [{"text": "t", "strength": 0.5, "step": 3, "trace_id": "abc"},
+                 {"text": "u", "strength": -0.5, "step": 4}]}
+    pool = RunPool.from_dict(old)
+    assert [a.stderr for a in pool.get("p")] == [None, None]
+    assert pool.get("p")[0] == Anchor("t", 0.5, 3, "abc")
+    assert RunPool.from_dict(pool.to_dict()) == pool
+    with_stderr = Anchor("v", 0.1, 5, stderr=0.3)
+    assert Anchor.from_dict(with_stderr.to_dict()) == with_stderr
+
+
+def test_anchor_stderr_must_be_finite_and_not_negative():
+    for bad in (float("nan"), -0.1, float("inf")):
+        with pytest.raises(ValueError, match="stderr"):
+            Anchor("x", 0.0, 0, stderr=bad)

@@ -3,6 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
+from judge_server.arena.bradley_terry import fit
 from judge_server.arena.simulator import SimulatedJudge, play
 from judge_server.arena.tournaments import DESIGNS, Verdict, make_tournament
 
@@ -191,3 +192,40 @@ def test_other_designs_tie_each_trace_to_one_pool_anchor_in_the_first_round(desi
     assert with_anchor == [(0, 5), (1, 6), (2, 5), (3, 6), (4, 5)]
     no_anchors = make_tournament(design, 5, order="random", rng=rng)
     assert t.budget == no_anchors.budget + 5
+
+
+def _played(design, truth, n, **options):
+    rng = np.random.default_rng(5)
+    t = make_tournament(design, n, order="both", rng=rng, **options)
+    judge = SimulatedJudge(np.asarray(truth, dtype=float), soft=True)
+    while pairs := t.next_round():
+        t.record(Verdict(i, j, float(p)) for (i, j), p in zip(pairs, judge.judge(pairs, rng)))
+    return t
+
+
+def test_without_anchors_the_fit_is_the_plain_one():
+    t = _played("round_robin", [0.5, -1.0, 2.0, 0.0], 4)
+    first, second, p = np.asarray(t._first), np.asarray(t._second), np.asarray(t._p)
+    assert np.array_equal(t.fit().strengths, fit(4, first, second, p, lam=1.0).strengths)
+
+
+def test_anchors_set_the_groups_level_and_keep_their_own():
+    truth = [3.0, 3.5, 2.5, 3.2, 0.0, 0.3, -0.3]  # a group far above its anchors
+    anchors = {"anchor_strengths": [0.0, 0.3, -0.3], "anchor_stderr": [0.2, 0.2, 0.2]}
+    free = _played("round_robin", truth, 4, **anchors).fit()
+    pinned = _played("round_robin", truth, 4, level_sd=0.0, **anchors).fit()
+    assert free.strengths[:4].mean() > 2.0 > pinned.strengths[:4].mean() + 1.0
+    moved = np.abs(free.strengths[4:] - [0.0, 0.3, -0.3]).max()
+    assert moved < 0.2  # within their stderr
+    loose = _played("round_robin", truth, 4, anchor_strengths=[0.0, 0.3, -0.3]).fit()
+    assert np.abs(loose.strengths[4:] - [0.0, 0.3, -0.3]).max() > 2 * moved  # lam's prior
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"anchor_strengths": [0.0, 1.0], "anchor_stderr": [0.1]}, "anchor_stderr"),
+     ({"level_sd": -1.0}, "level_sd")],
+)
+def test_bad_anchor_priors_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        make_tournament("adaptive", 4, **kwargs)
