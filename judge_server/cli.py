@@ -9,6 +9,7 @@
     arena-judge bench judge [--json]        a judge on GSM8K: masked answers, planted errors,
                                             gaming probes, dead-group ties (--comparator ...)
     arena-judge bench backend [--json]      an LLM judge behind the server: comparisons/s
+    arena-judge bench cost [--json]         uncached prompt tokens per group at live's tau
     arena-judge bench serve [--json]        server throughput and latency, instant judge
     arena-judge bench fairness [--json]     a quiet run's p99 latency alone and under a flood
     arena-judge bench learn [--seeds N] [--steps N] [--arms a,b] [--json PATH] [--plot PATH]
@@ -241,6 +242,27 @@ def _bench_backend(args: argparse.Namespace) -> int:
     return _emit(result, backend.format_table(result), args.json)
 
 
+def _bench_cost(args: argparse.Namespace) -> int:
+    from .bench import backend, cost
+
+    try:
+        settings = _judge_settings(args, comparator="vllm", judge_model=backend.TINY)
+    except (ValidationError, ValueError) as exc:
+        print(f"arena-judge bench cost: {exc}", file=sys.stderr)
+        return 2
+    from .errors import JudgeError
+
+    try:
+        result = cost.run(args.sizes, settings=settings, groups=args.groups,
+                          trials=args.trials, position_bias=args.position_bias,
+                          soft=args.soft, seed=args.seed, data=args.data,
+                          progress=not args.json)
+    except (JudgeError, ImportError, ValueError) as exc:
+        print(f"arena-judge bench cost: {exc}", file=sys.stderr)
+        return 1
+    return _emit(result, cost.format_table(result), args.json)
+
+
 def _bench_serve(args: argparse.Namespace) -> int:
     from .bench import serve
 
@@ -355,6 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     _add_settings_flags(b, only="judge_")
     b.set_defaults(func=_bench_backend)
+
+    c = bench.add_parser("cost", help="uncached prompt tokens per group to reach live's "
+                         "Kendall tau: live, round-robin and the default design on a real vLLM "
+                         "engine (tiny model) with simulated verdicts")
+    c.add_argument("--sizes", type=_parse_ints, default=(8, 16), help="group sizes, e.g. 8,16")
+    c.add_argument("--groups", type=int, default=8, help="GSM8K-like groups per design (engine)")
+    c.add_argument("--trials", type=int, default=500, help="simulator trials per curve point")
+    c.add_argument("--position-bias", type=float, default=0.3, help="judge's bias (logit)")
+    c.add_argument("--soft", action="store_true", help="soft verdicts instead of Bernoulli")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--data", default=None, help="model_solutions.jsonl (default: ../shared)")
+    c.add_argument("--json", action="store_true")
+    _add_settings_flags(c, only="judge_")
+    c.set_defaults(func=_bench_cost)
 
     s = bench.add_parser("serve", help="server groups/s and latency with an instant judge")
     s.add_argument("--target", default=None, help="host:grpc_port,http_url of a running server")
