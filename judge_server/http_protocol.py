@@ -125,6 +125,7 @@ class RunSettingsIn(BaseModel):
     run_id: str
     design: str | None = None
     budget: int | None = None
+    min_tau_gain: float | None = None
     order: str | None = None
     normalisation: str | None = None
     scale: float | None = None
@@ -152,6 +153,7 @@ class RunSettingsOut(BaseModel):
     run_id: str
     design: str
     budget: int
+    min_tau_gain: float
     order: str
     normalisation: str
     scale: float

@@ -441,6 +441,7 @@ class ArenaService:
             settings.design,
             n,
             budget=settings.budget or None,
+            min_tau_gain=settings.min_tau_gain,
             order=settings.order,
             anchor_strengths=[a.strength for a in drawn],
             anchor_stderr=[a.stderr for a in drawn],

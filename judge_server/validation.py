@@ -123,7 +123,7 @@ def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
         raise InvalidRequest(f"{f}.normalisation", f"must be one of {list(NORMALISATIONS)}")
     if settings.anchor_mode not in ("prior", "fixed"):
         raise InvalidRequest(f"{f}.anchor_mode", "must be 'prior' or 'fixed'")
-    for name in ("scale", "lam", "dead_eps"):
+    for name in ("scale", "lam", "dead_eps", "min_tau_gain"):
         value = getattr(settings, name)
         if not math.isfinite(value):
             raise InvalidRequest(f"{f}.{name}", f"must be finite, got {value}")
@@ -132,6 +132,14 @@ def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
     if len(settings.judge_template) > MAX_TEMPLATE_CHARS:
         raise InvalidRequest(
             f"{f}.judge_template", f"longer than {MAX_TEMPLATE_CHARS} characters"
+        )
+    if not 0 <= settings.min_tau_gain <= 1:
+        raise InvalidRequest(
+            f"{f}.min_tau_gain", f"must be in [0, 1], got {settings.min_tau_gain}"
+        )
+    if settings.min_tau_gain and not DESIGNS[settings.design].stops_early:
+        raise InvalidRequest(
+            f"{f}.min_tau_gain", f"the {settings.design} design has no early stop: leave it 0"
         )
     if settings.dead_eps < 0:
         raise InvalidRequest(f"{f}.dead_eps", f"must be >= 0, got {settings.dead_eps}")

@@ -88,6 +88,8 @@ class RunSettings:
 
     design            tournament design: adaptive, live, round_robin, single_anchor, swiss
     budget            maximum judge calls per group; 0 for the design's default
+    min_tau_gain      adaptive design: end a group's tournament early once a round is expected
+                      to raise its Kendall tau by less than this per call (0: play the budget)
     order             "random" (each pair once, random order) or "both" (both orders)
     normalisation     strengths to advantages: evidence (as large as the judge's evidence,
                       |a| <= scale), minmax (the paper's), zscore, raw
@@ -112,6 +114,7 @@ class RunSettings:
     run_id: str
     design: str = "adaptive"
     budget: int = 0
+    min_tau_gain: float = 0.0
     order: str = "random"
     normalisation: str = "evidence"
     scale: float = 1.0

@@ -27,7 +27,7 @@ Anytime stop
     expected Kendall tau between fitted and true order, ``mean over pairs of 2 P(order right)
     - 1`` with ``P(order right) = Phi(|d| / s)`` for a difference ``d`` with posterior standard
     deviation ``s``, before and (in expectation over the verdicts) after the round's picks.
-    When the gain per call is below ``min_gain`` the tournament ends: the group's order is
+    When the gain per call is below ``min_tau_gain`` the tournament ends: the group's order is
     settled, or the judge keeps saying nothing new. The budget remains a cap.
 Scale
     Up to :data:`DENSE_MAX_ITEMS` items every pair is a candidate and the full covariance is
@@ -61,12 +61,13 @@ class Adaptive(Tournament):
     ``G(G-1)/3`` calls, and at most ``max_calls_per_trace * G`` (18 calls at G = 8, 80 at 16,
     160 at 32). ``round_size`` is the number of pairs per round after the first cycle
     (default: ``G``); smaller rounds adapt more often but cost more round trips to the judge,
-    and measured no better on the simulator. ``min_gain``: the anytime stop's threshold, in
+    and measured no better on the simulator. ``min_tau_gain``: the anytime stop's threshold, in
     expected Kendall tau per call.
     """
 
     name = "adaptive"
     pairs_anchors_first = False  # anchors compete for calls in the greedy rounds
+    stops_early = True
 
     def __init__(
         self,
@@ -74,14 +75,14 @@ class Adaptive(Tournament):
         *,
         max_calls_per_trace: int = 5,
         round_size: int | None = None,
-        min_gain: float = DEFAULT_MIN_GAIN,
+        min_tau_gain: float = DEFAULT_MIN_GAIN,
         **kwargs,
     ) -> None:
-        if not min_gain >= 0:
-            raise ValueError(f"min_gain: must be >= 0, got {min_gain}")
+        if not min_tau_gain >= 0:
+            raise ValueError(f"min_tau_gain: must be >= 0, got {min_tau_gain}")
         self.max_calls_per_trace = max_calls_per_trace
         self.round_size = round_size or n_traces
-        self.min_gain = min_gain
+        self.min_tau_gain = min_tau_gain
         self.settled = False  # the anytime stop ended the tournament
         super().__init__(n_traces, **kwargs)
 
@@ -162,9 +163,9 @@ class Adaptive(Tournament):
                 diag[i] -= shrink * di * di
                 diag[j] -= shrink * dj * dj
             var = self._pair_variance(cov, diag, ii, jj)
-        if self.min_gain > 0 and pairs:
+        if self.min_tau_gain > 0 and pairs:
             gain = self._expected_tau_gain(beta, ii, jj, before, var)
-            if gain / len(pairs) < self.min_gain:
+            if gain / len(pairs) < self.min_tau_gain:
                 self.settled = True
                 return []
         return pairs

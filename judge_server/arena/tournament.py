@@ -80,6 +80,8 @@ class Tournament(abc.ABC):
     name: str = ""
     pairs_anchors_first: bool = True
     """Whether the first round adds the anchor pairs of :meth:`_anchor_pairs`."""
+    stops_early: bool = False
+    """Whether the design takes ``min_tau_gain``, an anytime stop (:mod:`.adaptive`)."""
 
     def __init__(
         self,

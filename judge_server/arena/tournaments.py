@@ -131,12 +131,19 @@ DESIGNS: dict[str, type[Tournament]] = {
 }
 
 
-def make_tournament(design: str, n_traces: int, **kwargs) -> Tournament:
-    """Build the tournament named ``design`` (a key of :data:`DESIGNS`)."""
+def make_tournament(
+    design: str, n_traces: int, *, min_tau_gain: float = 0.0, **kwargs
+) -> Tournament:
+    """Build the tournament named ``design`` (a key of :data:`DESIGNS`). ``min_tau_gain``:
+    the anytime stop of a design that has one (a design without one takes only 0)."""
     try:
         cls = DESIGNS[design]
     except KeyError:
         raise ValueError(f"design: must be one of {sorted(DESIGNS)}, got {design!r}") from None
+    if cls.stops_early:
+        kwargs["min_tau_gain"] = min_tau_gain
+    elif min_tau_gain:
+        raise ValueError(f"min_tau_gain: the {design} design has no early stop")
     return cls(n_traces, **kwargs)
 
 

@@ -12,7 +12,7 @@ minus ``live``'s at ``live``'s number of calls (paired difference with its stand
 Tau against calls (``curves``): the designs again, on the same strengths, with budgets of
 ``CURVE_FRACTIONS`` of round-robin's calls in both orders (a design that is done before its
 budget stops there: ``live`` has a natural size), and the anytime stop of the default design
-at several thresholds (``min_gain``, expected tau per call) under a cap of two thirds of
+at several thresholds (``min_tau_gain``, expected tau per call) under a cap of two thirds of
 round-robin, which gives points (mean calls, tau). ``selection_ms``: the time the default
 design takes to choose one greedy round (fit included), by group size.
 """
@@ -38,7 +38,7 @@ CURVE_DESIGNS = {
     "round_robin": ("round_robin", {"order": "random"}),
     "live (paper)": ("live", {"order": "random"}),
 }
-MIN_GAINS = (0.004, 0.002, 0.001)
+MIN_TAU_GAINS = (0.004, 0.002, 0.001)
 SELECTION_SIZES = (16, 64, 256, 1024)
 
 
@@ -144,7 +144,8 @@ def curves(n: int, *, trials: int, seed: int, judge_options: dict, spread: float
     }
     cap = max(1, round(2 / 3 * ceiling))
     runs["adaptive, anytime stop"] = [
-        (g, "adaptive", {"order": "random", "budget": cap, "min_gain": g}) for g in MIN_GAINS
+        (g, "adaptive", {"order": "random", "budget": cap, "min_tau_gain": g})
+        for g in MIN_TAU_GAINS
     ]
     out: dict = {"budgets": budgets, "anytime_cap": cap, "lines": {}}
     for label, points in runs.items():
@@ -225,7 +226,7 @@ def format_curves(curve: dict) -> list[str]:
     lines.append("  (* the design stopped before its budget: its natural size)")
     anytime = curve["lines"]["adaptive, anytime stop"]
     lines.append(f"  anytime stop (cap {curve['anytime_cap']}): " + "; ".join(
-        f"min_gain {p['key']}: tau {p['tau']:.3f} at {p['calls']:.1f} calls" for p in anytime))
+        f"min_tau_gain {p['key']}: tau {p['tau']:.3f} at {p['calls']:.1f} calls" for p in anytime))
     return lines
 
 

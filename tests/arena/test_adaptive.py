@@ -68,7 +68,7 @@ def test_anytime_stop_ends_a_settled_group_early():
     # Far-apart strengths and soft verdicts: the order is clear after a few rounds.
     judge = SimulatedJudge(np.linspace(-6, 6, 12), soft=True)
     rng = np.random.default_rng(3)
-    settled = make_tournament("adaptive", 12, budget=200, order="random", min_gain=0.002,
+    settled = make_tournament("adaptive", 12, budget=200, order="random", min_tau_gain=0.002,
                               rng=rng)
     drive(settled, judge, rng)
     assert settled.settled and settled.calls < 200
@@ -78,9 +78,9 @@ def test_anytime_stop_ends_a_settled_group_early():
     assert not full.settled and full.calls == 60
 
 
-def test_min_gain_is_checked():
-    with pytest.raises(ValueError, match="min_gain"):
-        make_tournament("adaptive", 4, min_gain=-1.0)
+def test_min_tau_gain_is_checked():
+    with pytest.raises(ValueError, match="min_tau_gain"):
+        make_tournament("adaptive", 4, min_tau_gain=-1.0)
 
 
 def test_a_large_group_considers_near_linear_pairs():

@@ -208,12 +208,28 @@ async def test_runs_must_exist_when_auto_creation_is_off():
         (RunSettings(run_id="r", scale=math.inf), "settings.scale"),
         (RunSettings(run_id="r", budget=-1), "settings.budget"),
         (RunSettings(run_id=""), "settings.run_id"),
+        (RunSettings(run_id="r", min_tau_gain=-0.1), "settings.min_tau_gain"),
+        (RunSettings(run_id="r", min_tau_gain=math.nan), "settings.min_tau_gain"),
+        (RunSettings(run_id="r", design="live", min_tau_gain=0.01), "settings.min_tau_gain"),
     ],
 )
 async def test_bad_run_settings_name_the_field(settings, field):
     with pytest.raises(InvalidRequest) as info:
         await service().create_run(settings)
     assert info.value.field == field
+
+
+async def test_a_run_may_end_settled_groups_early():
+    # Far-apart strengths and soft verdicts: the order is clear long before the budget.
+    group = dead_group("g", [6.0 * k for k in range(-5, 7)])
+    svc = service()
+    await svc.create_run(RunSettings(run_id="anytime", budget=120, min_tau_gain=0.002))
+    await svc.create_run(RunSettings(run_id="whole", budget=120))
+    (early,) = await svc.rank("anytime", [group])
+    (whole,) = await svc.rank("whole", [group])
+    assert whole.comparisons == 120
+    assert 12 <= early.comparisons < 120
+    assert kendalltau(early.strengths, range(12)).statistic > 0.9
 
 
 async def test_a_failed_pool_write_is_an_error_not_a_silent_loss():

@@ -95,7 +95,7 @@ class GroupResult(_message.Message):
     def __init__(self, group_id: _Optional[str] = ..., advantages: _Optional[_Iterable[float]] = ..., routed: _Optional[bool] = ..., strengths: _Optional[_Iterable[float]] = ..., stderr: _Optional[_Iterable[float]] = ..., judge_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., anchors_used: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., retry_after_s: _Optional[float] = ..., tied: _Optional[bool] = ..., comparisons: _Optional[int] = ..., cached_comparisons: _Optional[int] = ..., judge_requests: _Optional[int] = ...) -> None: ...
 
 class RunSettings(_message.Message):
-    __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age", "judge_template", "weight", "max_calls_in_flight", "isolate_prefix_cache")
+    __slots__ = ("run_id", "design", "budget", "order", "normalisation", "scale", "lam", "dead_eps", "divide_by_std", "anchors_per_group", "anchor_mode", "pool_per_prompt", "pool_per_run", "pool_max_age", "judge_template", "weight", "max_calls_in_flight", "isolate_prefix_cache", "min_tau_gain")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DESIGN_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class RunSettings(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ISOLATE_PREFIX_CACHE_FIELD_NUMBER: _ClassVar[int]
+    MIN_TAU_GAIN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     design: str
     budget: int
@@ -132,7 +133,8 @@ class RunSettings(_message.Message):
     weight: float
     max_calls_in_flight: int
     isolate_prefix_cache: bool
-    def __init__(self, run_id: _Optional[str] = ..., design: _Optional[str] = ..., budget: _Optional[int] = ..., order: _Optional[str] = ..., normalisation: _Optional[str] = ..., scale: _Optional[float] = ..., lam: _Optional[float] = ..., dead_eps: _Optional[float] = ..., divide_by_std: _Optional[bool] = ..., anchors_per_group: _Optional[int] = ..., anchor_mode: _Optional[str] = ..., pool_per_prompt: _Optional[int] = ..., pool_per_run: _Optional[int] = ..., pool_max_age: _Optional[int] = ..., judge_template: _Optional[str] = ..., weight: _Optional[float] = ..., max_calls_in_flight: _Optional[int] = ..., isolate_prefix_cache: _Optional[bool] = ...) -> None: ...
+    min_tau_gain: float
+    def __init__(self, run_id: _Optional[str] = ..., design: _Optional[str] = ..., budget: _Optional[int] = ..., order: _Optional[str] = ..., normalisation: _Optional[str] = ..., scale: _Optional[float] = ..., lam: _Optional[float] = ..., dead_eps: _Optional[float] = ..., divide_by_std: _Optional[bool] = ..., anchors_per_group: _Optional[int] = ..., anchor_mode: _Optional[str] = ..., pool_per_prompt: _Optional[int] = ..., pool_per_run: _Optional[int] = ..., pool_max_age: _Optional[int] = ..., judge_template: _Optional[str] = ..., weight: _Optional[float] = ..., max_calls_in_flight: _Optional[int] = ..., isolate_prefix_cache: _Optional[bool] = ..., min_tau_gain: _Optional[float] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
     __slots__ = ("settings",)
