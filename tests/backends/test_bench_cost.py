@@ -54,6 +54,11 @@ def test_bench_cost_figures_are_consistent():
         default["uncached_per_group"] / live["uncached_per_group"])
     assert checks["uncached_over_bound"] == pytest.approx(
         default["uncached_tokens"] / default["bound_tokens"])
+    at_default = size["default_budget"]
+    assert at_default["calls_per_group"] == 18  # the default design's own budget at G = 8
+    assert at_default["bound_tokens"] <= at_default["uncached_tokens"]
+    assert checks["uncached_over_bound_at_default_budget"] == pytest.approx(
+        at_default["uncached_tokens"] / at_default["bound_tokens"])
     assert result["engine"]["block_size"] == 32
     table = cost.format_table(result)
     assert "block size 32" in table and f"{checks['default_over_live']:.2f}" in table
