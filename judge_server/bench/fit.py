@@ -6,7 +6,8 @@ plus random pairs) and hard outcomes drawn from a Bradley-Terry model with stand
 true strengths. On every graph it times, in the same run and interleaved:
 
 ``ours``
-    :func:`judge_server.arena.bradley_terry.fit` (``method="auto"``: dense Newton here);
+    :func:`judge_server.arena.bradley_terry.fit` (``method="auto"``: dense Newton up to
+    ``NEWTON_MAX_FREE`` items, sparse Newton-CG above);
 ``opt_pairwise``
     ``choix.opt_pairwise(n, data, alpha=lam / 2)``: the same MAP estimate (choix's penalty
     ``alpha ||theta||^2`` is our ``lam / 2 ||beta||^2``), with choix's default solver
@@ -17,9 +18,8 @@ true strengths. On every graph it times, in the same run and interleaved:
 
 Each call is timed as the minimum over ``repeats`` runs (``time.perf_counter``); a size
 reports the median over its graphs, the speedups as ratios of medians, and the largest
-difference between our strengths and ``opt_pairwise``'s (both centred). It also times
-:func:`~judge_server.arena.bradley_terry.fit_batch` on all graphs of a size at once against
-a loop of ``fit`` over them, per group. Inputs are given to each library in its own format
+difference between our strengths and ``opt_pairwise``'s (both centred). Inputs are given to
+each library in its own format
 (arrays for ours, a list of ``(winner, loser)`` tuples for choix), prepared outside the timing.
 
 ``choix`` is a test dependency: ``pip install 'reasoning-arena[test]'``.
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from judge_server.arena.bradley_terry import fit, fit_batch
+from judge_server.arena.bradley_terry import fit
 
 DEFAULT_SIZES = (16, 32, 64)
 DEFAULT_REPEATS = 3
@@ -74,10 +74,6 @@ def _min_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def _fit_each(groups: Sequence[tuple], lam: float) -> list:
-    return [fit(*group, lam=lam) for group in groups]
 
 
 def _ms(seconds: float) -> float:
@@ -133,8 +129,7 @@ def run(
         per size: ``n_items``, ``n_comparisons``, ``ours_median_ms``,
         ``ours_median_iterations``, ``opt_pairwise_median_ms``, ``ilsr_pairwise_median_ms``,
         ``speedup_vs_opt_pairwise``, ``speedup_vs_ilsr_pairwise``,
-        ``max_abs_diff_vs_opt_pairwise``, ``ours_looped_per_group_ms``,
-        ``ours_batched_per_group_ms``, ``batched_speedup``, ``all_converged``.
+        ``max_abs_diff_vs_opt_pairwise``, ``all_converged``.
 
     Raises
     ------
@@ -194,15 +189,6 @@ def run(
                 )
                 bar.update()
 
-            batch = [(n, first, second, p) for first, second, p in graphs]
-            batched = fit_batch(batch, lam=lam)
-            looped = [fit(*group, lam=lam) for group in batch]
-            batch_diff = max(
-                float(np.max(np.abs(a.strengths - b.strengths))) for a, b in zip(batched, looped)
-            )
-            batched_s = _min_time(partial(fit_batch, batch, lam=lam), repeats)
-            looped_s = _min_time(partial(_fit_each, batch, lam), repeats)
-
             ours_median = statistics.median(ours_s)
             opt_median = statistics.median(opt_s)
             ilsr_median = statistics.median(ilsr_s)
@@ -217,10 +203,6 @@ def run(
                     "speedup_vs_opt_pairwise": opt_median / ours_median,
                     "speedup_vs_ilsr_pairwise": ilsr_median / ours_median,
                     "max_abs_diff_vs_opt_pairwise": max(diffs),
-                    "ours_looped_per_group_ms": _ms(looped_s / graphs_per_size),
-                    "ours_batched_per_group_ms": _ms(batched_s / graphs_per_size),
-                    "batched_speedup": looped_s / batched_s,
-                    "max_abs_diff_batched_vs_looped": batch_diff,
                     "all_converged": bool(all_converged),
                 }
             )
@@ -261,9 +243,6 @@ _COLUMNS = (
     ("ilsr_pairwise ms", "ilsr_pairwise_median_ms", "{:.2f}"),
     ("x opt", "speedup_vs_opt_pairwise", "{:.1f}"),
     ("x ilsr", "speedup_vs_ilsr_pairwise", "{:.1f}"),
-    ("batched ms/group", "ours_batched_per_group_ms", "{:.3f}"),
-    ("looped ms/group", "ours_looped_per_group_ms", "{:.3f}"),
-    ("x batch", "batched_speedup", "{:.1f}"),
     ("max|diff| opt", "max_abs_diff_vs_opt_pairwise", "{:.1e}"),
 )
 

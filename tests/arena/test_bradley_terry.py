@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from judge_server.arena.bradley_terry import NEWTON_MAX_FREE, Fit, fit, fit_batch
-from judge_server.errors import InvalidRequest
+from judge_server.arena.bradley_terry import NEWTON_MAX_FREE, Fit, fit
 
 choix = pytest.importorskip("choix")
 
@@ -47,10 +46,10 @@ def choix_data(first, second, p):
     return [(int(i), int(j)) if won else (int(j), int(i)) for i, j, won in zip(first, second, p)]
 
 
-def reference_gradient(beta, first, second, p, weight, lam, prior_mean):
+def reference_gradient(beta, first, second, p, lam, prior_mean):
     """The objective's gradient, written independently of the module (np.add.at, no bincount)."""
     d = beta[first] - beta[second]
-    r = weight * (expit(d) - p)
+    r = expit(d) - p
     g = lam * (beta - prior_mean)
     np.add.at(g, first, r)
     np.add.at(g, second, -r)
@@ -81,14 +80,12 @@ def test_matches_choix_opt_pairwise(n, seed):
 
 @pytest.mark.parametrize("n", [8, 32, 128])
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
-def test_newton_matches_large_graph_solvers(n, seed, method):
+def test_dense_newton_matches_the_large_graph_path(n, seed):
     rng = np.random.default_rng(seed)
     first, second, p, _ = random_graph(rng, n)
     p = np.clip(p + rng.uniform(-0.3, 0.3, p.size), 0.0, 1.0)  # soft outcomes
-    weight = rng.uniform(0.5, 2.0, p.size)
-    newton = fit(n, first, second, p, weight, lam=0.5, method="newton")
-    other = fit(n, first, second, p, weight, lam=0.5, method=method)
+    newton = fit(n, first, second, p, lam=0.5, method="newton")
+    other = fit(n, first, second, p, lam=0.5, method="newton-cg")
     assert newton.converged and other.converged
     assert np.max(np.abs(newton.strengths - other.strengths)) <= 1e-5
     assert other.covariance is None
@@ -110,6 +107,8 @@ def test_auto_uses_the_scalable_path_on_a_large_graph():
     # with a few fixed anchors the free count drops under the threshold: dense Newton again
     anchors = {i: 0.0 for i in range(n - NEWTON_MAX_FREE)}
     assert fit(n, first, second, p, fixed=anchors).covariance is not None
+    # a full prior precision (a tournament with pool anchors) keeps the dense path
+    assert fit(n, first, second, p, prior_precision=np.eye(n)).covariance is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,14 +128,17 @@ def test_ties_everywhere_give_the_prior_mean(prior_mean):
 
 @pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("lam", [0.1, 1.0, 4.0])
-@pytest.mark.parametrize("weight", [1.0, 3.0])
-def test_two_items_match_the_analytic_optimum(p, lam, weight):
-    # By symmetry b0 = x = -b1 with w (s(2x) - p) + lam x = 0.
+@pytest.mark.parametrize("times", [1, 3])
+def test_two_items_match_the_analytic_optimum(p, lam, times):
+    # The same comparison `times` times: by symmetry b0 = x = -b1 with
+    # times (s(2x) - p) + lam x = 0.
+    weight = float(times)
+
     def stationarity(x):
         return weight * (expit(2 * x) - p) + lam * x
 
     x = brentq(stationarity, -50, 50, xtol=1e-15)
-    result = fit(2, [0], [1], [p], [weight], lam=lam)
+    result = fit(2, [0] * times, [1] * times, [p] * times, lam=lam)
     assert result.converged
     np.testing.assert_allclose(result.strengths, [x, -x], atol=1e-10)
     # H = [[h + lam, -h], [-h, h + lam]], so diag(H^-1) = (h + lam) / (lam (2h + lam))
@@ -151,18 +153,17 @@ def test_laplace_stderr_matches_finite_difference_hessian():
     n = 7
     first, second, p, _ = random_graph(rng, n, per_item=3)
     p = np.clip(p + rng.uniform(-0.4, 0.4, p.size), 0, 1)
-    weight = rng.uniform(0.5, 2.0, p.size)
     prior = rng.normal(size=n)
     lam = 0.8
     fixed = {2: 0.3}
-    result = fit(n, first, second, p, weight, lam=lam, prior_mean=prior, fixed=fixed)
+    result = fit(n, first, second, p, lam=lam, prior_mean=prior, fixed=fixed)
     beta = np.asarray(result.strengths)
     free = np.array([i for i in range(n) if i not in fixed])
 
     def grad_free(x):
         b = beta.copy()
         b[free] = x
-        return reference_gradient(b, first, second, p, weight, lam, prior)[free]
+        return reference_gradient(b, first, second, p, lam, prior)[free]
 
     # stationary: the free gradient vanishes at the fit
     assert np.max(np.abs(grad_free(beta[free]))) <= 1e-9
@@ -184,7 +185,7 @@ def test_laplace_stderr_matches_finite_difference_hessian():
 
 
 @pytest.mark.parametrize("lam", [1e-3, 1.0])
-@pytest.mark.parametrize("method", ["newton", "newton-cg", "lbfgs"])
+@pytest.mark.parametrize("method", ["newton", "newton-cg"])
 def test_disconnected_graph_with_an_item_that_wins_everything(lam, method):
     # component {0, 1, 2, 3}: item 0 beats everyone, twice; component {4, 5}; item 6 alone
     first = [0, 0, 0, 0, 0, 0, 1, 4]
@@ -226,26 +227,25 @@ def test_fixed_anchors_keep_their_value_exactly():
     n = 10
     first, second, p, _ = random_graph(rng, n)
     anchors = {0: 1.25, 4: -0.75, 9: 3.0}
-    mask = np.zeros(n, dtype=bool)
-    mask[list(anchors)] = True
-    full_values = np.zeros(n)
-    full_values[list(anchors)] = list(anchors.values())
-    by_mapping = fit(n, first, second, p, fixed=anchors)
-    by_mask_full = fit(n, first, second, p, fixed=(mask, full_values))
-    by_mask_compact = fit(n, first, second, p, fixed=(mask, full_values[mask]))
-    for result in (by_mapping, by_mask_full, by_mask_compact):
-        assert result.converged
-        for item, value in anchors.items():
-            assert result.strengths[item] == value
-            assert result.stderr[item] == 0.0
-        np.testing.assert_array_equal(result.strengths, by_mapping.strengths)
-    free = ~mask
+    result = fit(n, first, second, p, fixed=anchors)
+    assert result.converged
+    for item, value in anchors.items():
+        assert result.strengths[item] == value
+        assert result.stderr[item] == 0.0
+    free = np.ones(n, dtype=bool)
+    free[list(anchors)] = False
     unanchored = fit(n, first, second, p)
-    assert np.max(np.abs(by_mapping.strengths[free] - unanchored.strengths[free])) > 1e-3
+    assert np.max(np.abs(result.strengths[free] - unanchored.strengths[free])) > 1e-3
 
 
-@pytest.mark.parametrize("method", ["newton-cg", "lbfgs"])
-def test_every_solver_handles_anchors_and_prior_means(method):
+def test_every_item_fixed_leaves_nothing_to_fit():
+    result = fit(3, [0, 1], [1, 2], [0.8, 0.3], fixed={0: 1.0, 1: 2.0, 2: 3.0})
+    assert result.converged and result.iterations == 0
+    assert result.strengths.tolist() == [1.0, 2.0, 3.0]
+    assert not result.stderr.any() and not result.covariance.any()
+
+
+def test_the_large_graph_path_handles_anchors_and_prior_means():
     rng = np.random.default_rng(8)
     n = 40
     first, second, p, _ = random_graph(rng, n)
@@ -253,7 +253,7 @@ def test_every_solver_handles_anchors_and_prior_means(method):
     prior = rng.normal(size=n)
     kwargs = {"lam": 0.6, "prior_mean": prior, "fixed": anchors}
     newton = fit(n, first, second, p, method="newton", **kwargs)
-    other = fit(n, first, second, p, method=method, **kwargs)
+    other = fit(n, first, second, p, method="newton-cg", **kwargs)
     assert other.converged
     assert np.max(np.abs(newton.strengths - other.strengths)) <= 1e-5
     for item, value in anchors.items():
@@ -289,21 +289,20 @@ def graphs(draw, min_items=2, max_items=9, max_comparisons=24):
     second = np.array([(i + k) % n for i, k in pairs], dtype=np.int64)  # never equal to first
     unit = st.floats(0.0, 1.0, allow_nan=False)
     p = np.array(draw(st.lists(unit, min_size=m, max_size=m)), dtype=float)
-    weight = np.array(draw(st.lists(st.floats(0.1, 3.0), min_size=m, max_size=m)), dtype=float)
     lam = draw(st.sampled_from([0.25, 1.0, 3.0]))
-    return n, first, second, p, weight, lam
+    return n, first, second, p, lam
 
 
 @settings(max_examples=60, deadline=None)
 @given(graph=graphs(), data=st.data())
 def test_relabelling_items_permutes_the_strengths(graph, data):
-    n, first, second, p, weight, lam = graph
+    n, first, second, p, lam = graph
     perm = np.array(data.draw(st.permutations(range(n))))  # item i becomes perm[i]
     prior = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n)))
     relabelled_prior = np.empty(n)
     relabelled_prior[perm] = prior
-    original = fit(n, first, second, p, weight, lam=lam, prior_mean=prior)
-    relabelled = fit(n, perm[first], perm[second], p, weight, lam=lam, prior_mean=relabelled_prior)
+    original = fit(n, first, second, p, lam=lam, prior_mean=prior)
+    relabelled = fit(n, perm[first], perm[second], p, lam=lam, prior_mean=relabelled_prior)
     np.testing.assert_allclose(relabelled.strengths[perm], original.strengths, atol=1e-8)
     np.testing.assert_allclose(relabelled.stderr[perm], original.stderr, atol=1e-8)
 
@@ -315,21 +314,18 @@ def test_shifting_anchors_and_prior_mean_shifts_every_free_strength(graph, data)
     # unchanged; the prior term (b_i - prior_mean_i)^2 is unchanged only if the prior means of
     # the free items shift by c too. Hence: fixed values + c and free prior means + c give
     # free strengths + c. (Shifting the anchors alone does not: the prior pulls back to 0.)
-    n, first, second, p, weight, lam = graph
+    n, first, second, p, lam = graph
     n_fixed = data.draw(st.integers(1, n - 1))
     anchors = data.draw(st.permutations(range(n)))[:n_fixed]
     values = data.draw(st.lists(st.floats(-3, 3), min_size=n_fixed, max_size=n_fixed))
     prior = np.array(data.draw(st.lists(st.floats(-2, 2), min_size=n, max_size=n)))
     c = data.draw(st.floats(-5, 5))
-    base = fit(
-        n, first, second, p, weight, lam=lam, prior_mean=prior, fixed=dict(zip(anchors, values))
-    )
+    base = fit(n, first, second, p, lam=lam, prior_mean=prior, fixed=dict(zip(anchors, values)))
     shifted = fit(
         n,
         first,
         second,
         p,
-        weight,
         lam=lam,
         prior_mean=prior + c,
         fixed={a: v + c for a, v in zip(anchors, values)},
@@ -341,14 +337,14 @@ def test_shifting_anchors_and_prior_mean_shifts_every_free_strength(graph, data)
 @settings(max_examples=80, deadline=None)
 @given(graph=graphs(), data=st.data())
 def test_a_more_favourable_outcome_never_lowers_the_strength(graph, data):
-    n, first, second, p, weight, lam = graph
-    base = fit(n, first, second, p, weight, lam=lam)
+    n, first, second, p, lam = graph
+    base = fit(n, first, second, p, lam=lam)
     if first.size:
         # raise p of one comparison: its first item cannot go down, its second cannot go up
         k = data.draw(st.integers(0, first.size - 1))
         raised = p.copy()
         raised[k] = data.draw(st.floats(p[k], 1.0))
-        better = fit(n, first, second, raised, weight, lam=lam)
+        better = fit(n, first, second, raised, lam=lam)
         assert better.strengths[first[k]] >= base.strengths[first[k]] - 1e-9
         assert better.strengths[second[k]] <= base.strengths[second[k]] + 1e-9
     # add a win for item i over j (in either presentation order)
@@ -361,7 +357,6 @@ def test_a_more_favourable_outcome_never_lowers_the_strength(graph, data):
         np.concatenate([first, extra[0]]),
         np.concatenate([second, extra[1]]),
         np.concatenate([p, extra[2]]),
-        np.concatenate([weight, [1.0]]),
         lam=lam,
     )
     assert more.strengths[i] >= base.strengths[i] - 1e-9
@@ -392,10 +387,6 @@ BAD_INPUTS = [
     ({"p": [-0.1, 0.4]}, "p"),
     ({"p": [NAN, 0.4]}, "p"),
     ({"p": ["a", 0.4]}, "p"),
-    ({"weight": [1.0]}, "weight"),
-    ({"weight": [-1.0, 1.0]}, "weight"),
-    ({"weight": [NAN, 1.0]}, "weight"),
-    ({"weight": [INF, 1.0]}, "weight"),
     ({"prior_mean": [0.0, NAN, 0.0]}, "prior_mean"),
     ({"prior_mean": INF}, "prior_mean"),
     ({"prior_mean": [0.0, 1.0]}, "prior_mean"),
@@ -403,86 +394,29 @@ BAD_INPUTS = [
     ({"fixed": {0: INF}}, "fixed"),
     ({"fixed": {3: 1.0}}, "fixed"),
     ({"fixed": {"0": 1.0}}, "fixed"),
-    ({"fixed": (np.array([True, False]), [1.0])}, "fixed"),
-    ({"fixed": (np.array([True, False, False]), [NAN])}, "fixed"),
-    ({"fixed": (np.array([True, False, True]), [1.0, 2.0, 3.0, 4.0])}, "fixed"),
     ({"fixed": [0, 1.0]}, "fixed"),
+    ({"fixed": {True: 1.0}}, "fixed"),
     ({"lam": 0.0}, "lam"),
     ({"lam": -1.0}, "lam"),
     ({"lam": NAN}, "lam"),
     ({"lam": INF}, "lam"),
-    ({"max_iter": 0}, "max_iter"),
-    ({"tol": -1.0}, "tol"),
-    ({"method": "bfgs"}, "method"),
+    ({"lam": "1"}, "lam"),
+    ({"method": "lbfgs"}, "method"),
 ]
 
 
 @pytest.mark.parametrize(("change", "field"), BAD_INPUTS)
 def test_bad_input_names_the_field(change, field):
+    # pure numeric code: a plain ValueError, which the service and transports do not mistake
+    # for a client's bad request (their InvalidRequest)
     kwargs = {**GOOD, **change}
     with pytest.raises(ValueError, match=rf"^{field}: ") as info:
         fit(**kwargs)
-    assert isinstance(info.value, InvalidRequest)
-    assert info.value.field == field
-
-
-def test_bad_input_in_a_batch_names_the_group():
-    good = (3, [0, 1], [1, 2], [0.9, 0.4])
-    with pytest.raises(ValueError, match=r"^groups\[1\]\.p: "):
-        fit_batch([good, (3, [0, 1], [1, 2], [0.9, 2.0])])
-    with pytest.raises(ValueError, match=r"^groups\[0\]\.second: "):
-        fit_batch([(3, [0], [0], [0.5])])
-    with pytest.raises(ValueError, match=r"^groups\[0\]: "):
-        fit_batch([(3, [0], [1])])
-    with pytest.raises(ValueError, match=r"^prior_means: "):
-        fit_batch([good, good], prior_means=[None])
-    with pytest.raises(ValueError, match=r"^prior_means\[1\]: "):
-        fit_batch([good, good], prior_means=[None, [NAN, 0, 0]])
-    with pytest.raises(ValueError, match=r"^fixed\[0\]: "):
-        fit_batch([good], fixed=[{5: 1.0}])
-    with pytest.raises(ValueError, match=r"^lam: "):
-        fit_batch([good], lam=0)
+    assert type(info.value) is ValueError
 
 
 # ---------------------------------------------------------------------------------------------
-# Batches
-
-
-def test_fit_batch_equals_fit_per_group():
-    rng = np.random.default_rng(2)
-    groups, prior_means, fixed = [], [], []
-    for b, n in enumerate([8, 3, 16, 1, 5, 8, 12, 2]):
-        if n > 1:
-            first, second, p, _ = random_graph(rng, n, per_item=2 + b % 3)
-            p = np.clip(p + rng.uniform(-0.3, 0.3, p.size), 0.0, 1.0)
-        else:
-            first, second, p = np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-        weight = rng.uniform(0.5, 2.0, p.size) if b % 2 else None
-        groups.append((n, first, second, p, weight))
-        prior_means.append(rng.normal(size=n) if b % 3 == 0 else None)
-        fixed.append({0: 0.5, n - 1: -0.5} if b in (2, 6) else None)
-    groups.append((3, [0, 1], [1, 2], [0.8, 0.3], None))  # every item fixed: nothing to fit
-    prior_means.append(None)
-    fixed.append({0: 1.0, 1: 2.0, 2: 3.0})
-    batched = fit_batch(groups, lam=0.7, prior_means=prior_means, fixed=fixed)
-    assert len(batched) == len(groups)
-    for group, pm, fx, got in zip(groups, prior_means, fixed, batched):
-        want = fit(*group, lam=0.7, prior_mean=pm, fixed=fx, method="newton")
-        assert got.converged and want.converged
-        assert got.iterations == want.iterations
-        np.testing.assert_allclose(got.strengths, want.strengths, atol=1e-10)
-        np.testing.assert_allclose(got.stderr, want.stderr, atol=1e-10)
-        np.testing.assert_allclose(got.covariance, want.covariance, atol=1e-10)
-    assert fit_batch([]) == []
-
-
-def test_fit_batch_of_equal_sizes_matches_choix():
-    rng = np.random.default_rng(9)
-    graphs_ = [random_graph(rng, 16)[:3] for _ in range(5)]
-    batched = fit_batch([(16, *g) for g in graphs_])
-    for g, got in zip(graphs_, batched):
-        theirs = choix.opt_pairwise(16, choix_data(*g), alpha=0.5, tol=1e-10)
-        assert np.max(np.abs(centred(got.strengths) - centred(theirs))) <= 1e-4
+# A full prior precision (a tournament with pool anchors)
 
 
 def test_a_prior_precision_of_lam_times_identity_is_the_plain_fit_exactly():
@@ -505,7 +439,7 @@ def test_a_full_prior_precision_is_what_the_fit_minimises():
     prior_mean = rng.normal(size=n)
     result = fit(n, first, second, p, prior_mean=prior_mean, prior_precision=precision)
     b = result.strengths
-    g = reference_gradient(b, first, second, p, 1.0, 0.0, prior_mean)
+    g = reference_gradient(b, first, second, p, 0.0, prior_mean)
     g += precision @ (b - prior_mean)
     np.testing.assert_allclose(g, 0.0, atol=1e-8)
     d = expit(b[first] - b[second])
@@ -522,10 +456,10 @@ def test_a_full_prior_precision_is_what_the_fit_minimises():
     [({"prior_precision": np.eye(2)}, "shape"),
      ({"prior_precision": [[1.0, 2.0, 0], [0, 1.0, 0], [0, 0, 1.0]]}, "symmetric"),
      ({"prior_precision": -np.eye(3)}, "positive definite"),
-     ({"prior_precision": np.eye(3), "method": "lbfgs"}, "newton")],
+     ({"prior_precision": np.eye(3), "method": "newton-cg"}, "newton")],
 )
 def test_a_bad_prior_precision_names_the_field(kwargs, message):
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(ValueError, match=rf"^prior_precision: .*{message}|^method: .*{message}"):
         fit(3, [0, 1], [1, 2], [0.9, 0.7], **kwargs)
 
 
