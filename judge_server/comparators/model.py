@@ -19,9 +19,10 @@ does, cancellation apart.
 
 :class:`HTTPModelComparator` adds what the HTTP backends share: one ``httpx.AsyncClient``
 connection pool, at most ``max_concurrency`` requests in flight, a timeout per request, and
-bounded retries with exponential backoff and jitter for failures that may pass (connection
-errors, timeouts, HTTP 408, 429, 500, 502, 503, 504; ``Retry-After`` is honoured up to
-:data:`MAX_BACKOFF_S`). Other HTTP errors and malformed responses are not retried.
+bounded retries (tenacity) with exponential backoff and full jitter for failures that may pass
+(connection errors, timeouts, HTTP 408, 429, 500, 502, 503, 504; ``Retry-After``, in seconds or
+as an HTTP date, is honoured up to :data:`MAX_BACKOFF_S`). Other HTTP errors and malformed
+responses are not retried.
 
 Heavy packages are imported when a backend starts, never at import time; :func:`require`
 names the extra to install when one is missing.
@@ -34,9 +35,12 @@ import asyncio
 import importlib
 import importlib.util
 import logging
-import random
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
+
+import tenacity
+
+from trainer_client._transports import parse_retry_after
 
 from ..errors import JudgeError
 from .base import Comparator, Comparison, as_verdict
@@ -294,6 +298,8 @@ class HTTPModelComparator(ModelComparator):
         self._transport = transport
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
+        # How retries wait (tests put a recorder here, so that they never sleep).
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -328,52 +334,83 @@ class HTTPModelComparator(ModelComparator):
     ) -> Any:
         """The JSON answer to one request (``parse=False``: the raw text), with retries;
         :class:`JudgeError` when it fails."""
+        self._open_client()
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=_retry_after_or(
+                tenacity.wait_random_exponential(multiplier=self.backoff_s, max=MAX_BACKOFF_S)
+            ),
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            before_sleep=self._count_retry,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(self._send, method, path, body, parse)
+        except _Retryable as exc:  # the last try's failure: tenacity stopped
+            raise JudgeError(
+                f"{self.name}: {method} {path}: {exc} (after {self.retries + 1} tries)"
+            ) from exc
+
+    async def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None, parse: bool
+    ) -> Any:
+        """One try: the answer; :class:`_Retryable` when trying again may help, else
+        :class:`JudgeError`."""
         import httpx
 
-        self._open_client()
-        assert self._slots is not None
-        attempt = 0
-        while True:
-            self.stats.calls += 1
-            delay: float | None = None
-            async with self._slots:
-                try:
-                    response = await self._client.request(method, path, json=body)
-                except httpx.TransportError as exc:
-                    failure = f"{type(exc).__name__}: {exc}"
-                else:
-                    if response.status_code < 400:
-                        if not parse:
-                            return response.text
-                        try:
-                            return response.json()
-                        except ValueError as exc:
-                            raise JudgeError(
-                                f"{self.name}: {method} {path}: malformed response "
-                                f"(not JSON: {exc})"
-                            ) from exc
-                    failure = f"HTTP {response.status_code}: {_short(response.text)}"
-                    if response.status_code not in RETRY_STATUS:
-                        raise JudgeError(f"{self.name}: {method} {path}: {failure}")
-                    delay = _retry_after(response.headers.get("retry-after"))
-            if attempt >= self.retries:
-                raise JudgeError(
-                    f"{self.name}: {method} {path}: {failure} (after {attempt + 1} tries)"
-                )
-            if delay is None:
-                delay = self.backoff_s * 2**attempt * (0.5 + random.random())
-            attempt += 1
-            self.stats.retries += 1
-            logger.debug("%s: %s %s failed (%s); retry in %.2fs", self.name, method, path,
-                         failure, delay)
-            await asyncio.sleep(min(delay, MAX_BACKOFF_S))
+        assert self._client is not None and self._slots is not None
+        self.stats.calls += 1
+        async with self._slots:
+            try:
+                response = await self._client.request(method, path, json=body)
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            failure = f"HTTP {response.status_code}: {_short(response.text)}"
+            if response.status_code in RETRY_STATUS:
+                hint = parse_retry_after(response.headers.get("retry-after"))
+                raise _Retryable(failure, retry_after=hint)
+            raise JudgeError(f"{self.name}: {method} {path}: {failure}")
+        if not parse:
+            return response.text
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise JudgeError(
+                f"{self.name}: {method} {path}: malformed response (not JSON: {exc})"
+            ) from exc
+
+    def _count_retry(self, state: tenacity.RetryCallState) -> None:
+        self.stats.retries += 1
+        failure = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.debug("%s: %s %s failed (%s); retry in %.2fs", self.name, state.args[0],
+                     state.args[1], failure, delay)
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+class _Retryable(Exception):
+    """A failure that may pass (a connection error, a timeout, an HTTP status in
+    :data:`RETRY_STATUS`); ``retry_after``: the server's ``Retry-After``, in seconds."""
+
+    def __init__(self, failure: str, *, retry_after: float | None = None) -> None:
+        super().__init__(failure)
+        self.retry_after = retry_after
+
+
+def _retry_after_or(
+    backoff: Callable[[tenacity.RetryCallState], float],
+) -> Callable[[tenacity.RetryCallState], float]:
+    """A tenacity wait: the failed try's ``Retry-After`` (at most :data:`MAX_BACKOFF_S`) when
+    the server gave one, else ``backoff``."""
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _Retryable) and failure.retry_after is not None:
+            return min(failure.retry_after, MAX_BACKOFF_S)
+        return backoff(state)
+
+    return wait
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -8,12 +8,16 @@ JudgeError, and through the service a judge_failed group, never another exceptio
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
+import time
 
+import httpx
 import pytest
 
 from judge_server.app import build_service
 from judge_server.comparators.base import Comparison
+from judge_server.comparators.model import MAX_BACKOFF_S
 from judge_server.comparators.openai import OpenAIComparator
 from judge_server.errors import JudgeError
 from judge_server.settings import ServerSettings
@@ -115,12 +119,65 @@ async def test_retries_pass_a_passing_failure():
         return 200, completion({" A": -1.0, " B": -1.0})
 
     async with fake_server(handler) as (url, _):
-        judge = OpenAIComparator(url, "judge", retries=2, backoff_s=0.01)
+        judge = OpenAIComparator(url, "judge", retries=2, backoff_s=0.5)
+        judge._sleep = waits = Waits()
         try:
             assert await judge.compare([COMPARISON]) == [0.5]
         finally:
             await judge.aclose()
-    assert len(calls) == 3 and judge.stats.retries == 2
+    assert len(calls) == 3 and judge.stats.retries == 2 and judge.stats.calls == 3
+    # exponential backoff, full jitter: the k-th wait is within [0, backoff_s * 2**(k-1)]
+    assert len(waits) == 2 and 0 <= waits[0] <= 0.5 and 0 <= waits[1] <= 1.0
+
+
+class Waits(list):
+    """Stands in for ``asyncio.sleep`` between retries: records the wait, does not sleep."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def answering(*statuses: tuple[int, dict[str, str]]):
+    """A mock transport answering these statuses (with these headers) in turn, then 200."""
+    answers = iter(statuses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        status, headers = next(answers, (200, {}))
+        if status != 200:
+            return httpx.Response(status, headers=headers, json={"error": "busy"})
+        return httpx.Response(200, json=completion({" A": -1.0, " B": -1.0}))
+
+    return httpx.MockTransport(handle)
+
+
+async def test_retry_after_is_honoured_in_seconds_or_as_an_http_date_up_to_a_bound():
+    soon = email.utils.formatdate(time.time() + 4, usegmt=True)
+    transport = answering((429, {"Retry-After": "1.5"}), (503, {"Retry-After": soon}),
+                          (503, {"Retry-After": "3600"}), (502, {"Retry-After": "soon"}))
+    judge = OpenAIComparator("http://judge", "judge", retries=4, backoff_s=0.01,
+                             transport=transport)
+    judge._sleep = waits = Waits()
+    try:
+        assert await judge.compare([COMPARISON]) == [0.5]
+    finally:
+        await judge.aclose()
+    assert (judge.stats.calls, judge.stats.retries) == (5, 4)
+    assert waits[0] == 1.5
+    assert 2.0 <= waits[1] <= 4.0  # the date has whole seconds: 3 to 4 s from now
+    assert waits[2] == MAX_BACKOFF_S
+    assert 0 <= waits[3] <= 0.08  # an unreadable Retry-After: the backoff
+
+
+async def test_retries_are_bounded_and_the_last_failure_is_a_judge_error():
+    transport = answering(*[(503, {"Retry-After": "1"})] * 3)
+    judge = OpenAIComparator("http://judge", "judge", retries=2, transport=transport)
+    judge._sleep = waits = Waits()
+    try:
+        with pytest.raises(JudgeError, match="HTTP 503.*after 3 tries"):
+            await judge.compare([COMPARISON])
+    finally:
+        await judge.aclose()
+    assert (judge.stats.calls, judge.stats.retries, waits) == (3, 2, [1.0, 1.0])
 
 
 @pytest.mark.parametrize("status", [400, 401, 404])
@@ -132,7 +189,8 @@ async def test_client_errors_are_not_retried(status):
         return status, {"error": {"message": "no such model"}}
 
     async with fake_server(handler) as (url, _):
-        judge = OpenAIComparator(url, "judge", retries=3, backoff_s=0.01, api_key="sk-secret")
+        judge = OpenAIComparator(url, "judge", retries=3, api_key="sk-secret")
+        judge._sleep = Waits()
         try:
             with pytest.raises(JudgeError, match=f"HTTP {status}") as caught:
                 await judge.compare([COMPARISON])
@@ -153,18 +211,19 @@ MALFORMED = [
 
 @pytest.mark.parametrize("garbage", MALFORMED)
 async def test_malformed_responses_are_judge_errors(garbage):
-    async with fake_server(lambda m, p, b: (200, garbage)) as (url, _):
+    async with fake_server(lambda m, p, b: (200, garbage)) as (url, seen):
         judge = OpenAIComparator(url, "judge")
         try:
             with pytest.raises(JudgeError, match="malformed|not JSON"):
                 await judge.compare([COMPARISON])
         finally:
             await judge.aclose()
+    assert len(seen.requests) == 1 and judge.stats.retries == 0  # not retried
 
 
 async def test_a_server_down_is_a_judge_error_and_unhealthy():
-    judge = OpenAIComparator(f"http://127.0.0.1:{closed_port()}", "judge", retries=1,
-                             backoff_s=0.01)
+    judge = OpenAIComparator(f"http://127.0.0.1:{closed_port()}", "judge", retries=1)
+    judge._sleep = Waits()
     try:
         with pytest.raises(JudgeError, match="ConnectError.*after 2 tries"):
             await judge.compare([COMPARISON])
