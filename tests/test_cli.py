@@ -1,6 +1,8 @@
 """The command line: its parser, the options table and a small benchmark run."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -28,3 +30,14 @@ def test_serve_refuses_a_bad_option_with_its_name(capsys):
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         main(["judge-everything"])
+
+
+def test_python_m_judge_server_runs_the_same_command_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "judge_server", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "arena-judge" in done.stdout
+    for command in ("serve", "config", "hash-key", "bench"):
+        assert command in done.stdout
