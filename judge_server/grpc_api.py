@@ -11,8 +11,12 @@ tree of :mod:`judge_server.errors` to status codes in one table, :data:`STATUS_C
     ShuttingDown    UNAVAILABLE          (a draining server takes no new groups)
     anything else   INTERNAL "internal error" (logged)
 
-RESOURCE_EXHAUSTED carries the trailing metadata ``retry-after`` (seconds). The caller's API
-key is the metadata ``authorization: Bearer <key>`` (checked when the server has keys).
+RESOURCE_EXHAUSTED carries gRPC's standard trailing metadata ``grpc-retry-pushback-ms`` (when
+to try again, in whole milliseconds): a caller whose channel has a retry policy for
+RESOURCE_EXHAUSTED (service config) waits that long by itself, and the trainer client, which
+retries on its own, reads it. (The custom ``retry-after`` trailer, in seconds, is no longer
+sent: every trainer client reads the standard one.) The caller's API key is the metadata
+``authorization: Bearer <key>`` (checked when the server has keys).
 
 The status message is the exception's message (``"field: reason"``), never a stack trace. A
 request that cannot be deserialized (for example a string field holding invalid UTF-8, which a
@@ -28,6 +32,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -251,7 +256,9 @@ def _errors_to_status(method):
                 logger.exception("internal error in %s", method.__name__)
             trailing = ()
             if isinstance(exc, Overloaded):
-                trailing = (("retry-after", f"{exc.retry_after_s:.3f}"),)
+                # gRPC's pushback trailer (retry spec A6): a decimal integer of milliseconds.
+                pushback_ms = str(math.ceil(exc.retry_after_s * 1e3))
+                trailing = (("grpc-retry-pushback-ms", pushback_ms),)
             await context.abort(code, message, trailing_metadata=trailing)
 
     return handler

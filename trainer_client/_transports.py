@@ -141,20 +141,27 @@ def result_from_proto(message: pb.GroupResult) -> GroupResult:
 
 
 def _grpc_retry_after(metadata: Iterable[tuple[str, str | bytes]] | None) -> float | None:
+    """The server's hint, in seconds: gRPC's standard trailer ``grpc-retry-pushback-ms`` (a
+    decimal integer of milliseconds; a negative or unreadable one gives no hint), else
+    ``retry-after`` (seconds: what servers before the standard trailer sent)."""
+    hints: dict[str, str] = {}
     for key, value in metadata or ():
         if isinstance(value, bytes):
             value = value.decode("ascii", "replace")
-        if key == "retry-after":
-            return parse_retry_after(value)
-        if key == "grpc-retry-pushback-ms":
-            seconds = parse_retry_after(value)
-            return None if seconds is None else seconds / 1e3
-    return None
+        hints.setdefault(key, value)
+    pushback = hints.get("grpc-retry-pushback-ms")
+    if pushback is not None:
+        try:
+            milliseconds = int(pushback.strip())
+        except ValueError:
+            return None
+        return milliseconds / 1e3 if milliseconds >= 0 else None
+    return parse_retry_after(hints.get("retry-after"))
 
 
 def grpc_error(exc: grpc.aio.AioRpcError) -> TransportError:
     """The :class:`TransportError` for a failed call (the retry-after hint comes from the
-    trailing metadata ``retry-after``, seconds, or ``grpc-retry-pushback-ms``)."""
+    trailing metadata ``grpc-retry-pushback-ms``, or ``retry-after`` from older servers)."""
     code = exc.code()
     message = f"gRPC {code.name}: {exc.details() or ''}"
     retry_after = _grpc_retry_after(exc.trailing_metadata())

@@ -28,11 +28,12 @@ def centred(n: int) -> list[float]:
 
 
 class ScriptedArena(pb_grpc.ArenaServicer):
-    """A gRPC Arena whose n-th RankStream (from 1) does what ``script(n)`` says."""
+    """A gRPC Arena whose n-th RankStream (from 1) does what ``script(n)`` says; a refusal
+    carries ``trailer`` (a ``(key, value)`` of trailing metadata) when given."""
 
-    def __init__(self, script: Script, *, retry_after: str | None = None) -> None:
+    def __init__(self, script: Script, *, trailer: tuple[str, str] | None = None) -> None:
         self.script = script
-        self.retry_after = retry_after
+        self.trailer = trailer
         self.calls = 0
         self.groups_received = 0
         self.create_run_calls = 0
@@ -47,8 +48,8 @@ class ScriptedArena(pb_grpc.ArenaServicer):
         requests = [r async for r in request_iterator]
         self.groups_received += len(requests)
         if action in ("overloaded", "unavailable", "internal"):
-            if self.retry_after is not None:
-                context.set_trailing_metadata((("retry-after", self.retry_after),))
+            if self.trailer is not None:
+                context.set_trailing_metadata((self.trailer,))
             code = {"overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
                     "unavailable": grpc.StatusCode.UNAVAILABLE,
                     "internal": grpc.StatusCode.INTERNAL}[action]

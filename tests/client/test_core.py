@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
 import pickle
 import subprocess
 import sys
 
+import grpc
 import numpy as np
 import pytest
 
@@ -28,6 +30,7 @@ from trainer_client import (
     make_group,
 )
 from trainer_client._core import ClientCore
+from trainer_client._transports import grpc_error, parse_retry_after
 from trainer_client.errors import (
     ArenaClientError,
     ClientClosed,
@@ -269,6 +272,24 @@ def test_the_servers_retry_after_hint_is_honoured_within_the_deadline():
     plan.begin_attempt()
     plan.fail(ServerOverloaded("busy", retry_after=30.0))
     assert plan.retry_delay() is None  # it would pass the deadline: fall back now
+
+
+def test_retry_after_hints_are_read_from_the_pushback_trailer_or_retry_after():
+    def hint(*trailer: tuple[str, str]) -> float | None:
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailer))
+        return grpc_error(error).retry_after
+
+    assert hint(("grpc-retry-pushback-ms", "250")) == 0.25
+    assert hint(("retry-after", "9"), ("grpc-retry-pushback-ms", "250")) == 0.25
+    assert hint(("retry-after", "1.5")) == 1.5  # a server before the standard trailer
+    assert hint(("grpc-retry-pushback-ms", "-1")) is None  # "do not retry": no hint here
+    assert hint(("grpc-retry-pushback-ms", "soon")) is None and hint() is None
+    now = 1_800_000_000.0
+    assert parse_retry_after("Fri, 15 Jan 2027 08:00:05 GMT", now=now) == pytest.approx(
+        email.utils.parsedate_to_datetime("Fri, 15 Jan 2027 08:00:05 GMT").timestamp() - now)
+    assert parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now=now) == 0.0  # past: now
+    assert parse_retry_after(" 2 ") == 2.0 and parse_retry_after("later") is None
 
 
 def test_final_errors_and_bad_answers_fall_back_at_once():

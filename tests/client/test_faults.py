@@ -38,7 +38,7 @@ def check_fell_back(result, reason: str, n: int = 3) -> None:
 
 @pytest.fixture
 def scripted_arena(background):
-    """``scripted_arena(script, retry_after=None)`` -> (ScriptedArena, its address)."""
+    """``scripted_arena(script, trailer=None)`` -> (ScriptedArena, its address)."""
     servers = []
 
     def start(script, **options):
@@ -121,9 +121,12 @@ def test_nothing_listening_falls_back_after_bounded_retries(transport):
 # -- the server is overloaded ----------------------------------------------------------------
 
 
-def test_grpc_resource_exhausted_is_retried_after_the_hint_then_succeeds(scripted_arena):
+@pytest.mark.parametrize("trailer", [("grpc-retry-pushback-ms", "300"), ("retry-after", "0.3")],
+                         ids=["pushback", "older-server"])
+def test_grpc_resource_exhausted_is_retried_after_the_hint_then_succeeds(scripted_arena,
+                                                                         trailer):
     arena, address = scripted_arena(lambda n: "overloaded" if n <= 2 else "ok",
-                                    retry_after="0.3")
+                                    trailer=trailer)
     with ArenaClient(target=address, deadline_s=10.0, retries=2, backoff_s=0.001) as client:
         started = time.monotonic()
         result = client.rank(groups("busy"))
@@ -143,7 +146,8 @@ def test_grpc_resource_exhausted_forever_falls_back_after_the_retries(scripted_a
 
 
 def test_a_retry_after_beyond_the_deadline_falls_back_at_once(scripted_arena):
-    arena, address = scripted_arena(lambda n: "overloaded", retry_after="120")
+    arena, address = scripted_arena(lambda n: "overloaded",
+                                    trailer=("grpc-retry-pushback-ms", "120000"))
     with ArenaClient(target=address, deadline_s=3.0, retries=5) as client:
         result = client.rank(groups("busy"))
     assert arena.calls == 1 and result.stats.latency_s < 3.0

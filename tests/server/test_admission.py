@@ -13,6 +13,7 @@ from judge_server.comparators.simulated import SimulatedComparator
 from trainer_client import AsyncArenaClient
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+from trainer_client._transports import grpc_error
 from trainer_client.types import Group, Trace
 
 from .conftest import CHANNEL_OPTIONS
@@ -65,8 +66,10 @@ async def test_grpc_refuses_a_group_over_the_runs_capacity_then_answers_every_ac
                         timeout=TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "run 'r'" in caught.value.details()
-    hint = dict(caught.value.trailing_metadata())["retry-after"]
-    assert 0.05 <= float(hint) <= 10
+    trailer = dict(caught.value.trailing_metadata())
+    hint = trailer["grpc-retry-pushback-ms"]  # gRPC's standard pushback, whole milliseconds
+    assert hint.isdigit() and 50 <= int(hint) <= 10_000 and "retry-after" not in trailer
+    assert grpc_error(caught.value).retry_after == int(hint) / 1e3  # what the client waits
     # A live group needs no judge: never refused.
     reply = await stub.Rank(pb.RankRequest(run_id="r", groups=[to_proto(live("l"))]),
                             timeout=TIMEOUT)
