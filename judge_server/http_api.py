@@ -22,7 +22,10 @@ invalid UTF-8 is refused by the service's checks naming its field, with the gRPC
 
 The caller's API key is the ``Authorization: Bearer <key>`` header (checked when the server has
 keys; the OpenRLHF route also takes ``?api_key=``, as OpenRLHF sends no headers). ``/healthz``,
-``/readyz`` and ``/metrics`` need no key: keep them inside the cluster (see k8s/).
+``/readyz`` and ``/metrics`` need no key: keep them inside the cluster (see k8s/). The OpenAPI
+spec declares the header as the ``bearer`` security scheme (and the query parameter as
+``apiKeyQuery``, on that route) for the routes that take a key; the schemes only document:
+:class:`Authenticator` checks the key and its errors are the table's.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyQuery, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -209,6 +213,24 @@ class _LenientJSONRequest(Request):
         return self._json
 
 
+# The API key in the OpenAPI spec. auto_error=False: these never refuse a request (the
+# Authenticator does, with the table's 401); they only declare the schemes on the routes.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="An API key: `Authorization: Bearer <key>`, needed when the server has keys "
+    "(ARENA_API_KEYS).",
+    auto_error=False,
+)
+API_KEY_QUERY = APIKeyQuery(
+    name="api_key",
+    scheme_name="apiKeyQuery",
+    description="The API key as a query parameter, for callers that cannot send headers "
+    "(OpenRLHF's remote reward URL).",
+    auto_error=False,
+)
+KEYED = [Security(BEARER)]  # the routes that take a key
+
+
 class _ArenaRoute(APIRoute):
     """Every route's errors go through :func:`error_response`."""
 
@@ -275,12 +297,13 @@ def openrlhf_body(scores: list[SampleScore]) -> OpenRLHFRewardResponse:
 
 
 def _add_openrlhf_route(
-    app: FastAPI, assembler: GroupAssembler, caller: Callable[[Request], str | None]
+    app: FastAPI, assembler: GroupAssembler, caller: Callable[..., str | None]
 ) -> None:
     @app.post(
         "/v1/openrlhf/{run_id}",
         response_model=OpenRLHFRewardResponse,
         responses=ERROR_RESPONSES,
+        dependencies=[*KEYED, Security(API_KEY_QUERY)],  # either one
         summary="Score samples one at a time (OpenRLHF --reward.remote_url); each is judged "
         "with the rest of its group",
     )
@@ -347,6 +370,7 @@ def build_app(
         "/v1/rank",
         response_model=GroupResultOut | RankResponse,
         responses=ERROR_RESPONSES,
+        dependencies=KEYED,
         summary="Rank one group (answer: its result) or several (answer: results in order)",
     )
     async def rank(request: Request, body: RankRequest) -> GroupResultOut | RankResponse:
@@ -369,6 +393,7 @@ def build_app(
         status_code=201,
         response_model=RunSettingsOut,
         responses=ERROR_RESPONSES,
+        dependencies=KEYED,
         summary="Create a run; settings left out take the server's defaults",
     )
     async def create_run(request: Request, body: CreateRunRequest) -> RunSettingsOut:
@@ -378,7 +403,7 @@ def build_app(
         return settings_to_body(await service.create_run(settings, tenant=tenant))
 
     @app.get(
-        "/v1/runs", response_model=RunList, responses=ERROR_RESPONSES,
+        "/v1/runs", response_model=RunList, responses=ERROR_RESPONSES, dependencies=KEYED,
         summary="Every run (of the caller's tenant)",
     )
     async def list_runs(request: Request) -> RunList:
@@ -389,6 +414,7 @@ def build_app(
         "/v1/runs/{run_id}",
         response_model=RunSettingsOut,
         responses=ERROR_RESPONSES,
+        dependencies=KEYED,
         summary="A run's settings",
     )
     async def get_run(request: Request, run_id: str) -> RunSettingsOut:
@@ -398,6 +424,7 @@ def build_app(
         "/v1/runs/{run_id}/stats",
         response_model=RunStatsOut,
         responses=ERROR_RESPONSES,
+        dependencies=KEYED,
         summary="A run's figures on this server",
     )
     async def run_stats(request: Request, run_id: str) -> RunStatsOut:
@@ -407,6 +434,7 @@ def build_app(
         "/v1/stats",
         response_model=ServerStatsOut,
         responses=ERROR_RESPONSES,
+        dependencies=KEYED,
         summary="Every run's figures (of the caller's tenant) and the judge queue's",
     )
     async def server_stats(request: Request) -> ServerStatsOut:
@@ -421,6 +449,7 @@ def build_app(
         "/v1/runs/{run_id}",
         response_model=DeleteRunResponse,
         responses=ERROR_RESPONSES,
+        dependencies=KEYED,
         summary="Delete a run, its settings and its anchor pool",
     )
     async def delete_run(request: Request, run_id: str) -> DeleteRunResponse:

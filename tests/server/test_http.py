@@ -147,6 +147,30 @@ async def test_docs_and_openapi(http):
     assert "ErrorBody" in schema["components"]["schemas"]
 
 
+async def test_openapi_declares_the_bearer_scheme_on_the_keyed_routes(http):
+    schema = (await http.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": schemes["bearer"]["description"]
+    }
+    assert schemes["apiKeyQuery"] | {"description": ""} == {
+        "type": "apiKey", "in": "query", "name": "api_key", "description": ""
+    }
+    keyed = {
+        ("post", "/v1/rank"), ("post", "/v1/runs"), ("get", "/v1/runs"),
+        ("get", "/v1/runs/{run_id}"), ("delete", "/v1/runs/{run_id}"),
+        ("get", "/v1/runs/{run_id}/stats"), ("get", "/v1/stats"),
+    }
+    for method, path in keyed:
+        assert schema["paths"][path][method]["security"] == [{"bearer": []}], (method, path)
+    # OpenRLHF sends no headers: either scheme (a list of alternatives).
+    assert schema["paths"]["/v1/openrlhf/{run_id}"]["post"]["security"] == [
+        {"bearer": []}, {"apiKeyQuery": []}
+    ]
+    for path in ("/healthz", "/readyz", "/metrics"):  # open: keep them inside the cluster
+        assert "security" not in schema["paths"][path]["get"], path
+
+
 async def test_every_error_has_the_one_shape(http):
     assert_error(await http.get("/v1/nothing"), 404, "not_found", None)
     assert_error(await http.put("/v1/rank"), 405, "method_not_allowed", None)
