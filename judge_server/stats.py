@@ -1,5 +1,6 @@
 """Per-run figures of one server: what ``GetRunStats``, ``GET /v1/stats`` and the status page
-show. Plain counters and a window of recent latencies; no I/O.
+show. Plain counters and a window of recent latencies (:class:`RunStats`); :class:`Statistics`
+keeps every run's and mirrors them into the Prometheus metrics. No I/O.
 
 Each replica counts the groups it answered: behind a load balancer, a run's figures are the
 sum over replicas (Prometheus sums ``arena_groups_total`` across pods; the status page of one
@@ -8,6 +9,7 @@ pod shows that pod's share).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -15,7 +17,12 @@ import numpy as np
 
 from trainer_client.types import GroupResult
 
+from .metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
 LATENCY_WINDOW = 4096  # recent groups whose latency makes the percentiles
+UNREAD_LOG_EVERY = 1000  # unread verdicts between two warnings about them (after the first)
 
 OUTCOMES = ("live", "judged", "judge_failed")
 
@@ -83,4 +90,62 @@ class RunStats:
         }
 
 
-__all__ = ["OUTCOMES", "RunStats"]
+class Statistics:
+    """Every run's :class:`RunStats` on this server, mirrored into ``metrics``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.unread_verdicts = 0  # all runs, for the warning's cadence
+        self._runs: dict[str, RunStats] = {}
+
+    def of(self, run_id: str) -> RunStats:
+        stats = self._runs.get(run_id)
+        if stats is None:
+            stats = self._runs[run_id] = RunStats(run_id)
+        return stats
+
+    def forget(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        self.metrics.forget_run(run_id)
+
+    def answered(self, run_id: str, outcome: str, result: GroupResult, latency_s: float) -> None:
+        """Count a group answered (``outcome``: one of :data:`OUTCOMES`)."""
+        stats = self.of(run_id)
+        stats.answered(outcome, latency_s)
+        stats.judge_cost(result)
+        if result.tied:
+            stats.tied += 1
+            self.metrics.tied.labels(run_id).inc()
+        self.metrics.groups.labels(run_id, outcome).inc()
+        self.metrics.judge_cost(run_id, result)
+        self.metrics.group_latency.labels(run_id).observe(latency_s)
+
+    def refused(self, run_id: str, n: int) -> None:
+        self.of(run_id).refused += n
+        self.metrics.refused.labels(run_id).inc(n)
+
+    def in_flight(self, run_id: str, change: int) -> None:
+        stats = self.of(run_id)
+        stats.in_flight += change
+        self.metrics.groups_in_flight.labels(run_id).set(stats.in_flight)
+
+    def unread(self, run_id: str, n: int, judge: str) -> None:
+        """Count ``n`` unread verdicts of ``run_id``; warn the first time, then every
+        :data:`UNREAD_LOG_EVERY`."""
+        if not n:
+            return
+        before = self.unread_verdicts
+        self.unread_verdicts += n
+        self.of(run_id).unread_verdicts += n
+        self.metrics.unread_verdicts.labels(run_id).inc(n)
+        if before == 0 or before // UNREAD_LOG_EVERY != self.unread_verdicts // UNREAD_LOG_EVERY:
+            logger.warning(
+                "the %s judge gave %d verdicts that could not be read (%d so far, run %s has "
+                "%d): taken as no preference. Its verdict tokens are missing from the "
+                "log-probabilities it returns: give it more top log-probabilities, or a prompt "
+                "it answers with A or B",
+                judge, n, self.unread_verdicts, run_id, self.of(run_id).unread_verdicts,
+            )
+
+
+__all__ = ["OUTCOMES", "UNREAD_LOG_EVERY", "RunStats", "Statistics"]

@@ -141,10 +141,14 @@ def after_group(
     stderr: Sequence[float],
     policy: PoolPolicy,
     *,
-    step: int,
+    step: int | None,
 ) -> list[Anchor]:
     """The prompt's pool after a group of ``step`` was fitted: the group's traces try to enter
-    with their fitted strengths and standard errors; the anchors already there keep theirs."""
+    with their fitted strengths and standard errors; the anchors already there keep theirs.
+    ``step`` ``None`` (the trainer gave none): the step after the pool's newest anchor. Pure
+    in ``anchors``: a shared store may call it again on a newer pool."""
+    if step is None:
+        step = max((a.step for a in anchors), default=-1) + 1
     candidates = [
         Anchor(text=t, strength=float(s), step=step, stderr=float(e))
         for t, s, e in zip(texts, strengths, stderr, strict=True)

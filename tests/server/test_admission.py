@@ -53,7 +53,7 @@ async def full(start_server):
         held = asyncio.ensure_future(stub.Rank(pb.RankRequest(
             run_id="r", groups=[to_proto(dead(f"held{k}")) for k in range(3)]), timeout=TIMEOUT))
         for _ in range(100):
-            if server.service.groups_in_flight == 3:
+            if server.service.admission.groups_in_flight == 3:
                 break
             await asyncio.sleep(0.01)
         yield server, comparator, stub, held
@@ -87,7 +87,7 @@ async def test_grpc_refuses_a_group_over_the_runs_capacity_then_answers_every_ac
         assert all(r.status == "ok" and r.routed for r in reply.results)
     stats = await stub.GetRunStats(pb.GetRunRequest(run_id="r"), timeout=TIMEOUT)
     assert (stats.judged, stats.refused, stats.groups_in_flight) == (3, 1, 0)
-    assert server.service.groups_in_flight == 0
+    assert server.service.admission.groups_in_flight == 0
 
 
 async def test_a_request_is_refused_whole_and_a_large_one_gets_in_when_the_run_is_idle(full):

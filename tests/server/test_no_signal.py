@@ -14,7 +14,7 @@ import pytest
 
 from judge_server.comparators.base import UNREAD, Comparator, Comparison
 from judge_server.comparators.simulated import SimulatedComparator
-from judge_server.service import UNREAD_LOG_EVERY
+from judge_server.stats import UNREAD_LOG_EVERY
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
 

@@ -1,0 +1,128 @@
+"""Rank one dead group: its tournament against the judge, the fit, the advantages.
+
+What the judge does for a dead group, top to bottom, with no transport, store or statistics:
+the service hands in the group, its run's settings, the pool anchors drawn for it and a way to
+ask the judge (``ask``: one round of comparisons in, their verdicts and which of them a
+verdict cache gave out), and gets back the result and what the pool and the run's statistics
+need (:class:`Ranked`).
+
+1. The tournament of the run's design is built on the group's traces (items ``0 .. G-1``) and
+   the anchors (items ``G ..``), seeded by the run, the group and the texts, so that the same
+   group is ranked the same way.
+2. Round by round its presentations go to the judge as :class:`Comparison` s; the verdicts are
+   recorded. A judge failure ends the group as ``judge_failed`` with the advantages it would
+   have had without the judge (zeros) and the cost of the rounds answered before it.
+3. The Bradley-Terry fit gives the traces' strengths; :func:`.advantages.from_strengths` turns
+   them into advantages. A judge that preferred nothing in any verdict gives zeros (``tied``):
+   anchors alone must not tell the traces apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer_client.types import Group, GroupResult, RunSettings
+
+from ..comparators.base import NO_PREFERENCE, Answers, Comparison, is_unread
+from ..errors import JudgeError
+from . import advantages
+from .pools import Anchor
+from .tournaments import Verdict, make_tournament
+
+Ask = Callable[[list[Comparison]], Awaitable[Answers]]
+"""One round's comparisons to the judge; their verdicts, and which a verdict cache gave."""
+
+
+@dataclass(frozen=True, eq=False)
+class Ranked:
+    """A dead group's result, and what the service does with it next."""
+
+    result: GroupResult
+    strengths: np.ndarray  # the traces' fitted strengths (empty when the judge failed)
+    stderr: np.ndarray
+    preferred: bool  # whether any verdict preferred a side: only then may the traces enter the pool
+    unread: int  # verdicts that could not be read (taken as no preference)
+
+
+def seed(*parts: str) -> int:
+    """A stable 64-bit seed from strings."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little")
+
+
+async def rank_dead_group(
+    group: Group, settings: RunSettings, anchors: Sequence[Anchor], ask: Ask
+) -> Ranked:
+    """Play ``group``'s tournament with ``anchors`` against the judge behind ``ask``."""
+    run_id, n = settings.run_id, len(group.traces)
+    texts = [t.text for t in group.traces] + [a.text for a in anchors]
+    tournament = make_tournament(
+        settings.design,
+        n,
+        budget=settings.budget or None,
+        min_tau_gain=settings.min_tau_gain,
+        order=settings.order,
+        anchor_strengths=[a.strength for a in anchors],
+        anchor_stderr=[a.stderr for a in anchors],
+        anchor_mode=settings.anchor_mode,
+        lam=settings.lam,
+        rng=np.random.default_rng(seed(run_id, group.group_id, *texts)),
+    )
+    salt = seed(run_id, "prefix cache").to_bytes(8, "little").hex()
+    rounds = cached = unread = 0
+    preferred = False
+    try:
+        while pairs := tournament.next_round():
+            rounds += 1
+            answers, hits = await ask([
+                Comparison(
+                    prompt=group.prompt, first=texts[i], second=texts[j],
+                    reference=group.reference, run_id=run_id,
+                    cache_salt=salt if settings.isolate_prefix_cache else None,
+                )
+                for i, j in pairs
+            ])
+            unread += sum(map(is_unread, answers))
+            preferred = preferred or any(p != NO_PREFERENCE for p in answers)
+            tournament.record(Verdict(i, j, p) for (i, j), p in zip(pairs, answers))
+            cached += sum(hits)
+    except JudgeError as exc:
+        result = GroupResult(
+            group_id=group.group_id, advantages=(0.0,) * n, routed=True,
+            comparisons=tournament.calls, cached_comparisons=cached,
+            judge_requests=tournament.calls - cached, rounds=rounds,
+            anchors_used=len(anchors), status="judge_failed", error=str(exc),
+        )
+        return Ranked(result, np.zeros(0), np.zeros(0), False, unread)
+    fit = tournament.fit()
+    strengths, stderr = fit.strengths[:n], fit.stderr[:n]
+    adv = advantages.from_strengths(
+        strengths,
+        normalisation=settings.normalisation,
+        scale=settings.scale,
+        covariance=None if fit.covariance is None else fit.covariance[:n, :n],
+        stderr=stderr,
+    )
+    if not preferred:
+        adv = np.zeros(n)
+    result = GroupResult(
+        group_id=group.group_id,
+        advantages=tuple(adv.tolist()),
+        routed=True,
+        strengths=tuple(strengths.tolist()),
+        stderr=tuple(stderr.tolist()),
+        comparisons=tournament.calls,
+        cached_comparisons=cached,
+        judge_requests=tournament.calls - cached,
+        rounds=rounds,
+        anchors_used=len(anchors),
+        tied=not adv.any(),
+    )
+    return Ranked(result, strengths, stderr, preferred, unread)
+
+
+__all__ = ["Ask", "Ranked", "rank_dead_group", "seed"]
