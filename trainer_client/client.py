@@ -230,7 +230,15 @@ class AsyncArenaClient:
 
 
 class _LoopThread:
-    """An event loop in a daemon thread, with the sync client's runner."""
+    """An event loop in a daemon thread, with the sync client's runner.
+
+    Kept by hand, not anyio's blocking portal: ``start_blocking_portal`` hangs a forked child
+    that drops the parent's portal (its clean-up calls into a loop the child has not got) and
+    joins its thread without a bound, and ``BlockingPortal.start_task_soon`` blocks its caller
+    until the loop takes the task (refusing the loop's own thread), so ``rank`` would lose its
+    deadline bound while the loop is busy (a slow callback of a submitted future); every wait
+    here is bounded (``run_coroutine_threadsafe`` never blocks).
+    """
 
     def __init__(self, core: ClientCore) -> None:
         self.pid = os.getpid()

@@ -4,6 +4,10 @@ servers, and a connection cut mid-batch (the retried groups are judged once)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +22,7 @@ from .servers import CuttingProxy, ScriptedArena, ScriptedHttp, start_scripted_a
 pytestmark = pytest.mark.timeout(60)
 TRANSPORTS = ["grpc", "http"]
 LATE_S = 2.0  # how far past its deadline a test lets rank() return (a loaded machine)
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def groups(tag: str, n: int = 3):
@@ -230,3 +235,62 @@ def test_a_group_retried_after_a_cut_is_judged_once(start_judge, background, tra
     # every group judged once: each pair of its traces compared once, one judged result each
     assert len(comparator.asked) == len(set(comparator.asked)) == 4 * 3
     assert judge.groups_seen("exp", "judged") == 4
+
+
+# -- the sync client's own event loop --------------------------------------------------------
+
+
+def test_a_busy_client_loop_still_returns_by_the_deadline(scripted_http):
+    """A slow callback of a submitted future holds the client's event loop; another thread's
+    rank() still returns by its deadline (every wait of the sync client is bounded)."""
+    server = scripted_http(lambda n: (time.sleep(0.2), "ok")[1])
+    with ArenaClient(transport="http", http_url=server.url, deadline_s=0.5) as client:
+        future = client.submit(dead("first"))
+        future.add_done_callback(lambda _: time.sleep(4.0))  # runs on the client's loop
+        time.sleep(0.4)  # the answer came: the loop is in the callback
+        started = time.monotonic()
+        result = client.rank([dead("second")])
+        assert time.monotonic() - started < 0.5 + LATE_S
+        assert future.result(0).judged
+    [outcome] = result.outcomes
+    assert outcome.fell_back and outcome.reason == "deadline"
+
+
+def test_a_future_callback_may_submit_again(scripted_http):
+    server = scripted_http(lambda n: (time.sleep(0.1), "ok")[1])
+    with ArenaClient(transport="http", http_url=server.url, deadline_s=5.0) as client:
+        chained = []
+        client.submit(dead("first")).add_done_callback(  # runs on the client's loop
+            lambda _: chained.append(client.submit(dead("second"))))
+        deadline = time.monotonic() + 5.0
+        while not chained and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert chained[0].result(5.0).judged and server.calls == 2
+
+
+FORKED = """
+import os, sys, time
+from tests.client.conftest import dead
+from trainer_client import ArenaClient
+
+client = ArenaClient(transport="http", http_url=sys.argv[1], deadline_s=5.0)
+assert client.rank([dead("parent")]).outcomes[0].judged  # the loop thread runs
+pid = os.fork()
+if pid == 0:  # the child: its own loop thread and connections, the parent's left alone
+    judged = client.rank([dead("child")]).outcomes[0].judged
+    client.close()
+    os._exit(0 if judged else 3)
+_, status = os.waitpid(pid, 0)
+assert client.rank([dead("parent-again")]).outcomes[0].judged
+client.close()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_uses_the_client_on_a_loop_of_its_own(scripted_http):
+    server = scripted_http(lambda n: "ok")
+    out = subprocess.run([sys.executable, "-c", FORKED, server.url], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert server.calls == 3
