@@ -254,7 +254,7 @@ def _errors_to_status(method):
                 self.service.metrics.unauthorised.labels("grpc").inc()
             elif code == grpc.StatusCode.INTERNAL:
                 logger.exception("internal error in %s", method.__name__)
-            trailing = ()
+            trailing: tuple[tuple[str, str], ...] = ()
             if isinstance(exc, Overloaded):
                 # gRPC's pushback trailer (retry spec A6): a decimal integer of milliseconds.
                 pushback_ms = str(math.ceil(exc.retry_after_s * 1e3))
