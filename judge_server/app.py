@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from .comparators.base import Comparator
 from .comparators.model import ModelComparator
 from .scheduler import JudgeScheduler
@@ -42,7 +44,7 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
     """The LLM judge of ``settings`` without its cache (benchmarks call it directly)."""
     from .comparators.prompt import PromptTemplate
 
-    prompt = {
+    prompt: dict[str, Any] = {
         "template": PromptTemplate.load(settings.judge_template)
         if settings.judge_template
         else None,
@@ -52,7 +54,7 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
     if settings.judge_dtype != "auto":
         engine_args.setdefault("dtype", settings.judge_dtype)
     api_key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
-    tokenizer = settings.judge_tokenizer
+    tokenizer: str | Literal[False] | None = settings.judge_tokenizer
     tokenizer = False if tokenizer in ("none", "") else tokenizer
     http = {
         "api_key": api_key,
@@ -64,14 +66,15 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
         from .comparators.vllm import VLLMComparator
 
         return VLLMComparator(
-            settings.judge_model, engine_args=engine_args,
+            _required(settings.judge_model), engine_args=engine_args,
             top_logprobs=settings.judge_top_logprobs, **prompt,
         )
     if settings.comparator == "openai":
         from .comparators.openai import OpenAIComparator
 
         return OpenAIComparator(
-            settings.judge_base_url, settings.judge_model, endpoint=settings.judge_endpoint,
+            _required(settings.judge_base_url), _required(settings.judge_model),
+            endpoint=settings.judge_endpoint,
             tokenizer=tokenizer, logprob_token_ids=settings.judge_logprob_token_ids,
             top_logprobs=settings.judge_top_logprobs, **http, **prompt,
         )
@@ -83,13 +86,21 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
                 settings.judge_base_url, model=settings.judge_model, tokenizer=tokenizer,
                 top_logprobs=settings.judge_top_logprobs, **http, **prompt,
             )
-        return SGLangEngineComparator(settings.judge_model, engine_args=engine_args, **prompt)
+        return SGLangEngineComparator(
+            _required(settings.judge_model), engine_args=engine_args, **prompt
+        )
     from .comparators.transformers import TransformersComparator
 
     return TransformersComparator(
-        settings.judge_model, device=settings.judge_device, dtype=settings.judge_dtype,
+        _required(settings.judge_model), device=settings.judge_device, dtype=settings.judge_dtype,
         batch_size=settings.judge_batch_size, **prompt,
     )
+
+
+def _required(value: str | None) -> str:
+    """A setting that :class:`ServerSettings`' check requires of this comparator."""
+    assert value is not None
+    return value
 
 
 def build_store(settings: ServerSettings) -> Store:

@@ -165,7 +165,7 @@ def _bench_judge(args: argparse.Namespace) -> int:
         return 2
     if not args.pairs and args.protocol == "suite":
         return _bench_judge_suite(args, settings, comparator)
-    reference = args.reference or "worked"
+    reference: judge.ReferenceMode = args.reference or "worked"
     if args.pairs:
         pairs = judge.load_pairs_jsonl(args.pairs)
         title = f"{settings.comparator} judge on {args.pairs}"

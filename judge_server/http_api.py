@@ -262,7 +262,7 @@ OPENRLHF_COLUMNS = {
 def samples_from_openrlhf(body: OpenRLHFRewardRequest) -> list[Sample]:
     """One :class:`Sample` per query; every other column, when given, matches it in length."""
     n = len(body.query)
-    columns = {}
+    columns: dict[str, list[Any]] = {}
     for attr, name in OPENRLHF_COLUMNS.items():
         values = getattr(body, name) if attr != "response" else body.query
         if values is not None and len(values) != n:

@@ -202,7 +202,9 @@ class JudgeScheduler:
                 _fail(r.item[1], JudgeError("the judge scheduler is closed"))
             self._done(task, batch)
             raise
-        now, later, end = [], [], 0
+        now: list[tuple[Round[_Waiting], Answers]] = []
+        later: list[tuple[Round[_Waiting], Answers]] = []
+        end = 0
         share = self.max_batch / max(1, self._queue.runs_waiting)
         for r in batch:
             # A run with more than an equal share of a batch waiting fills the next batch

@@ -161,7 +161,8 @@ class JudgeServer:
         if self._grpc is not None:
             waits.append(self._grpc.stop(grace))
         if self._http is not None and self._http_task is not None:
-            self._http.config.timeout_graceful_shutdown = grace
+            # uvicorn's annotation says int; it waits with asyncio.wait_for, a float is fine
+            self._http.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
             self._http.should_exit = True
             waits.append(self._http_task)
         results = await asyncio.gather(*waits, return_exceptions=True)
@@ -199,7 +200,9 @@ async def serve(settings: ServerSettings, *, service: ArenaService | None = None
         access_log=settings.log_level == "debug",
         assembly=settings.assembly_options(),
         authenticator=Authenticator(settings.api_keys),
-        tls=(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None,
+        tls=(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file and settings.tls_key_file  # both or neither (settings)
+        else None,
     )
     try:
         await server.start()

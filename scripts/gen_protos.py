@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
@@ -61,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

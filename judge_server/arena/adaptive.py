@@ -137,8 +137,8 @@ class Adaptive(Tournament):
         if not ii.size:
             return []
         dense = current.covariance is not None and self.n_items <= DENSE_MAX_ITEMS
-        cov = current.covariance.copy() if dense else None
-        diag = np.diag(cov).copy() if dense else current.stderr**2
+        cov = current.covariance.copy() if dense and current.covariance is not None else None
+        diag = np.diag(cov).copy() if cov is not None else current.stderr**2
         info = expit(beta[ii] - beta[jj])
         info = info * (1.0 - info)
         var = self._pair_variance(cov, diag, ii, jj)
@@ -154,7 +154,7 @@ class Adaptive(Tournament):
             pairs.append((i, j))
             taken[best] = True
             shrink = info[best] / (1.0 + info[best] * var[best])
-            if dense:  # rank-one update of the covariance for the verdict about to be asked
+            if cov is not None:  # dense: rank-one update of the covariance for the next verdict
                 u = cov[:, i] - cov[:, j]
                 cov -= np.outer(u, u) * shrink
                 diag = np.diag(cov)
@@ -164,8 +164,8 @@ class Adaptive(Tournament):
                 diag[j] -= shrink * dj * dj
             var = self._pair_variance(cov, diag, ii, jj)
         if self.min_tau_gain > 0 and pairs:
-            gain = self._expected_tau_gain(beta, ii, jj, before, var)
-            if gain / len(pairs) < self.min_tau_gain:
+            tau_gain = self._expected_tau_gain(beta, ii, jj, before, var)
+            if tau_gain / len(pairs) < self.min_tau_gain:
                 self.settled = True
                 return []
         return pairs

@@ -68,7 +68,7 @@ def gsm8k_groups(
     path = Path(path)
     if not path.is_absolute():
         path = REPO_ROOT / path
-    groups = []
+    groups: list[dict] = []
     with path.open(encoding="utf-8") as lines:
         for k, line in enumerate(lines):
             if len(groups) >= n:
@@ -203,6 +203,7 @@ async def _measure(settings: Any, groups: list[dict], concurrency: int, progress
 
         # -- prefix cache, from the server phase
         inputs = judge.render(comparisons)
+        assert judge.prompt is not None  # made when the judge started
         own = [judge.prompt.own_tokens(x) for x in inputs]
         prompt_tokens = sum(len(x.token_ids or ()) for x in inputs) / n
         reported = served.get("reported_tokens", 0)

@@ -256,9 +256,11 @@ def carry_forward(solution: str, question: str, change: Change) -> str:
         return latest
 
     for index, step in enumerate(steps):
-        values, ops = {}, {}
+        values: dict[int, Fraction] = {}
+        ops: dict[int, str] = {}
         for operand in step.operands:
             if operand.start == change.at:
+                assert change.value is not None  # a change at an operand is a value
                 values[operand.start] = change.value
             else:
                 origin = source(operand.start, operand.value)
@@ -266,8 +268,10 @@ def carry_forward(solution: str, question: str, change: Change) -> str:
                     values[operand.start] = new_results[origin]
         for _, start, _symbol in step.operators:
             if start == change.at:
+                assert change.operator is not None  # a change at an operator is one
                 ops[start] = change.operator
         if step.result.start == change.at:
+            assert change.value is not None  # a change at a result is a value
             result = change.value
         elif values or ops:
             result = _evaluate(step.tokens, values, ops)
@@ -298,7 +302,7 @@ def carry_forward(solution: str, question: str, change: Change) -> str:
             edits[number.start] = (number.end, format_like(new_results[origin], number.text))
     for step in steps:
         for _, start, _symbol in step.operators:
-            if start == change.at:
+            if start == change.at and change.operator is not None:
                 edits[start] = (start + 1, _written_operator(change.operator, solution))
     return strip_calculator_annotations(_apply(solution, edits))
 

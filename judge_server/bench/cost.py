@@ -65,7 +65,7 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -77,6 +77,9 @@ from . import judge_variants
 from .judge import DEFAULT_GSM8K_PATH, REPO_ROOT, remove_final_answer_line
 from .judge import strip_calculator_annotations as strip
 from .tournaments import DEFAULT_DESIGN
+
+if TYPE_CHECKING:
+    from ..comparators.vllm import VLLMComparator
 
 #: (label, design, order) of the designs compared.
 DESIGNS = (
@@ -141,7 +144,8 @@ def _budgets(design: str, order: str, n: int, live_calls: int) -> list[int | Non
         return sorted({max(1, round(f * live_calls)) for f in BUDGET_FRACTIONS if f < 1}) + [None]
     cap = n * (n - 1) if design == "round_robin" and order == "both" else None
     budgets = {max(1, round(f * live_calls)) for f in BUDGET_FRACTIONS}
-    return sorted(b for b in budgets if cap is None or b <= cap)
+    kept: list[int | None] = [b for b in sorted(budgets) if cap is None or b <= cap]
+    return kept
 
 
 def quality(n: int, *, trials: int, position_bias: float, soft: bool, seed: int,
@@ -358,9 +362,9 @@ async def _costs(settings: Any, sizes: Sequence[dict], *, position_bias: float, 
                                   design=DEFAULT_DESIGN, order="random", budget=None,
                                   position_bias=position_bias, soft=soft, seed=seed)
             size["default_budget"] = cost
-        return {"block_size": judge.engine.vllm_config.cache_config.block_size,
-                "max_num_batched_tokens":
-                    judge.engine.vllm_config.scheduler_config.max_num_batched_tokens}
+        config = cast("VLLMComparator", judge).engine.vllm_config  # the vllm judge's
+        return {"block_size": config.cache_config.block_size,
+                "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens}
     finally:
         await judge.aclose()
 

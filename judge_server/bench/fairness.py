@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class Load:
 
     def summary(self) -> dict:
         ms = np.asarray(self.latencies) * 1e3
-        figures = {
+        figures: dict[str, Any] = {
             "groups": len(self.latencies), "failed": self.failed, "refused": self.refused,
             "skipped": self.skipped,
         }
@@ -172,7 +173,7 @@ async def _phase(stub, options: Options, judge: SimulatedGpuJudge, scheduler, *,
                  flood: bool, rng: np.random.Generator) -> dict:
     """One phase: the quiet run's groups (and the flood's, with ``flood``); its figures."""
     quiet = arrival_times(options.rate, options.groups, rng)
-    senders = [("quiet", quiet, None)]
+    senders: list[tuple[str, np.ndarray, int | None]] = [("quiet", quiet, None)]
     if flood:  # as long as the quiet run sends
         rate = options.rate * options.flood_factor
         times = arrival_times(rate, int(rate * quiet[-1] * 1.2) + 16, rng)

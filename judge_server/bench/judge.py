@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from judge_server.comparators.base import Comparator, Comparison
 from judge_server.comparators.dataflow import strip_annotations
@@ -167,7 +167,8 @@ def load_pairs_jsonl(path: str | Path) -> list[LabelledPair]:
                         prompt=str(record["prompt"]),
                         trace_a=str(record["trace_a"]),
                         trace_b=str(record["trace_b"]),
-                        better=str(record["better"]).strip().lower(),
+                        # checked by LabelledPair itself
+                        better=cast(Literal["a", "b"], str(record["better"]).strip().lower()),
                         reference=None if reference is None else str(reference),
                     )
                 )

@@ -70,7 +70,7 @@ def load_problems(
     path = Path(path)
     if not path.is_absolute():
         path = REPO_ROOT / path
-    problems = []
+    problems: list[Problem] = []
     with path.open(encoding="utf-8") as lines:
         for line in lines:
             if line.strip():

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,6 +196,7 @@ def _server_process() -> Iterator[tuple[str, str]]:
         [sys.executable, "-m", "judge_server.bench.serve", "--server"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
     )
+    assert process.stdin is not None and process.stdout is not None  # both pipes
     try:
         line = process.stdout.readline()
         if not line:
@@ -223,7 +225,7 @@ def run(
     """Measure a server (``target``) or one started for the purpose; see the module doc."""
     if groups < 1 or group_size < 2 or concurrency < 1 or trace_bytes < 1:
         raise ValueError("groups, concurrency and trace_bytes must be >= 1, group_size >= 2")
-    options = dict(groups=groups, group_size=group_size, trace_bytes=trace_bytes,
+    options: dict[str, Any] = dict(groups=groups, group_size=group_size, trace_bytes=trace_bytes,
                    concurrency=concurrency, progress=progress)
     if target is None:
         with _server_process() as (grpc_address, http_url):

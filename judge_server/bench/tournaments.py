@@ -24,6 +24,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def run(
                 o = play(entry.design, judge, n, rng=rng, **entry.options)
                 taus[k, t], calls[k, t], rounds[k, t] = o.tau, o.calls, o.rounds
             bar.update()
-        designs = [
+        designs: list[dict[str, Any]] = [
             {
                 "label": e.label, "design": e.design, "options": e.options,
                 "tau": float(taus[k].mean()),
@@ -138,7 +139,7 @@ def curves(n: int, *, trials: int, seed: int, judge_options: dict, spread: float
     """Tau against calls for :data:`CURVE_DESIGNS` and the default design's anytime stop."""
     ceiling = n * (n - 1)
     budgets = sorted({max(1, round(f * ceiling)) for f in CURVE_FRACTIONS})
-    runs = {
+    runs: dict[str, list[tuple[float, str, dict[str, Any]]]] = {
         label: [(budget, design, {**options, "budget": budget}) for budget in budgets]
         for label, (design, options) in CURVE_DESIGNS.items()
     }

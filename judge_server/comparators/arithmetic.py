@@ -468,11 +468,12 @@ def find_claims(text: str, *, max_claims: int = MAX_CLAIMS) -> list[Claim]:
         Claim(step.expression, step.result, step.computed, step.claimed, step.verdict)
         for step in find_steps(text, max_steps=max_claims)
         if step.claimed is not None and step.computed is not None and step.result
+        and step.verdict != "open"  # implied by both values, said for the type
     ]
 
 
 _ASSERTS = re.compile(r"[=≈≃]|\s(?:is|equals|makes|gives)\s+\$?-?[\d.]", re.IGNORECASE)
-_LINE_START = re.compile(r"[ \t>*•#-]*")
+_LINE_START_CHARS = " \t>*•#-"  # what a line's text may begin with
 
 
 def _line_steps(number: int, line: str, signs: list[re.Match[str]]) -> Iterator[Step]:
@@ -485,7 +486,7 @@ def _line_steps(number: int, line: str, signs: list[re.Match[str]]) -> Iterator[
         right = _right_side(line[sign.end() : right_end], chained=k + 1 < len(signs))
         approximate = sign["op"] != "="
         claim = _check(left, right, approximate=approximate) if right is not None else None
-        if claim is not None and claim.wrong and k + 1 < len(signs):
+        if claim is not None and right is not None and claim.wrong and k + 1 < len(signs):
             # A running computation "2 + 3 = 5 * 2 = 10" says 2 + 3 = 5, then 5 * 2 = 10.
             lead = _LEADING_NUMBER.match(right)
             running = _check(left, lead[0], approximate=approximate) if lead else None
@@ -521,7 +522,7 @@ def _bare_equation(
     """
     if k or right is None or not _BARE_NUMBER.fullmatch(right) or "%" in left + right:
         return None
-    if not line[_LINE_START.match(line).end() :].startswith(left):
+    if not line.lstrip(_LINE_START_CHARS).startswith(left):
         return None
     sides = _side_value(left), _side_value(right)
     if sides[0] is None or sides[1] is None:

@@ -105,8 +105,9 @@ class Comparator(abc.ABC):
         if template:
             raise ValueError(f"the {self.name} judge uses no prompt template")
 
-    def forget_run(self, run_id: str) -> None:
-        """Drop whatever the judge keeps for a run (its template, cached verdicts)."""
+    def forget_run(self, run_id: str) -> int | None:
+        """Drop whatever the judge keeps for a run (its template, cached verdicts); a judge
+        may return how many entries it dropped."""
 
     async def check_health(self) -> bool:
         """True when the comparator can answer now (the model is loaded, the server is up)."""

@@ -116,10 +116,9 @@ class CachedComparator(Comparator):
                 self._store(key, p)
         for i, future in waiting.items():
             out[i] = await future
-        for i, key in enumerate(keys):
-            if out[i] is None:  # asked in this batch, maybe more than once
-                out[i] = got[key]
-        return Answers([as_verdict(p) for p in out], cached)
+        # None: asked in this batch, maybe more than once
+        answered = [got[key] if p is None else p for p, key in zip(out, keys)]
+        return Answers([as_verdict(p) for p in answered], cached)
 
     def _store(self, key: Key, p: float) -> None:
         self._answers[key] = p

@@ -140,8 +140,8 @@ def read_problem(prompt: str) -> Problem:
             values.add(number.value / 100)
         quantities.add(frozenset(values))
     implied = {v for w in _WORD.findall(text.lower()) for v in MULTIPLIER_WORDS.get(w, ())}
-    values = frozenset().union(*quantities) if quantities else frozenset()
-    return Problem(tuple(sorted(quantities, key=min)), frozenset(implied), values)
+    every_value = frozenset().union(*quantities) if quantities else frozenset()
+    return Problem(tuple(sorted(quantities, key=min)), frozenset(implied), every_value)
 
 
 def operands(expression: str) -> list[Fraction]:
@@ -396,7 +396,7 @@ class Plan:
     result; the other numbers it derives in prose (``50 = 2 * x`` gives 50); and every value
     computed along the way."""
 
-    steps: tuple[tuple[tuple[frozenset, ...], frozenset[str], Fraction], ...]
+    steps: tuple[tuple[tuple[frozenset, ...], frozenset[str], Fraction | None], ...]
     milestones: frozenset[Fraction]
     """Numbers the reference writes that are neither given, constants, nor step results."""
     partials: frozenset[Fraction]

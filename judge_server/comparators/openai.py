@@ -119,7 +119,7 @@ class OpenAIComparator(HTTPModelComparator):
         else:
             body["prompt"] = list(prompt.token_ids) if prompt.token_ids else prompt.text
             body["logprobs"] = 2 if by_id else self.top_logprobs
-        if by_id:
+        if by_id and self.verdict_ids is not None:  # by_id says so; again for the type
             body["logprob_token_ids"] = list(self.verdict_ids)
             body["return_tokens_as_token_ids"] = True
         if prompt.cache_salt:  # vLLM: this run's prompts share no cached prefix with others

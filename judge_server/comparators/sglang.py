@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .model import (
     HTTPModelComparator,
@@ -69,6 +69,7 @@ def generate_verdict(
     stats: JudgeStats,
 ) -> float:
     """``p`` from one ``/generate`` answer (``{"text", "meta_info": {...}}``)."""
+    entries: list[tuple[int, float]] | list[tuple[str, float]]  # by token id, or by text
     try:
         meta = answer["meta_info"]
         if verdict_ids is not None:
@@ -104,7 +105,7 @@ class SGLangComparator(HTTPModelComparator):
         base_url: str,
         *,
         model: str | None = None,
-        tokenizer: str | bool | None = None,
+        tokenizer: str | Literal[False] | None = None,
         top_logprobs: int = 20,
         **options: Any,
     ) -> None:

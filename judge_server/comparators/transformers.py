@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from .model import ModelComparator, load_tokenizer, require
 from .prompt import JudgeInput
@@ -79,7 +79,9 @@ class TransformersComparator(ModelComparator):
         self.model = None
 
     async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
-        logprobs = await asyncio.to_thread(self.verdict_logprobs, [p.token_ids for p in inputs])
+        # Token ids: this judge always has its tokenizer.
+        ids = cast("list[Sequence[int]]", [p.token_ids for p in inputs])
+        logprobs = await asyncio.to_thread(self.verdict_logprobs, ids)
         return [self.stats.add_ids(a, b) for a, b in logprobs]
 
     def verdict_logprobs(self, prompts: Sequence[Sequence[int]]) -> list[tuple[float, float]]:

@@ -48,7 +48,9 @@ class VLLMComparator(ModelComparator):
     ) -> None:
         super().__init__(**prompt_options)
         self.model = model
-        self.engine_args = {"enable_prefix_caching": True, "disable_log_stats": True}
+        self.engine_args: dict[str, Any] = {
+            "enable_prefix_caching": True, "disable_log_stats": True
+        }
         self.engine_args.update(engine_args or {})
         self.top_logprobs = top_logprobs
         self.engine: Any = None
@@ -115,7 +117,7 @@ class VLLMComparator(ModelComparator):
             | ({"cache_salt": p.cache_salt} if p.cache_salt else {})
             for p in inputs
         ]
-        renderer = getattr(self.engine, "renderer", None)
+        renderer: Any = getattr(self.engine, "renderer", None)
         if hasattr(renderer, "render_cmpl"):  # vLLM >= 0.1x: engine inputs, in one call
             prompts = renderer.render_cmpl(prompts)
 
@@ -137,6 +139,7 @@ class VLLMComparator(ModelComparator):
         self.stats.add_tokens(
             len(output.prompt_token_ids or ()), getattr(output, "num_cached_tokens", None)
         )
+        assert self.verdict_ids is not None  # set when the engine started
         a, b = self.verdict_ids
         found = dict(entries)
         if self._by_id and a in found and b in found:

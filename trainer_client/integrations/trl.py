@@ -157,7 +157,7 @@ class ArenaReward:
         self.__name__ = name
         if isinstance(client, (ArenaClient, AsyncArenaClient)):
             self.config = client.config
-            self._client = client
+            self._client: ArenaClient | AsyncArenaClient | None = client
         else:
             self.config = client if client is not None else ClientConfig()
             self._client = None
@@ -231,6 +231,7 @@ class ArenaReward:
                 best = plan
             if plan.partial == 0:
                 break
+        assert best is not None  # sizes is never empty
         return best
 
     def _rank(self, batch: _Batch, kwargs: dict, offset: int = 0) -> tuple[list[float], dict]:
@@ -281,6 +282,8 @@ class AsyncArenaReward(ArenaReward):
     TRL runs async reward functions concurrently on its own event loop (``asyncio.gather``),
     so judging overlaps the other reward functions. ``verifier`` may be sync or async.
     """
+
+    _sync_client: ArenaClient | None  # the gathered path's, made on first use
 
     async def __call__(  # type: ignore[override]
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
@@ -368,8 +371,8 @@ def _plan_for(batch: _Batch, size: int, offset: int, step: int | None) -> _Plan:
 
 
 def _add_group(plan: _Plan, batch: _Batch, start: int, end: int, step: int | None) -> None:
-    rewards = batch.rewards[start:end]
-    if len(rewards) < 2 or any(r is None for r in rewards):
+    rewards = [r for r in batch.rewards[start:end] if r is not None]
+    if len(rewards) < 2 or len(rewards) < end - start:
         return  # nothing to judge: a group of one, or a completion the verifier could not score
     key = batch.keys[start]
     plan.spans.append((start, end))

@@ -27,6 +27,8 @@ its advantages are as large as the verifier's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from judge_server.arena import advantages as server
@@ -36,7 +38,7 @@ ARMS = ("grpo", "dapo", "dapo_resample", "arena", "random", "judge_scores",
 EXTRA_ARMS = ("arena_zscore",)
 #: The arms whose dead groups go to the judge server, and the run settings they change.
 JUDGED = ("arena", "random", "judge_scores", "arena_zscore")
-RUN_SETTINGS = {"arena_zscore": {"normalisation": "zscore"}}
+RUN_SETTINGS: dict[str, dict[str, Any]] = {"arena_zscore": {"normalisation": "zscore"}}
 RESAMPLE_ROUNDS = 3
 SHAPING = 0.5
 EPS = 1e-6

@@ -81,8 +81,10 @@ def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
     commit = judge_commit()
     seed_list = list(range(first_seed, first_seed + seeds))
     jobs = [(arm, seed) for seed in seed_list for arm in arm_names]
+    if not jobs:
+        raise ValueError("seeds, arms: nothing to run")
     done: dict[tuple[str, int], dict] = {}
-    result = None
+    result: dict | None = None
     with ExitStack() as stack:
         options = None
         if set(arm_names) & set(arms.JUDGED):
@@ -112,6 +114,7 @@ def run(*, seeds: int = DEFAULT_SEEDS, arm_names: tuple[str, ...] = arms.ARMS,
         from .plot import plot
 
         plot(result, plot_path)
+    assert result is not None  # every job ran
     return result
 
 
