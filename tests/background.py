@@ -57,7 +57,9 @@ def make_server(
         build_service(settings, comparator=comparator, store=store),
         assembly=settings.assembly_options(),
         authenticator=Authenticator(settings.api_keys),
-        tls=(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None,
+        tls=(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file and settings.tls_key_file  # both or neither (settings)
+        else None,
     )
 
 
