@@ -41,8 +41,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
-from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+from trainer_client.protocol import SERVICE_NAME, settings_to_proto
+from trainer_client.protocol import arena_pb2 as pb
+from trainer_client.protocol import arena_pb2_grpc as pb_grpc
 from trainer_client.types import Group, GroupResult, RunSettings, Trace
 
 from .errors import (
@@ -61,8 +62,6 @@ from .tenants import Authenticator
 from .validation import columns_to_traces
 
 logger = logging.getLogger(__name__)
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Arena"].full_name  # "reasoning_arena.v1.Arena"
 
 # Large enough for a full group at the default limits (1024 traces of 256 KiB is 256 MiB),
 # with room for the protobuf framing.
@@ -132,10 +131,6 @@ def settings_from_proto(message: pb.RunSettings, defaults: RunSettings) -> RunSe
         if message.HasField(f.name) if f.has_presence else getattr(message, f.name):
             given[f.name] = getattr(message, f.name)
     return dataclasses.replace(defaults, run_id=message.run_id, **given)
-
-
-def settings_to_proto(settings: RunSettings) -> pb.RunSettings:
-    return pb.RunSettings(**dataclasses.asdict(settings))
 
 
 def stats_to_proto(stats: dict) -> pb.RunStats:

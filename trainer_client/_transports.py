@@ -25,20 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import logging
-import math
 import re
 import ssl
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 import httpx
 
-from ._proto.reasoning_arena.v1 import arena_pb2 as pb
-from ._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
 from .errors import (
     DeadlineExceeded,
     MalformedResponse,
@@ -48,6 +43,9 @@ from .errors import (
     ServerUnavailable,
     TransportError,
 )
+from .protocol import arena_pb2 as pb
+from .protocol import arena_pb2_grpc as pb_grpc
+from .protocol import parse_retry_after, settings_to_proto
 from .types import Group, GroupResult, RunSettings
 
 if TYPE_CHECKING:
@@ -75,27 +73,6 @@ _RECONNECT = {
     grpc.StatusCode.CANCELLED,
 }
 _GROUP_FIELD = re.compile(r"^groups\[(\d+)\]")
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: a number of seconds (fractions allowed)
-    or an HTTP date; None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 # -- gRPC ----------------------------------------------------------------------------------
@@ -230,7 +207,7 @@ class GrpcTransport:
 
     async def create_run(self, settings: RunSettings, *, timeout: float) -> None:
         channel, stub = self._connect()
-        request = pb.CreateRunRequest(settings=pb.RunSettings(**dataclasses.asdict(settings)))
+        request = pb.CreateRunRequest(settings=settings_to_proto(settings))
         try:
             await stub.CreateRun(
                 request, timeout=timeout, wait_for_ready=False, metadata=self._metadata

@@ -120,7 +120,7 @@ async def _send(stub, run_id: str, groups: list[dict], times: np.ndarray, starte
     """Send ``groups[k]`` at ``started + times[k]`` (open loop); wait for every answer."""
     import grpc
 
-    from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
+    from trainer_client.protocol import arena_pb2 as pb
 
     load = Load()
     tasks: set[asyncio.Task] = set()
@@ -210,7 +210,7 @@ async def _measure(policy: str, options: Options, progress: bool) -> dict:
     """Both phases on a fresh server whose scheduler follows ``policy``."""
     import grpc
 
-    from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+    from trainer_client.protocol import arena_pb2_grpc as pb_grpc
 
     from ..app import build_service
     from ..server import JudgeServer

@@ -99,7 +99,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 async def _grpc_stream(stub, run_id: str, groups: list[dict], concurrency: int,
                        bar) -> tuple[list[float], float, int]:
-    from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
+    from trainer_client.protocol import arena_pb2 as pb
 
     messages = [pb.RankStreamRequest(run_id=run_id, group=pb.Group(**g)) for g in groups]
     slots = asyncio.Semaphore(concurrency)
@@ -148,7 +148,7 @@ async def _client(name: str, address: str, concurrency: int):
     if name == "grpc_stream":
         import grpc
 
-        from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+        from trainer_client.protocol import arena_pb2_grpc as pb_grpc
 
         async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             yield pb_grpc.ArenaStub(channel)

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import tenacity
 
-from trainer_client._transports import parse_retry_after
+from trainer_client.protocol import parse_retry_after
 
 from ..errors import JudgeError
 from .base import Comparator, Comparison, as_verdict
