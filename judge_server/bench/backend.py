@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from typing import Any
 
 from judge_server.comparators.base import Comparator, Comparison
 
-from .judge import DEFAULT_GSM8K_PATH, REPO_ROOT, remove_final_answer_line
+from .judge import DEFAULT_GSM8K_PATH, gsm8k_problems, remove_final_answer_line
 from .judge import strip_calculator_annotations as strip
 
 TINY = "tiny"
@@ -65,27 +64,22 @@ def gsm8k_groups(
     n: int, *, path: str | Path = DEFAULT_GSM8K_PATH, group_size: int = 4
 ) -> list[dict]:
     """``n`` dead groups (JSON bodies of ``/v1/rank``) from GSM8K's model solutions."""
-    path = Path(path)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
     groups: list[dict] = []
-    with path.open(encoding="utf-8") as lines:
-        for k, line in enumerate(lines):
-            if len(groups) >= n:
-                break
-            problem = json.loads(line)
-            texts = [remove_final_answer_line(strip(s["text"])) for s in problem["solutions"]]
-            texts = texts[:group_size]
-            if len(texts) < 2 or len(set(texts)) < len(texts):
-                continue
-            groups.append({
-                "group_id": f"gsm8k-{k}",
-                "prompt_id": f"gsm8k-{k}",
-                "prompt": problem["question"],
-                "reference": str(problem["reference_answer"]),
-                "texts": texts,
-                "rewards": [1.0] * len(texts),
-            })
+    for k, problem in enumerate(gsm8k_problems(path)):
+        if len(groups) >= n:
+            break
+        texts = [remove_final_answer_line(strip(s["text"])) for s in problem["solutions"]]
+        texts = texts[:group_size]
+        if len(texts) < 2 or len(set(texts)) < len(texts):
+            continue
+        groups.append({
+            "group_id": f"gsm8k-{k}",
+            "prompt_id": f"gsm8k-{k}",
+            "prompt": problem["question"],
+            "reference": str(problem["reference_answer"]),
+            "texts": texts,
+            "rewards": [1.0] * len(texts),
+        })
     if len(groups) < n:
         raise ValueError(f"{path} has only {len(groups)} usable problems, not {n}")
     return groups

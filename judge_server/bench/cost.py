@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
@@ -74,7 +73,7 @@ from ..arena.tournaments import make_tournament
 from ..comparators.base import Comparator, Comparison
 from ..comparators.simulated import SimulatedComparator
 from . import judge_variants
-from .judge import DEFAULT_GSM8K_PATH, REPO_ROOT, remove_final_answer_line
+from .judge import DEFAULT_GSM8K_PATH, gsm8k_problems, remove_final_answer_line
 from .judge import strip_calculator_annotations as strip
 from .tournaments import DEFAULT_DESIGN
 
@@ -102,34 +101,29 @@ def gsm8k_like_groups(
 ) -> list[dict]:
     """``n`` groups of ``group_size`` distinct GSM8K-like traces (module docstring):
     ``{"prompt", "reference", "texts"}``; the reference is the final answer."""
-    path = Path(path)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
     groups: list[dict] = []
-    with path.open(encoding="utf-8") as lines:
-        for k, line in enumerate(lines):
-            if len(groups) >= n:
-                break
-            problem = json.loads(line)
-            question = problem["question"]
-            bases = [s["text"] for s in problem["solutions"]] + [problem["reference_solution"]]
-            candidates = list(bases)
-            rng = random.Random(f"{seed}-{k}")
-            for kind in VARIANT_KINDS:
-                planted = getattr(judge_variants, kind)
-                for base in bases:
-                    try:
-                        candidates.append(planted(base, question, rng))
-                    except judge_variants.VariantRefused:
-                        pass
-            texts: list[str] = []
-            for text in candidates:
-                text = remove_final_answer_line(strip(text))
-                if text.strip() and text not in texts:
-                    texts.append(text)
-            if len(texts) >= group_size:
-                groups.append({"prompt": question, "reference": str(problem["reference_answer"]),
-                               "texts": texts[:group_size]})
+    for k, problem in enumerate(gsm8k_problems(path)):
+        if len(groups) >= n:
+            break
+        question = problem["question"]
+        bases = [s["text"] for s in problem["solutions"]] + [problem["reference_solution"]]
+        candidates = list(bases)
+        rng = random.Random(f"{seed}-{k}")
+        for kind in VARIANT_KINDS:
+            planted = getattr(judge_variants, kind)
+            for base in bases:
+                try:
+                    candidates.append(planted(base, question, rng))
+                except judge_variants.VariantRefused:
+                    pass
+        texts: list[str] = []
+        for text in candidates:
+            text = remove_final_answer_line(strip(text))
+            if text.strip() and text not in texts:
+                texts.append(text)
+        if len(texts) >= group_size:
+            groups.append({"prompt": question, "reference": str(problem["reference_answer"]),
+                           "texts": texts[:group_size]})
     if len(groups) < n:
         raise ValueError(f"{path} gives only {len(groups)} groups of {group_size} traces, not {n}")
     return groups

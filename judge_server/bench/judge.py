@@ -30,7 +30,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -63,6 +63,18 @@ class LabelledPair:
 
 # --------------------------------------------------------------------------------------------
 # Pair sources
+
+
+def gsm8k_problems(path: str | Path = DEFAULT_GSM8K_PATH) -> Iterator[dict]:
+    """The problems of ``model_solutions.jsonl`` in file order (a relative ``path`` is taken
+    relative to the repository root): question, reference solution and answer, solutions."""
+    path = Path(path)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
 
 
 _FINAL_ANSWER_LINE = re.compile(r"(?:\A|\n)[ \t]*(?:A:|####)[^\n]*\Z")
@@ -116,34 +128,27 @@ def gsm8k_pairs(
     """
     if reference not in REFERENCE_MODES:
         raise ValueError(f"reference must be one of {REFERENCE_MODES}, not {reference!r}")
-    path = Path(path)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
     strip = strip_calculator_annotations if strip_annotations else _same
     drop = remove_final_answer_line if drop_final_answer_line else _same
     pairs: list[LabelledPair] = []
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
+    for problem in gsm8k_problems(path):
+        shown = {
+            "worked": strip(problem["reference_solution"]),
+            "answer": str(problem["reference_answer"]),
+            "none": None,
+        }[reference]
+        traces = [(drop(strip(s["text"])), bool(s["is_correct"])) for s in problem["solutions"]]
+        for good, good_ok in traces:
+            if not good_ok:
                 continue
-            problem = json.loads(line)
-            shown = {
-                "worked": strip(problem["reference_solution"]),
-                "answer": str(problem["reference_answer"]),
-                "none": None,
-            }[reference]
-            traces = [(drop(strip(s["text"])), bool(s["is_correct"])) for s in problem["solutions"]]
-            for good, good_ok in traces:
-                if not good_ok:
+            for bad, bad_ok in traces:
+                if bad_ok:
                     continue
-                for bad, bad_ok in traces:
-                    if bad_ok:
-                        continue
-                    if len(pairs) % 2:
-                        pair = LabelledPair(problem["question"], bad, good, "b", shown)
-                    else:
-                        pair = LabelledPair(problem["question"], good, bad, "a", shown)
-                    pairs.append(pair)
+                if len(pairs) % 2:
+                    pair = LabelledPair(problem["question"], bad, good, "b", shown)
+                else:
+                    pair = LabelledPair(problem["question"], good, bad, "a", shown)
+                pairs.append(pair)
     return pairs
 
 
