@@ -1,15 +1,9 @@
 """The gRPC transport (``grpc.aio``): wire messages in, :class:`ArenaService` calls, messages out.
 
 The servicer is thin: it converts protobuf messages to :mod:`trainer_client.types` objects and
-back (the ``*_from_proto`` / ``*_to_proto`` functions below, all pure) and maps the exception
-tree of :mod:`judge_server.errors` to status codes in one table, :data:`STATUS_CODES`:
-
-    InvalidRequest  INVALID_ARGUMENT     RunExists         ALREADY_EXISTS
-    RunNotFound     NOT_FOUND            StoreError        UNAVAILABLE
-    JudgeError      UNAVAILABLE          Unauthenticated   UNAUTHENTICATED
-    Overloaded      RESOURCE_EXHAUSTED   PermissionDenied  PERMISSION_DENIED
-    ShuttingDown    UNAVAILABLE          (a draining server takes no new groups)
-    anything else   INTERNAL "internal error" (logged)
+back (the ``*_from_proto`` / ``*_to_proto`` functions below, all pure) and answers an error
+with the status code its class carries (``grpc_code``: the one table, in
+:mod:`judge_server.errors`); anything else is INTERNAL "internal error" (logged).
 
 RESOURCE_EXHAUSTED carries gRPC's standard trailing metadata ``grpc-retry-pushback-ms`` (when
 to try again, in whole milliseconds): a caller whose channel has a retry policy for
@@ -23,7 +17,9 @@ request that cannot be deserialized (for example a string field holding invalid 
 non-Python client can send) is INVALID_ARGUMENT naming the field when it can be found.
 
 :func:`build_grpc_server` adds the standard health service (``grpc.health.v1``) and server
-reflection next to the Arena service, so ``grpcurl`` and Kubernetes gRPC probes work.
+reflection next to the Arena service, so ``grpcurl`` and Kubernetes gRPC probes work. The
+Arena service is registered by the generated ``add_ArenaServicer_to_server``, its request
+deserializers made lenient on the way (:func:`request_deserializer`).
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import message as protobuf_message
@@ -47,14 +44,12 @@ from trainer_client.protocol import arena_pb2_grpc as pb_grpc
 from trainer_client.types import Group, GroupResult, RunSettings, Trace
 
 from .errors import (
+    ArenaError,
     InvalidRequest,
-    JudgeError,
     Overloaded,
     PermissionDenied,
-    RunExists,
     RunNotFound,
     ShuttingDown,
-    StoreError,
     Unauthenticated,
 )
 from .service import ArenaService
@@ -67,18 +62,6 @@ logger = logging.getLogger(__name__)
 # with room for the protobuf framing.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 
-STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    RunNotFound: grpc.StatusCode.NOT_FOUND,
-    RunExists: grpc.StatusCode.ALREADY_EXISTS,
-    StoreError: grpc.StatusCode.UNAVAILABLE,
-    JudgeError: grpc.StatusCode.UNAVAILABLE,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
-}
-
 STREAM_DRAIN_S = 5.0  # longest wait for a refused stream's client to finish sending
 SHUTTING_DOWN = (
     "the server is shutting down: groups of this stream that got no result were not ranked"
@@ -86,10 +69,10 @@ SHUTTING_DOWN = (
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and message of an exception: :data:`STATUS_CODES`, else INTERNAL."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS_CODES:
-            return STATUS_CODES[cls], str(exc)
+    """The status code and message of an exception: its class's ``grpc_code``
+    (:mod:`judge_server.errors`), else INTERNAL "internal error"."""
+    if isinstance(exc, ArenaError) and exc.grpc_code != "INTERNAL":
+        return grpc.StatusCode[exc.grpc_code], str(exc)
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
@@ -223,7 +206,7 @@ def request_deserializer(cls: type[protobuf_message.Message]) -> Callable[[bytes
     return deserialize
 
 
-def _checked(request: object) -> object:
+def _checked(request: Any) -> Any:
     if isinstance(request, Undecodable):
         raise request.error
     return request
@@ -414,41 +397,34 @@ class ArenaServicer(pb_grpc.ArenaServicer):
         return stats_to_proto(await self.service.run_stats(request.run_id, tenant=tenant))
 
 
-def method_handlers(servicer: ArenaServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The Arena methods, as ``add_ArenaServicer_to_server`` builds them but with
-    :func:`request_deserializer`."""
-    return {
-        "Rank": grpc.unary_unary_rpc_method_handler(
-            servicer.Rank,
-            request_deserializer=request_deserializer(pb.RankRequest),
-            response_serializer=pb.RankResponse.SerializeToString,
-        ),
-        "RankStream": grpc.stream_stream_rpc_method_handler(
-            servicer.RankStream,
-            request_deserializer=request_deserializer(pb.RankStreamRequest),
-            response_serializer=pb.GroupResult.SerializeToString,
-        ),
-        "CreateRun": grpc.unary_unary_rpc_method_handler(
-            servicer.CreateRun,
-            request_deserializer=request_deserializer(pb.CreateRunRequest),
-            response_serializer=pb.RunSettings.SerializeToString,
-        ),
-        "GetRun": grpc.unary_unary_rpc_method_handler(
-            servicer.GetRun,
-            request_deserializer=request_deserializer(pb.GetRunRequest),
-            response_serializer=pb.RunSettings.SerializeToString,
-        ),
-        "DeleteRun": grpc.unary_unary_rpc_method_handler(
-            servicer.DeleteRun,
-            request_deserializer=request_deserializer(pb.DeleteRunRequest),
-            response_serializer=pb.DeleteRunResponse.SerializeToString,
-        ),
-        "GetRunStats": grpc.unary_unary_rpc_method_handler(
-            servicer.GetRunStats,
-            request_deserializer=request_deserializer(pb.GetRunRequest),
-            response_serializer=pb.RunStats.SerializeToString,
-        ),
-    }
+class _LenientRegistration:
+    """Stands in for the server in the generated ``add_ArenaServicer_to_server``: registers
+    its method handlers on ``server`` with each deserializer made :func:`request_deserializer`.
+    (The generated function hard-codes ``FromString``, which answers a request that does not
+    parse with INTERNAL instead of INVALID_ARGUMENT naming the field.)"""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """Ignored: :meth:`add_registered_method_handlers` registers the same methods."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        lenient = {
+            # a generated handler is grpc's namedtuple; its deserializer, cls.FromString
+            name: handler._replace(
+                request_deserializer=request_deserializer(
+                    handler.request_deserializer.__self__
+                )
+            )
+            for name, handler in handlers.items()
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, lenient),)
+        )
+        self.server.add_registered_method_handlers(service, lenient)
 
 
 def host_port(host: str, port: int) -> str:
@@ -481,13 +457,10 @@ async def build_grpc_server(
             ("grpc.so_reuseport", 0),  # a second server on the port is an error, not a twin
         ]
     )
-    handlers = method_handlers(
-        ArenaServicer(service, draining=draining, authenticator=authenticator)
+    pb_grpc.add_ArenaServicer_to_server(
+        ArenaServicer(service, draining=draining, authenticator=authenticator),
+        _LenientRegistration(server),
     )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-    )
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     health_servicer = health_servicer or health.aio.HealthServicer()
     for name in (health.OVERALL_HEALTH, SERVICE_NAME):
@@ -511,12 +484,10 @@ async def build_grpc_server(
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "SERVICE_NAME",
-    "STATUS_CODES",
     "ArenaServicer",
     "Undecodable",
     "build_grpc_server",
     "group_from_proto",
-    "method_handlers",
     "request_deserializer",
     "result_to_proto",
     "settings_from_proto",

@@ -2,17 +2,14 @@
 
 :func:`build_app` makes the app for one service; there is no module-level app or settings.
 The routes only convert :mod:`judge_server.http_protocol` bodies to :mod:`trainer_client.types`
-objects and back. Every error goes through :func:`error_response`, the one table:
+objects and back. Every error goes through :func:`error_response`: a
+:mod:`judge_server.errors` class answers with the HTTP status its class carries
+(``http_status``; the body's ``code`` is its gRPC code in lower case: the one table is in
+:mod:`judge_server.errors`), and the rest here:
 
-    InvalidRequest            400 invalid_argument
     RequestValidationError    422 invalid_argument  (pydantic's; field: group.traces[2].reward)
-    RunNotFound               404 not_found
-    RunExists                 409 already_exists
-    Unauthenticated           401 unauthenticated      (WWW-Authenticate: Bearer)
-    PermissionDenied          403 permission_denied
-    Overloaded                429 resource_exhausted   (Retry-After: seconds)
-    StoreError, JudgeError    503 unavailable
-    ShuttingDown              503 unavailable          (a draining server ranks nothing new)
+    Unauthenticated           (401) with WWW-Authenticate: Bearer
+    Overloaded                (429) with Retry-After: seconds
     HTTPException (Starlette) its status            (unknown path 404, wrong method 405, ...)
     anything else             500 internal "internal error" (logged, never a stack trace)
 
@@ -36,7 +33,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -49,17 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trainer_client.types import Group, GroupResult, RunSettings, Trace
 
 from .assembly import AssemblyOptions, GroupAssembler, Sample, SampleScore, response_of
-from .errors import (
-    InvalidRequest,
-    JudgeError,
-    Overloaded,
-    PermissionDenied,
-    RunExists,
-    RunNotFound,
-    ShuttingDown,
-    StoreError,
-    Unauthenticated,
-)
+from .errors import ArenaError, InvalidRequest, Overloaded, ShuttingDown, Unauthenticated
 from .http_protocol import (
     CreateRunRequest,
     DeleteRunResponse,
@@ -85,18 +72,6 @@ from .validation import columns_to_traces
 
 logger = logging.getLogger(__name__)
 
-ERRORS: dict[type[Exception], tuple[int, ErrorCode]] = {
-    InvalidRequest: (400, "invalid_argument"),
-    RequestValidationError: (422, "invalid_argument"),
-    RunNotFound: (404, "not_found"),
-    RunExists: (409, "already_exists"),
-    Unauthenticated: (401, "unauthenticated"),
-    PermissionDenied: (403, "permission_denied"),
-    Overloaded: (429, "resource_exhausted"),
-    ShuttingDown: (503, "unavailable"),
-    StoreError: (503, "unavailable"),
-    JudgeError: (503, "unavailable"),
-}
 HTTP_STATUS_CODES: dict[int, ErrorCode] = {
     400: "invalid_argument",
     401: "unauthenticated",
@@ -168,16 +143,20 @@ def _error(
 
 
 def error_response(exc: Exception, service: ArenaService | None = None) -> JSONResponse:
-    """The response for an exception, by :data:`ERRORS`; counts refused requests."""
+    """The response for an exception: its class's ``http_status`` (:mod:`judge_server.errors`);
+    counts refused requests."""
     if isinstance(exc, StarletteHTTPException):
-        code = HTTP_STATUS_CODES.get(exc.status_code, "error")
         field = "body" if exc.status_code in (400, 413) else None
         message = f"body: {exc.detail}" if field else str(exc.detail)
-        return _error(exc.status_code, code, field, message)
-    for cls in type(exc).__mro__:
-        if cls in ERRORS:
-            status, code = ERRORS[cls]
-            break
+        return _error(
+            exc.status_code, HTTP_STATUS_CODES.get(exc.status_code, "error"), field, message
+        )
+    status: int
+    code: ErrorCode
+    if isinstance(exc, RequestValidationError):
+        status, code = 422, "invalid_argument"
+    elif isinstance(exc, ArenaError) and exc.http_status != 500:
+        status, code = exc.http_status, cast(ErrorCode, exc.error_code)
     else:
         logger.error("internal error", exc_info=exc)
         return _error(500, "internal", None, "internal error")
@@ -487,7 +466,6 @@ def build_app(
 
 
 __all__ = [
-    "ERRORS",
     "build_app",
     "error_response",
     "group_from_body",
