@@ -20,11 +20,10 @@ not divide by the group's standard deviation (OpenRLHF ``dr_grpo``, verl GRPO wi
 judge's advantages, and leaves live groups as they were.
 
 The verifiable reward is the caller's when it gives one, else :func:`math_verifier`'s: 1.0 when
-the response's final answer equals the label's (the embedded judge's
-:func:`~judge_server.comparators.answers.final_answer` and
-:func:`~judge_server.comparators.answers.answers_match`: numbers compared exactly, ``\\boxed``,
-``####``, ``Answer:`` and ``The answer is`` recognised), else 0.0; a sample without a label
-gets 0.0, so that the judge alone ranks its group.
+the response's final answer equals the label's (:func:`trainer_client.verifier.verify_answer`,
+the one verifier, which the client's OpenRLHF ``.py`` route uses too: math-verify's
+equivalence; ``\\boxed``, ``####``, ``Answer:`` and ``The answer is`` recognised), else 0.0; a
+sample without a label gets 0.0, so that the judge alone ranks its group.
 
 Partial groups. A group that is not complete ``timeout_s`` after its first sample arrived is
 closed as it stands:
@@ -52,11 +51,12 @@ import hashlib
 import itertools
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 
+from trainer_client.integrations.openrlhf import response_of
 from trainer_client.types import Group, GroupResult, Trace
+from trainer_client.verifier import verify_answer
 
 from .errors import InvalidRequest
 from .service import ArenaService
@@ -73,45 +73,16 @@ waiting request is answered before the trainer gives up on it and sends it again
 Verifier = Callable[[str, "str | None"], float]
 """``verifier(response, label) -> reward``."""
 
-# Special tokens a trainer leaves at the end of a decoded query (skip_special_tokens=False).
-_TRAILING_SPECIAL = re.compile(
-    r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$"
-)
-
 
 def math_verifier(response: str, label: str | None) -> float:
-    """1.0 when the final answer of ``response`` equals that of ``label``, else 0.0.
-
-    The embedded judge's answer reader: the last marked answer (``\\boxed{}``, ``####``,
-    ``Answer:``, ``The answer is``) or else the last number stated, compared exactly as a
-    number (``$1,200`` equals ``1200``, ``0.5`` equals ``1/2``). No label: 0.0.
+    """1.0 when the final answer of ``response`` equals that of ``label``, else 0.0; no label:
+    0.0. :func:`trainer_client.verifier.verify_answer`, the client's ``.py`` route's verifier
+    too (the last marked answer, ``\\boxed{}``, ``####``, ``Answer:``, ``The answer is``, or
+    else the last number or expression; compared by math-verify: ``$1,200`` equals ``1200``,
+    ``2/4`` equals ``0.5``, ``50%`` equals ``0.5``). Thread-safe: the assembler runs it in a
+    worker thread.
     """
-    from .comparators.answers import answers_match, final_answer, reference_answer
-
-    if label is None or not str(label).strip():
-        return 0.0
-    expected = reference_answer(str(label))
-    answer = final_answer(response)
-    if expected is None or answer is None:
-        return 0.0
-    return 1.0 if answers_match(answer, expected) else 0.0
-
-
-def response_of(query: str, prompt: str | None) -> str:
-    """The response in ``query`` (prompt + response, as OpenRLHF sends it).
-
-    ``query`` minus its ``prompt`` prefix; when the decoded query does not start with the
-    prompt exactly (tokenizer round trips can change it), what follows the prompt's last
-    occurrence; the whole query when the prompt is not in it. Trailing special tokens
-    (``<|im_end|>``, ``</s>``, ...) are removed.
-    """
-    text = query
-    if prompt:
-        if query.startswith(prompt):
-            text = query[len(prompt) :]
-        elif (at := query.rfind(prompt)) >= 0:
-            text = query[at + len(prompt) :]
-    return _TRAILING_SPECIAL.sub("", text)
+    return verify_answer(response, label)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

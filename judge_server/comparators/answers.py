@@ -1,7 +1,10 @@
 """Final answers: reading the answer a trace or a reference states, and comparing two answers.
 
-Shared by the embedded judge (:mod:`.builtin`) and the per-sample route's verifier
-(:func:`judge_server.assembly.math_verifier`).
+The embedded judge's (:mod:`.builtin`). The verifiable reward is not read here but by the one
+verifier, :mod:`trainer_client.verifier` (math-verify). Why by hand here: the judge needs an
+answer's exact value and its written precision (a ``Fraction``, its decimals, a percentage) to
+weigh it against the numbers a trace computes on its lines, and it reads hundreds of traces
+per group, where sympy would cost more than the comparison is worth.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from trainer_client.integrations.openrlhf import (
     flags,
     main,
     make_reward_func,
+    response_of,
 )
 
 TEMPLATE = "<|user|>\n{}\n<|assistant|>\n"
@@ -60,6 +61,34 @@ def test_main_prints_the_flags(capsys):
 )
 def test_answer_verifier(response, label, reward):
     assert answer_verifier(response, label) == reward
+
+
+SAMPLES = [  # (response, label): the issue's two, and one of each kind the verifier reads
+    ("It's 2/4", "0.5"),
+    ("50%", "0.5"),
+    ("9 * 2 = 18. The answer is 18.", "18"),
+    ("So \\boxed{\\frac{3}{4}}.", "0.75"),
+    ("It costs $1,200 in all.", "1200"),
+    ("#### -7", "-7"),
+    ("The answer is 17.", "18"),
+    ("Answer: Paris", "paris"),
+    ("no number here", "18"),
+    ("18", None),
+]
+
+
+@pytest.mark.parametrize(("response", "label"), SAMPLES)
+def test_both_routes_give_a_sample_the_same_reward(response, label):
+    """The ``.py`` route's verifier and the URL route's (the server's), on the sample as each
+    route cuts it out of OpenRLHF's query."""
+    from judge_server.assembly import math_verifier
+    from judge_server.assembly import response_of as server_response_of
+
+    query = TEMPLATE.format("?") + response + "</s>"
+    prompt = TEMPLATE.format("?")
+    client = answer_verifier(response_of(query, prompt), label)
+    server = math_verifier(server_response_of(query, prompt), label)
+    assert client == server == answer_verifier(response, label)
 
 
 def call_concurrently(reward_func, problem, responses, label):

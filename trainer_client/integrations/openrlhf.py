@@ -29,7 +29,8 @@ rewards). Older versions: ``--remote_rm_url``, ``--n_samples_per_prompt``,
 
 The ``.py`` route. A ``--reward.remote_url`` ending in ``.py`` is loaded as
 ``reward_func(queries, prompts, labels, **kwargs)``; :func:`make_reward_func` builds one that
-computes the verifiable reward on the trainer side with your verifier and posts it with the
+computes the verifiable reward on the trainer side with your verifier (by default
+:func:`answer_verifier`, the server's own) and posts it with the
 sample, and keeps the verifiable reward when the judge server does not answer (in time), so a
 judge that is down never stops the run. OpenRLHF runs it in a worker thread per sample
 (``asyncio.to_thread``), and a sample waiting for its group holds its thread: with more
@@ -45,13 +46,13 @@ for a verifier that must run on the trainer side. A file for it::
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..verifier import verify_answer
 from ._common import DEFAULT_SAMPLE_TIMEOUT_S, SampleScorer
 
 Verifier = Callable[[str, Any], float]
@@ -87,54 +88,36 @@ def flags(
 
 # -- the .py route ------------------------------------------------------------------------------
 
-_BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
-_MARKED = re.compile(r"(?:####|answer\s*(?:is|:))\s*([^\n]*)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-
-
-def _final(text: str) -> str | None:
-    """The last marked answer (``\\boxed{}``, ``####``, ``Answer:``, ``answer is``), else the
-    last number in ``text``."""
-    for pattern in (_BOXED, _MARKED):
-        found = pattern.findall(text)
-        if found:
-            marked = found[-1].strip()
-            numbers = _NUMBER.findall(marked)
-            return numbers[0] if numbers else marked
-    numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
-
-
-def _value(text: str) -> float | None:
-    text = text.replace(",", "").strip().rstrip(".")
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
 def answer_verifier(response: str, label: Any) -> float:
-    """1.0 when the final answer of ``response`` equals ``label``'s, else 0.0 (numbers compared
-    as numbers, other answers as text, ignoring case). No label: 0.0."""
-    if label is None or not str(label).strip():
-        return 0.0
-    got, want = _final(response), _final(str(label)) or str(label).strip()
-    if got is None:
-        return 0.0
-    a, b = _value(got), _value(want)
-    if a is not None and b is not None:
-        return 1.0 if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) else 0.0
-    return 1.0 if got.strip().casefold() == want.strip().casefold() else 0.0
+    """The verifiable reward: :func:`trainer_client.verifier.verify_answer`, the judge server's
+    too, so that this route and the URL route reward a sample alike (1.0 when the final answer
+    of ``response`` equals ``label``'s, else 0.0; no label: 0.0). Needs math-verify
+    (``pip install 'reasoning-arena[verify]'``)."""
+    return verify_answer(response, label)
 
 
-def _response(query: str, prompt: str) -> str:
-    if prompt and query.startswith(prompt):
-        return query[len(prompt):]
-    at = query.rfind(prompt) if prompt else -1
-    return query[at + len(prompt):] if at >= 0 else query
+# Special tokens a trainer leaves at the end of a decoded query (skip_special_tokens=False).
+_TRAILING_SPECIAL = re.compile(
+    r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$"
+)
+
+
+def response_of(query: str, prompt: str | None) -> str:
+    """The response in ``query`` (prompt + response, as OpenRLHF sends it); both routes cut it
+    out this way (the judge server's per-sample route imports it).
+
+    ``query`` minus its ``prompt`` prefix; when the decoded query does not start with the
+    prompt exactly (tokenizer round trips can change it), what follows the prompt's last
+    occurrence; the whole query when the prompt is not in it. Trailing special tokens
+    (``<|im_end|>``, ``</s>``, ...) are removed.
+    """
+    text = query
+    if prompt:
+        if query.startswith(prompt):
+            text = query[len(prompt) :]
+        elif (at := query.rfind(prompt)) >= 0:
+            text = query[at + len(prompt) :]
+    return _TRAILING_SPECIAL.sub("", text)
 
 
 def make_reward_func(
@@ -159,7 +142,7 @@ def make_reward_func(
     ) -> dict:
         rewards, scores, judge, judged, fell_back = [], [], [], [], []
         for query, prompt, label in zip(queries, prompts, labels):
-            verifiable = float(verifier(_response(query, prompt), label))
+            verifiable = float(verifier(response_of(query, prompt), label))
             label_text = None if label is None else str(label)
             result = scorer.score(
                 SampleScorer.body(query, prompt, label_text, reward=verifiable), verifiable
@@ -196,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["answer_verifier", "endpoint", "flags", "main", "make_reward_func"]
+__all__ = ["answer_verifier", "endpoint", "flags", "main", "make_reward_func", "response_of"]
 
 if __name__ == "__main__":
     sys.exit(main())
