@@ -26,13 +26,24 @@ Every error, whatever its status, has one body, :class:`ErrorBody`::
 ``message`` starts with it. Rewards are JSON numbers; Python's ``NaN`` and ``Infinity`` literals
 parse but are refused as not finite. These models hold only the wire format: the server
 checks the contents (sizes, counts, finiteness) and refuses bad values with a 400.
+
+The bodies of run settings and group results are derived from the dataclasses of
+:mod:`trainer_client.types` (:func:`fields_of`): a new run setting is one field of
+:class:`~trainer_client.types.RunSettings` (its description a line of the class's docstring)
+and of the proto, and these bodies follow.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+import inspect
+import re
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from trainer_client.protocol import GroupResult, RunSettings
 
 ErrorCode = Literal[
     "invalid_argument",
@@ -47,6 +58,46 @@ ErrorCode = Literal[
     "too_large",
     "error",
 ]
+
+
+def setting_descriptions() -> dict[str, str]:
+    """Each run setting's description, from the table in :class:`RunSettings`' docstring."""
+    found: dict[str, str] = {"run_id": "The run's id."}
+    name = None
+    for line in inspect.cleandoc(RunSettings.__doc__ or "").splitlines():
+        entry = re.match(r"(\w+)\s+(\S.*)", line)
+        if entry and entry.group(1) in RunSettings.__dataclass_fields__:
+            name = entry.group(1)
+            found[name] = entry.group(2)
+        elif name is not None and line.startswith(" "):
+            found[name] += " " + line.strip()
+        else:
+            name = None
+    return found
+
+
+def fields_of(
+    cls: type, descriptions: dict[str, str],
+    given: Literal["defaults", "required", "optional"] = "defaults",
+) -> dict[str, Any]:
+    """``create_model`` field definitions for the dataclass ``cls``: its fields and types
+    (tuples as lists), with ``given``: ``"defaults"``, the dataclass's defaults; ``"required"``,
+    none; ``"optional"``, a field that has a default may be left out or null (None)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if typing.get_origin(kind) is tuple:
+            kind = list[typing.get_args(kind)[0]]  # type: ignore[misc]
+        description = descriptions.get(f.name)
+        if f.default is dataclasses.MISSING or given == "required":
+            fields[f.name] = (kind, Field(description=description))
+        elif given == "optional":
+            fields[f.name] = (kind | None, Field(None, description=description))
+        else:
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            fields[f.name] = (kind, Field(default, description=description))
+    return fields
 
 
 class TraceIn(BaseModel):
@@ -78,97 +129,56 @@ class RankRequest(BaseModel):
     groups: list[GroupIn] | None = Field(None, description="Several groups; answer: results.")
 
 
-class GroupResultOut(BaseModel):
-    """The judge's answer for one group (see :class:`trainer_client.types.GroupResult`)."""
+RESULT_DESCRIPTIONS = {
+    "advantages": "One advantage per trace.",
+    "routed": "Whether the group was dead and went to the judge.",
+    "strengths": "Bradley-Terry strengths.",
+    "stderr": "Their standard errors.",
+    "comparisons": "Comparisons the group's tournament needed (judge_failed: those recorded "
+    "before the failure): cached_comparisons + judge_requests.",
+    "cached_comparisons": "Of which the verdict cache answered (no request to the judge).",
+    "judge_requests": "Of which reached the judge.",
+    "status": '"ok"; "judge_failed" (advantages: the no-judge ones); "overloaded" (refused '
+    "for load: send again after retry_after_s).",
+    "tied": 'status "ok", but the judge told the traces apart in nothing: all advantages are '
+    "zero (the dead group was not rescued).",
+}
 
-    group_id: str
-    advantages: list[float] = Field(description="One advantage per trace.")
-    routed: bool = Field(description="Whether the group was dead and went to the judge.")
-    strengths: list[float] = Field(default_factory=list, description="Bradley-Terry strengths.")
-    stderr: list[float] = Field(default_factory=list, description="Their standard errors.")
-    judge_calls: int = Field(0, description="Deprecated: the same count as comparisons.")
-    comparisons: int = Field(
-        0,
-        description="Comparisons the group's tournament needed (judge_failed: those recorded "
-        "before the failure): cached_comparisons + judge_requests.",
+
+class GroupResultOut(  # a base made of GroupResult's fields
+    create_model(  # type: ignore[misc]
+        "GroupResultFields",
+        **fields_of(GroupResult, RESULT_DESCRIPTIONS),
+        judge_calls=(int, Field(0, description="Deprecated: the same count as comparisons.")),
     )
-    cached_comparisons: int = Field(
-        0, description="Of which the verdict cache answered (no request to the judge)."
-    )
-    judge_requests: int = Field(0, description="Of which reached the judge.")
-    rounds: int = 0
-    anchors_used: int = 0
-    status: str = Field(
-        "ok",
-        description='"ok"; "judge_failed" (advantages: the no-judge ones); "overloaded" (refused '
-        "for load: send again after retry_after_s).",
-    )
-    error: str = ""
-    latency_ms: float = 0.0
-    retry_after_s: float = 0.0
-    tied: bool = Field(
-        False,
-        description='status "ok", but the judge told the traces apart in nothing: all '
-        "advantages are zero (the dead group was not rescued).",
-    )
+):
+    """The judge's answer for one group (see :class:`trainer_client.types.GroupResult`)."""
 
 
 class RankResponse(BaseModel):
     results: list[GroupResultOut] = Field(description="One per group, in the request's order.")
 
 
-class RunSettingsIn(BaseModel):
+class RunSettingsIn(  # a base made of RunSettings' fields
+    create_model(  # type: ignore[misc]
+        "RunSettingsFieldsIn", **fields_of(RunSettings, setting_descriptions(), "optional")
+    )
+):
     """A new run's settings; a field left out (or null) takes the server's default."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
-
-    run_id: str
-    design: str | None = None
-    budget: int | None = None
-    min_tau_gain: float | None = None
-    order: str | None = None
-    normalisation: str | None = None
-    scale: float | None = None
-    lam: float | None = None
-    dead_eps: float | None = None
-    divide_by_std: bool | None = None
-    anchors_per_group: int | None = None
-    anchor_mode: str | None = None
-    pool_per_prompt: int | None = None
-    pool_per_run: int | None = None
-    pool_max_age: int | None = None
-    judge_template: str | None = None
-    weight: float | None = None
-    max_calls_in_flight: int | None = None
-    isolate_prefix_cache: bool | None = None
 
 
 class CreateRunRequest(BaseModel):
     settings: RunSettingsIn
 
 
-class RunSettingsOut(BaseModel):
-    """A run's settings (see :class:`trainer_client.types.RunSettings` for each field)."""
-
-    run_id: str
-    design: str
-    budget: int
-    min_tau_gain: float
-    order: str
-    normalisation: str
-    scale: float
-    lam: float
-    dead_eps: float
-    divide_by_std: bool
-    anchors_per_group: int
-    anchor_mode: str
-    pool_per_prompt: int
-    pool_per_run: int
-    pool_max_age: int
-    judge_template: str
-    weight: float
-    max_calls_in_flight: int
-    isolate_prefix_cache: bool
+class RunSettingsOut(  # a base made of RunSettings' fields
+    create_model(  # type: ignore[misc]
+        "RunSettingsFieldsOut", **fields_of(RunSettings, setting_descriptions(), "required")
+    )
+):
+    """A run's settings (see :class:`trainer_client.types.RunSettings`)."""
 
 
 class RunList(BaseModel):
@@ -290,4 +300,6 @@ __all__ = [
     "ServerStatsOut",
     "Status",
     "TraceIn",
+    "fields_of",
+    "setting_descriptions",
 ]

@@ -23,3 +23,23 @@ def test_committed_stubs_are_current(tmp_path):
         assert (tmp_path / rel).read_text() == (committed / rel).read_text(), (
             f"{rel} is stale: run `python scripts/gen_protos.py` and commit the result"
         )
+
+
+def test_one_contract_the_proto_the_dataclasses_and_the_http_bodies_have_the_same_fields():
+    import dataclasses
+
+    from judge_server.http_protocol import (
+        GroupResultOut,
+        RunSettingsIn,
+        RunSettingsOut,
+        setting_descriptions,
+    )
+    from trainer_client.protocol import GroupResult, RunSettings, arena_pb2
+
+    settings = {f.name for f in dataclasses.fields(RunSettings)}
+    assert settings == {f.name for f in arena_pb2.RunSettings.DESCRIPTOR.fields}
+    assert settings == set(RunSettingsIn.model_fields) == set(RunSettingsOut.model_fields)
+    assert set(setting_descriptions()) == settings  # each setting documented in RunSettings
+    results = {f.name for f in dataclasses.fields(GroupResult)} | {"judge_calls"}
+    assert results == {f.name for f in arena_pb2.GroupResult.DESCRIPTOR.fields}
+    assert results == set(GroupResultOut.model_fields)
