@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +22,7 @@ from .servers import CuttingProxy, ScriptedArena, ScriptedHttp, start_scripted_a
 
 pytestmark = pytest.mark.timeout(60)
 TRANSPORTS = ["grpc", "http"]
-LATE_S = 2.0  # how far past its deadline a test lets rank() return (a loaded machine)
+LATE_S = 6.0  # how far past its deadline a test lets rank() return (a loaded machine)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -101,8 +102,8 @@ def test_close_resolves_every_submitted_future(start_judge, transport):
     time.sleep(0.3)
     started = time.monotonic()
     client.close()
-    outcomes = [f.result(timeout=5) for f in futures]
-    assert time.monotonic() - started < 5
+    outcomes = [f.result(timeout=15) for f in futures]
+    assert time.monotonic() - started < 15  # not the 30 s deadline
     assert [o.reason for o in outcomes] == ["closed"] * 3 + [""]
 
 
@@ -153,9 +154,9 @@ def test_grpc_resource_exhausted_forever_falls_back_after_the_retries(scripted_a
 def test_a_retry_after_beyond_the_deadline_falls_back_at_once(scripted_arena):
     arena, address = scripted_arena(lambda n: "overloaded",
                                     trailer=("grpc-retry-pushback-ms", "120000"))
-    with ArenaClient(target=address, deadline_s=3.0, retries=5) as client:
+    with ArenaClient(target=address, deadline_s=30.0, retries=5) as client:
         result = client.rank(groups("busy"))
-    assert arena.calls == 1 and result.stats.latency_s < 3.0
+    assert arena.calls == 1 and result.stats.latency_s < 10  # not the 30 s deadline
     check_fell_back(result, "overloaded")
 
 
@@ -245,12 +246,13 @@ def test_a_busy_client_loop_still_returns_by_the_deadline(scripted_http):
     rank() still returns by its deadline (every wait of the sync client is bounded)."""
     server = scripted_http(lambda n: (time.sleep(0.2), "ok")[1])
     with ArenaClient(transport="http", http_url=server.url, deadline_s=0.5) as client:
+        callback_done = threading.Event()
         future = client.submit(dead("first"))
-        future.add_done_callback(lambda _: time.sleep(4.0))  # runs on the client's loop
+        future.add_done_callback(  # runs on the client's loop
+            lambda _: (time.sleep(8.0), callback_done.set()))
         time.sleep(0.4)  # the answer came: the loop is in the callback
-        started = time.monotonic()
         result = client.rank([dead("second")])
-        assert time.monotonic() - started < 0.5 + LATE_S
+        assert not callback_done.is_set()  # rank() returned while the loop was still busy
         assert future.result(0).judged
     [outcome] = result.outcomes
     assert outcome.fell_back and outcome.reason == "deadline"

@@ -99,8 +99,10 @@ def test_a_killed_server_costs_fallbacks_and_the_clients_reconnect_when_it_is_ba
                      pool.submit(http_client.rank, batch("http"))]
         first.wait_for_judging("grpc-", "http-")
         first.kill()
-        results = [f.result(DEADLINE_S + 5) for f in in_flight]
-    assert time.monotonic() - started < DEADLINE_S + 2
+        results = [f.result(3 * DEADLINE_S) for f in in_flight]
+    # by the deadline, with a wide margin for a loaded machine (the judge's 30 s is what
+    # waiting on the killed server would cost)
+    assert time.monotonic() - started < 2 * DEADLINE_S
     for client, result in zip((grpc_client, http_client), results):
         *dead_outcomes, live = result.outcomes
         assert [o.reason for o in dead_outcomes] == ["unavailable"] * 3, dead_outcomes

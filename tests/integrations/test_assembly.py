@@ -139,24 +139,26 @@ async def test_a_prompt_twice_in_one_batch_makes_two_groups(http):
 
 
 async def test_partial_groups_close_on_the_timeout(http):
-    # Two of four samples: judged as a group of two when the group times out.
+    # Two of four samples: judged as a group of two when the group times out (not before;
+    # the upper bound only says that it does close, with a wide margin for a loaded machine).
     started = time.perf_counter()
     pair = await asyncio.gather(*(
-        post(http, "r4", body(EGGS, GROUPS[EGGS][1][k], "18"), group_size=4, timeout_s=0.3)
+        post(http, "r4", body(EGGS, GROUPS[EGGS][1][k], "18"), group_size=4, timeout_s=1.0)
         for k in (0, 1)
     ))
-    assert 0.3 <= time.perf_counter() - started < 5
+    assert 1.0 <= time.perf_counter() - started < 10
     logs = [r.json()["extra_logs"] for r in pair]
     assert [x["arena_group_size"][0] for x in logs] == [2.0, 2.0]
     assert [x["arena_judged"][0] for x in logs] == [1.0, 1.0]
     rewards = [r.json()["rewards"][0] for r in pair]
     assert rewards[0] > rewards[1] and sum(rewards) == pytest.approx(2.0)
 
-    # Samples of the closed group that come late get their verifiable reward at once...
+    # Samples of the closed group that come late (within its timeout of the close) get their
+    # verifiable reward at once: one that opened a new group would wait its 30 s.
     started = time.perf_counter()
     late = await post(http, "r4", body(EGGS, GROUPS[EGGS][1][2], "18"), group_size=4,
-                      timeout_s=0.3)
-    assert time.perf_counter() - started < 0.25
+                      timeout_s=30)
+    assert time.perf_counter() - started < 10
     assert late.json()["rewards"] == [1.0] and late.json()["extra_logs"]["arena_judged"] == [0.0]
 
     # ... and a sample alone at the timeout keeps its verifiable reward.
