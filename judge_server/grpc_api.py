@@ -41,7 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from trainer_client.protocol import SERVICE_NAME, settings_to_proto
 from trainer_client.protocol import arena_pb2 as pb
 from trainer_client.protocol import arena_pb2_grpc as pb_grpc
-from trainer_client.types import Group, GroupResult, RunSettings, Trace
+from trainer_client.types import Group, GroupResult, RunSettings
 
 from .errors import (
     ArenaError,
@@ -54,7 +54,7 @@ from .errors import (
 )
 from .service import ArenaService
 from .tenants import Authenticator
-from .validation import columns_to_traces
+from .validation import group_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -80,21 +80,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def group_from_proto(message: pb.Group, field: str = "group") -> Group:
-    """A :class:`Group` from its message: ``traces``, or the columns ``texts`` + ``rewards``."""
-    if message.traces and (message.texts or message.rewards):
-        raise InvalidRequest(f"{field}.texts", "give either traces or texts and rewards, not both")
-    if message.texts or message.rewards:
-        traces = columns_to_traces(list(message.texts), list(message.rewards), field)
-    else:
-        traces = tuple(Trace(text=t.text, reward=t.reward) for t in message.traces)
-    return Group(
-        group_id=message.group_id,
-        traces=traces,
-        prompt_id=message.prompt_id,
-        prompt=message.prompt,
+    """A :class:`Group` from its message (:func:`~.validation.group_from_wire`)."""
+    return group_from_wire(
+        message, field,
         reference=message.reference if message.HasField("reference") else None,
         step=message.step if message.HasField("step") else None,
-        request_id=message.request_id,
     )
 
 

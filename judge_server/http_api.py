@@ -43,7 +43,7 @@ from fastapi.security import APIKeyQuery, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trainer_client.types import Group, GroupResult, RunSettings, Trace
+from trainer_client.types import Group, GroupResult, RunSettings
 
 from .assembly import AssemblyOptions, GroupAssembler, Sample, SampleScore, response_of
 from .errors import ArenaError, InvalidRequest, Overloaded, ShuttingDown, Unauthenticated
@@ -68,7 +68,7 @@ from .http_protocol import (
 from .service import ArenaService
 from .status_page import STATUS_PAGE
 from .tenants import Authenticator
-from .validation import columns_to_traces
+from .validation import group_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -93,22 +93,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def group_from_body(body: GroupIn, field: str = "group") -> Group:
-    """A :class:`Group` from its body: ``traces``, or the columns ``texts`` + ``rewards``."""
-    if body.traces and (body.texts or body.rewards):
-        raise InvalidRequest(f"{field}.texts", "give either traces or texts and rewards, not both")
-    if body.texts or body.rewards:
-        traces = columns_to_traces(body.texts or [], body.rewards or [], field)
-    else:
-        traces = tuple(Trace(text=t.text, reward=t.reward) for t in body.traces or ())
-    return Group(
-        group_id=body.group_id,
-        traces=traces,
-        prompt_id=body.prompt_id,
-        prompt=body.prompt,
-        reference=body.reference,
-        step=body.step,
-        request_id=body.request_id,
-    )
+    """A :class:`Group` from its body (:func:`~.validation.group_from_wire`)."""
+    return group_from_wire(body, field, reference=body.reference, step=body.step)
 
 
 def result_to_body(result: GroupResult) -> GroupResultOut:

@@ -1,16 +1,19 @@
 """Checks on what clients send: every failure names the field at fault.
 
-The transports turn wire messages into :mod:`trainer_client.types` objects and the service
-calls these checks before it accepts anything, so both transports refuse the same input with
-the same message.
+The transports turn wire groups into :mod:`trainer_client.types` objects with one function,
+:func:`group_from_wire` (which checks only the encoding), and the service calls these checks
+once, before it accepts anything, so both transports (and in-process callers) refuse the same
+input with the same message.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from trainer_client.types import Group, RunSettings
+from trainer_client.protocol import Group, RunSettings, Trace
 
 from .arena.advantages import NORMALISATIONS
 from .arena.tournaments import DESIGNS, ORDERS
@@ -99,15 +102,61 @@ def check_groups(groups: list[Group], limits: Limits) -> None:
         seen.add(group.group_id)
 
 
-def columns_to_traces(texts: list[str], rewards: list[float], field: str):
-    """Pair a columnar group (``texts``, ``rewards``) into traces; lengths must match."""
-    from trainer_client.types import Trace
+class WireTrace(Protocol):
+    @property
+    def text(self) -> str: ...
+    @property
+    def reward(self) -> float: ...
 
+
+class WireGroup(Protocol):
+    """A group as it comes in: the proto's ``Group`` or the HTTP body's ``GroupIn`` (the same
+    field names)."""
+
+    @property
+    def group_id(self) -> str: ...
+    @property
+    def prompt_id(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def traces(self) -> Sequence[WireTrace] | None: ...
+    @property
+    def texts(self) -> Sequence[str] | None: ...
+    @property
+    def rewards(self) -> Sequence[float] | None: ...
+
+
+def group_from_wire(
+    message: WireGroup, field: str, *, reference: str | None, step: int | None
+) -> Group:
+    """The :class:`Group` of a wire group, for both transports: its traces come as rows
+    (``traces``) or as the columns ``texts`` + ``rewards`` (what the trainer client sends),
+    never both, and the columns must match in length. ``reference`` and ``step`` are passed
+    by the caller (their absence is spelt differently in proto and JSON). Only the encoding is
+    checked here: the contents are checked once, by the service (:func:`check_group`)."""
+    texts, rewards = list(message.texts or ()), list(message.rewards or ())
+    if message.traces and (texts or rewards):
+        raise InvalidRequest(f"{field}.texts", "give either traces or texts and rewards, not both")
     if len(texts) != len(rewards):
         raise InvalidRequest(
             f"{field}.rewards", f"{len(rewards)} rewards for {len(texts)} texts: lengths differ"
         )
-    return tuple(Trace(text=t, reward=float(r)) for t, r in zip(texts, rewards))
+    if texts:
+        traces = tuple(Trace(text=t, reward=float(r)) for t, r in zip(texts, rewards))
+    else:
+        traces = tuple(Trace(text=t.text, reward=t.reward) for t in message.traces or ())
+    return Group(
+        group_id=message.group_id,
+        traces=traces,
+        prompt_id=message.prompt_id,
+        prompt=message.prompt,
+        reference=reference,
+        step=step,
+        request_id=message.request_id,
+    )
 
 
 def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
@@ -156,5 +205,6 @@ def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
 
 
 __all__ = [
-    "Limits", "check_group", "check_groups", "check_id", "check_settings", "columns_to_traces",
+    "Limits", "WireGroup", "check_group", "check_groups", "check_id", "check_settings",
+    "group_from_wire",
 ]
