@@ -14,6 +14,7 @@ in time falls back to zeros. :class:`AsyncArenaClient` is the async twin. Option
 """
 
 from ._core import (
+    STD_EPS,
     BatchResult,
     BatchStats,
     ClientConfig,
@@ -27,6 +28,7 @@ from .errors import ArenaClientError, ClientClosed, InvalidConfig, InvalidGroup
 from .types import Group, GroupResult, RunSettings, Trace
 
 __all__ = [
+    "STD_EPS",
     "ArenaClient",
     "ArenaClientError",
     "AsyncArenaClient",

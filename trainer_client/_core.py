@@ -35,7 +35,7 @@ logger = logging.getLogger("trainer_client")
 
 DEFAULT_TARGET = "localhost:50051"
 TRANSPORTS = ("grpc", "http")
-STD_EPS = 1e-4  # TRL's guard against a zero standard deviation (as the server's)
+STD_EPS = 1e-4  # TRL's guard against a zero standard deviation (the server uses this one)
 MAX_ID_CHARS = 256  # the server's limit on ids
 # rank() returns at most this long after its deadline (time to cancel the sends in flight).
 DEADLINE_SLACK_S = 0.25
@@ -282,7 +282,8 @@ def is_dead(rewards: Sequence[float], *, eps: float = 1e-6) -> bool:
 def group_relative(rewards: Sequence[float], *, divide_by_std: bool = True) -> tuple[float, ...]:
     """Standard GRPO advantages ``(r - mean) / (std + 1e-4)`` (population std), or ``r - mean``.
 
-    Pure Python; the server's ``judge_server.arena.advantages.group_relative`` gives the same.
+    Pure Python, the one definition: the server's ``judge_server.arena.advantages`` calls it
+    (and :func:`is_dead`) on its checked rewards.
     """
     n = len(rewards)
     mean = math.fsum(rewards) / n

@@ -46,10 +46,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import erf
 
+import trainer_client
+from trainer_client import STD_EPS
+
 NORMALISATIONS = ("evidence", "minmax", "zscore", "raw")
 DEFAULT_NORMALISATION = "evidence"
 EVIDENCE_CAP = 1.0  # largest |advantage| of the evidence mapping, before ``scale``
-STD_EPS = 1e-4  # TRL's guard against a zero standard deviation
 
 
 def _vector(values: Sequence[float] | np.ndarray, field: str) -> np.ndarray:
@@ -63,20 +65,23 @@ def _vector(values: Sequence[float] | np.ndarray, field: str) -> np.ndarray:
 
 
 def is_dead(rewards: Sequence[float] | np.ndarray, *, eps: float = 1e-6) -> bool:
-    """True when a group should go to the judge: two or more traces, all rewards within ``eps``."""
-    r = _vector(rewards, "rewards")
-    return r.size >= 2 and float(r.max() - r.min()) <= eps
+    """True when a group should go to the judge: two or more traces, all rewards within ``eps``.
+
+    The client's rule (:func:`trainer_client.is_dead`, the one definition), on checked rewards.
+    """
+    return trainer_client.is_dead(_vector(rewards, "rewards").tolist(), eps=eps)
 
 
 def group_relative(
     rewards: Sequence[float] | np.ndarray, *, divide_by_std: bool = True
 ) -> np.ndarray:
-    """Standard GRPO advantages ``(r - mean) / (std + 1e-4)``, or ``r - mean`` without the std."""
-    r = _vector(rewards, "rewards")
-    centred = r - r.mean()
-    if not divide_by_std:
-        return centred
-    return centred / (r.std() + STD_EPS)
+    """Standard GRPO advantages ``(r - mean) / (std + 1e-4)``, or ``r - mean`` without the std.
+
+    The client's (:func:`trainer_client.group_relative`, the one definition), on checked
+    rewards, as an array; ``STD_EPS`` is the client's too.
+    """
+    r = _vector(rewards, "rewards").tolist()
+    return np.asarray(trainer_client.group_relative(r, divide_by_std=divide_by_std), dtype=float)
 
 
 def from_strengths(
@@ -154,6 +159,7 @@ __all__ = [
     "DEFAULT_NORMALISATION",
     "EVIDENCE_CAP",
     "NORMALISATIONS",
+    "STD_EPS",
     "from_strengths",
     "group_relative",
     "is_dead",

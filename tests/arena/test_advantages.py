@@ -33,6 +33,33 @@ def test_group_relative_matches_grpo_with_and_without_std():
     assert group_relative(r, divide_by_std=False) == pytest.approx(r - r.mean())
 
 
+def test_one_definition_the_clients_and_numpys_values():
+    """The server's is_dead / group_relative / STD_EPS are the client's (issue 13); its arrays
+    equal the client's tuples exactly and the vectorised numpy formula to float precision."""
+    import trainer_client
+    from judge_server.arena import advantages
+    from judge_server.bench.learn import arms
+
+    assert advantages.STD_EPS is trainer_client.STD_EPS == 1e-4
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(size=n) for n in (2, 3, 8, 16, 64)]
+    groups += [rng.integers(0, 2, size=8).astype(float) for _ in range(20)]
+    groups += [np.full(4, 1.0), np.array([0.1] * 7 + [0.2])]
+    for r in groups:
+        for divide in (True, False):
+            ours = group_relative(r, divide_by_std=divide)
+            assert ours.tolist() == list(trainer_client.group_relative(r.tolist(),
+                                                                        divide_by_std=divide))
+            centred = r - r.mean()
+            numpy = centred / (r.std() + 1e-4) if divide else centred
+            np.testing.assert_allclose(ours, numpy, rtol=1e-12, atol=1e-12)
+        assert is_dead(r) == trainer_client.is_dead(r.tolist())
+    batch = np.stack([g for g in groups if g.size == 8])
+    np.testing.assert_array_equal(arms.group_relative(batch),
+                                  np.stack([group_relative(g) for g in batch]))
+    assert arms.dead(batch).tolist() == [is_dead(g) for g in batch]
+
+
 @pytest.mark.parametrize("normalisation", NORMALISATIONS)
 def test_advantages_from_strengths_are_zero_mean_and_ordered(normalisation):
     b = np.array([0.3, -1.2, 2.0, 0.0])
