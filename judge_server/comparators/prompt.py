@@ -21,11 +21,25 @@ Delimiters that trace text cannot forge
     and ``<<<END TRACE A 3f9c0e1d2b7a>>>``. The 12 hex digits are a nonce: a keyed hash of the
     problem and the reference under a random key of this process (or ``nonce_key``), so the
     text being judged cannot know it, and every comparison of one problem shares it (prefix
-    caching needs that). Inside a block, any run of three ``<`` (or their full-width and small
-    look-alikes) is broken up (``<<<`` becomes ``< <<``) and the nonce, should it appear, is
-    masked: no text can close its block or open another, whatever it says. The
-    instructions tell the model that everything inside the markers is material to judge,
-    never instructions to follow.
+    caching needs that). Inside a block (:func:`escape`), a run that reads as three or more
+    ``<`` is first normalised (:func:`normalise_markers`: look-alikes such as ``‹``, ``⟨``,
+    ``〈``, ``＜``, ``﹤``, ``«`` or ``≪`` become ``<``, and invisible characters such as
+    zero-width spaces and joiners between them are dropped), then broken up (``<<<``
+    becomes ``< <<``), and the nonce, should it appear, is masked: no text can close its
+    block or open another, whatever it says. The instructions tell the model that
+    everything inside the markers is material to judge, never instructions to follow.
+
+Control tokens that text cannot write
+    A tokenizer encodes the text of its added and special tokens (``<|im_end|>``,
+    ``<|im_start|>``, ``<think>``, ...) as those tokens wherever it occurs, trace text
+    included: a trace could end the user's turn and start the assistant's. Inside a block,
+    every such string is broken after its first character by a word joiner (U+2060,
+    invisible: ``<|im_end|>`` reads the same but is ordinary text), for the tokenizer's own
+    added and special tokens (:class:`ControlTokens`, checked when the prompt is built: none
+    of them survives encoding) and for the common chat models' markers whatever the
+    tokenizer (``<|``, ``<｜``, ``<s>``, ``</s>``, ``[INST]``, ``<start_of_turn>``, ...:
+    :data:`CHAT_MARKERS`), so that a model server that applies its own template or
+    tokenizes the text itself gets the same. Only the template writes control tokens.
 
 Shared prefixes first
     The template puts what many calls share first: the instructions (every call), the
@@ -42,7 +56,8 @@ import re
 import secrets
 import string
 import threading
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -154,17 +169,192 @@ class PromptTemplate:
 
 _MARKER_RUN = re.compile("[<\uff1c\ufe64](?=[<\uff1c\ufe64]{2})")
 
+#: Characters that read as ``<``, with how many ``<`` each reads as. NFKC maps the first
+#: three to ``<``; the others are look-alikes it leaves alone.
+LESS_THAN_LOOKALIKES: Mapping[str, int] = {
+    **dict.fromkeys(
+        "<\uff1c\ufe64"  # < ＜ ﹤
+        "\u2039\u27e8\u2329\u3008\u276c\u276e\u2770\u29fc\u02c2\u1438\u22d6\u2a79",
+        1,  # ‹ ⟨ 〈 〈 ❬ ❮ ❰ ⧼ ˂ ᐸ ⋖ ⩹
+    ),
+    **dict.fromkeys("\u00ab\u300a\u226a\u27ea\u2aa1", 2),  # « 《 ≪ ⟪ ⪡
+    **dict.fromkeys("\u22d8\u2af7", 3),  # ⋘ ⫷
+}
+_LESS_THAN = re.compile("[" + "".join(LESS_THAN_LOOKALIKES) + "]")
+# Invisible characters that are not format characters or combining marks (Hangul fillers).
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0")
 
-def escape(text: str, nonce: str) -> str:
-    """``text`` made safe to put between markers: no run of three ``<`` (or look-alikes),
-    and the nonce masked."""
-    text = _MARKER_RUN.sub(lambda m: m.group(0) + " ", text)
-    return text.replace(nonce, "#" * len(nonce)) if nonce else text
+
+def _invisible(char: str) -> bool:
+    """True for a character that shows nothing of its own: zero-width spaces and joiners,
+    word joiner, BOM, soft hyphen, bidi controls (Cf), combining marks (Mn, Me), fillers."""
+    return char in _INVISIBLE or unicodedata.category(char) in ("Cf", "Mn", "Me")
 
 
-def block(name: str, text: str, nonce: str) -> str:
+def normalise_markers(text: str) -> str:
+    """``text`` with every run that reads as three or more ``<`` written in ASCII ``<``.
+
+    A run is a sequence of :data:`LESS_THAN_LOOKALIKES` with nothing between them but
+    invisible characters (dropped); shorter runs and all other text are left as they are
+    (a lone ``«`` or ``⟨`` stays readable).
+    """
+    out: list[str] = []
+    done = 0
+    found = _LESS_THAN.search(text)
+    while found is not None:
+        start = end = i = found.start()
+        units = 0
+        while i < len(text):
+            char = text[i]
+            if char in LESS_THAN_LOOKALIKES:
+                units += LESS_THAN_LOOKALIKES[char]
+                i = end = i + 1
+            elif _invisible(char):
+                i += 1
+            else:
+                break
+        if units >= 3:
+            out.append(text[done:start])
+            out.append("<" * units)
+            done = end
+        found = _LESS_THAN.search(text, end)
+    out.append(text[done:])
+    return "".join(out)
+
+
+WORD_JOINER = "\u2060"
+
+#: The markers of common chat templates, broken in block text whatever the tokenizer (see
+#: the module's docstring): ``<|`` covers ChatML, Llama 3, Phi and their kin (``<|im_end|>``,
+#: ``<|eot_id|>``, ``<|start_header_id|>``), ``<｜`` DeepSeek's.
+CHAT_MARKERS = (
+    "<|", "<\uff5c", "<s>", "</s>", "<unk>", "<pad>", "<bos>", "<eos>",
+    "<start_of_turn>", "<end_of_turn>", "<think>", "</think>", "<<SYS>>", "<</SYS>>",
+    "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[AVAILABLE_TOOLS]",
+    "[TOOL_CALLS]", "[TOOL_RESULTS]", "[gMASK]", "<sop>", "<eop>",
+)
+
+
+def _trie(strings: Iterable[str]) -> str:
+    """A regular expression matching the start of any of ``strings`` (a prefix trie: fast
+    with thousands of strings, as tokenizers with many added tokens have)."""
+    root: dict[str, dict] = {}
+    for text in strings:
+        node = root
+        for char in text:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def render(node: dict[str, dict]) -> str:
+        if "" in node:  # one string ends here: any match will do (see ControlTokens)
+            return ""
+        branches = [re.escape(char) + render(child) for char, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return render(root)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlTokens:
+    """The strings that a tokenizer would encode as control tokens, and how to break them.
+
+    :meth:`neutralise` puts ``joiner`` after the first character of every occurrence of
+    every string (overlapping ones included): since the joiner is in none of them, no
+    occurrence survives and none is created. :meth:`for_tokenizer` gathers a tokenizer's
+    added and special tokens and checks that its encoding of the broken strings has none of
+    their ids.
+    """
+
+    strings: frozenset[str] = frozenset(CHAT_MARKERS)
+    joiner: str = WORD_JOINER
+    _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False,
+                                             compare=False)
+
+    def __post_init__(self) -> None:
+        strings = [s for s in self.strings if len(s) > 1 and self.joiner not in s]
+        if strings:
+            object.__setattr__(self, "_pattern", re.compile("(?=" + _trie(strings) + ")"))
+
+    def neutralise(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        starts = [m.start() for m in self._pattern.finditer(text)]
+        if not starts:
+            return text
+        out: list[str] = []
+        done = 0
+        for start in starts:
+            out.append(text[done : start + 1])
+            out.append(self.joiner)
+            done = start + 1
+        out.append(text[done:])
+        return "".join(out)
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any) -> ControlTokens:
+        """:data:`CHAT_MARKERS` and ``tokenizer``'s added and special tokens (a Hugging Face
+        tokenizer's ``added_tokens_decoder`` and ``all_special_tokens``): every special one,
+        and the added ones that are not plain words or whitespace (``<think>``,
+        ``<tool_call>``). Raises ValueError if the tokenizer still encodes one of them as a
+        control token once broken (by a word joiner, else by a space)."""
+        strings, ids = _added_tokens(tokenizer)
+        if not strings:
+            return cls()
+        for joiner in (WORD_JOINER, " "):
+            controls = cls(frozenset(CHAT_MARKERS) | strings, joiner)
+            leaks = [
+                s for s in sorted(strings)
+                if ids.intersection(tokenizer.encode(controls.neutralise(s),
+                                                     add_special_tokens=False))
+            ]
+            if not leaks:
+                return controls
+        raise ValueError(
+            f"the tokenizer encodes {leaks[0]!r} as a control token even when broken up: "
+            "trace text could forge the prompt's structure"
+        )
+
+
+def _added_tokens(tokenizer: Any) -> tuple[frozenset[str], frozenset[int]]:
+    """The control strings of ``tokenizer`` and all its added tokens' ids."""
+    strings: set[str] = set()
+    ids: set[int] = set()
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    if isinstance(decoder, Mapping):
+        for token_id, token in decoder.items():
+            content = getattr(token, "content", token)
+            if not isinstance(content, str):
+                continue
+            ids.add(int(token_id))
+            special = bool(getattr(token, "special", True))
+            if special or any(not (c.isalnum() or c.isspace()) for c in content):
+                strings.add(content)
+    for text in getattr(tokenizer, "all_special_tokens", None) or ():
+        if isinstance(text, str):
+            strings.add(text)
+    for token_id in getattr(tokenizer, "all_special_ids", None) or ():
+        ids.add(int(token_id))
+    strings = {s for s in strings if len(s) > 1 and not s.isspace()}
+    return frozenset(strings), frozenset(ids)
+
+
+GENERIC_CONTROLS = ControlTokens()
+""":data:`CHAT_MARKERS` only: what :func:`escape` breaks when no tokenizer is known."""
+
+
+def escape(text: str, nonce: str, controls: ControlTokens = GENERIC_CONTROLS) -> str:
+    """``text`` made safe to put between markers: no run that reads as three ``<``
+    (:func:`normalise_markers`, then ``<<<`` becomes ``< <<``), the nonce masked, and no
+    string of ``controls`` left whole."""
+    text = _MARKER_RUN.sub(lambda m: m.group(0) + " ", normalise_markers(text))
+    if nonce:
+        text = text.replace(nonce, "#" * len(nonce))
+    return controls.neutralise(text)
+
+
+def block(name: str, text: str, nonce: str, controls: ControlTokens = GENERIC_CONTROLS) -> str:
     """``text`` between the marker lines of section ``name``."""
-    return f"<<<{name} {nonce}>>>\n{escape(text, nonce)}\n<<<END {name} {nonce}>>>"
+    return f"<<<{name} {nonce}>>>\n{escape(text, nonce, controls)}\n<<<END {name} {nonce}>>>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +421,7 @@ class JudgePrompt:
     plain_suffix: str = PLAIN_SUFFIX
     _run_templates: dict[str, PromptTemplate] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _controls: ControlTokens = field(default=GENERIC_CONTROLS, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.template, str):
@@ -245,6 +436,8 @@ class JudgePrompt:
                 raise ValueError("format 'chat' needs a tokenizer with a chat template")
         if len(self.nonce_key) < 8:
             raise ValueError("nonce_key must have at least 8 bytes")
+        if self.tokenizer is not None:
+            self._controls = ControlTokens.for_tokenizer(self.tokenizer)
 
     # -- templates ---------------------------------------------------------------------------
 
@@ -309,15 +502,18 @@ class JudgePrompt:
         """The filled template and the offset of the second trace's block in it."""
         nonce = self.nonce(comparison)
         reference = ""
+        controls = self._controls
         if comparison.reference is not None:
             reference = (
-                "Reference solution:\n" + block("REFERENCE", comparison.reference, nonce) + "\n\n"
+                "Reference solution:\n"
+                + block("REFERENCE", comparison.reference, nonce, controls)
+                + "\n\n"
             )
         slots = {
-            "problem": block("PROBLEM", comparison.prompt, nonce),
+            "problem": block("PROBLEM", comparison.prompt, nonce, controls),
             "reference": reference,
-            "first": block(f"TRACE {LABELS[0]}", comparison.first, nonce),
-            "second": block(f"TRACE {LABELS[1]}", comparison.second, nonce),
+            "first": block(f"TRACE {LABELS[0]}", comparison.first, nonce, controls),
+            "second": block(f"TRACE {LABELS[1]}", comparison.second, nonce, controls),
         }
         template = self.template_for(comparison.run_id).text
         parts: list[str] = []
@@ -382,9 +578,13 @@ class JudgePrompt:
 
 
 __all__ = [
+    "CHAT_MARKERS",
     "DEFAULT_TEMPLATE",
+    "GENERIC_CONTROLS",
     "LABELS",
+    "LESS_THAN_LOOKALIKES",
     "SLOTS",
+    "ControlTokens",
     "InvalidTemplate",
     "JudgeInput",
     "JudgePrompt",
@@ -393,5 +593,6 @@ __all__ = [
     "block",
     "check_template",
     "escape",
+    "normalise_markers",
     "prefix_order",
 ]
