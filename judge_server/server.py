@@ -26,7 +26,7 @@ from .grpc_api import build_grpc_server, host_port
 from .http_api import build_app
 from .service import ArenaService
 from .settings import ServerSettings
-from .tenants import Authenticator
+from .tenants import Authenticator, RedactKeys
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,18 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # that the client, not the server, closes an idle connection and no request is sent on a
 # connection the server is closing (uvicorn's default, 5 s, races httpx's and loses requests).
 HTTP_KEEP_ALIVE_S = 75
+# uvicorn's loggers: request lines (with their query strings, where the OpenRLHF route's
+# ``api_key=`` is), errors, and at its trace level each request's scope.
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn.asgi")
+
+
+def redact_keys_in_logs(*targets: logging.Logger | logging.Handler) -> None:
+    """Put a :class:`~.tenants.RedactKeys` filter on each of ``targets`` (default: uvicorn's
+    loggers) that has none. A logger's filter sees the records logged on it; a handler's,
+    every record it writes."""
+    for target in targets or tuple(logging.getLogger(name) for name in UVICORN_LOGGERS):
+        if not any(isinstance(f, RedactKeys) for f in target.filters):
+            target.addFilter(RedactKeys())
 
 
 class _Uvicorn(uvicorn.Server):
@@ -124,6 +136,7 @@ class JudgeServer:
             tls=None if self.tls is None else (self.tls[1].read_bytes(), self.tls[0].read_bytes()),
         )
         await self._grpc.start()
+        redact_keys_in_logs()  # request lines show query strings: ?api_key= (OpenRLHF)
         try:
             sock = _listen(self.host, self.http_port)
             self.http_port = sock.getsockname()[1]
@@ -247,6 +260,7 @@ async def serve(settings: ServerSettings, *, service: ArenaService | None = None
 def run(settings: ServerSettings) -> None:
     """``arena-judge serve``: configure logging, serve until SIGINT or SIGTERM, stop gracefully."""
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    redact_keys_in_logs(*logging.getLogger().handlers)  # whoever logs a key: never written
     asyncio.run(serve(settings))
 
 

@@ -4,7 +4,11 @@ The server is configured with SHA-256 digests of keys, never the keys (``ARENA_A
 JSON object ``{"tenant": ["<64 hex digits>", ...]}``; ``arena-judge hash-key`` prints the
 digest of a key read from standard input). A request carries its key as a bearer token: the
 ``authorization`` header (HTTP) or metadata (gRPC), ``Bearer <key>``. The key is hashed and
-looked up; neither the key nor its digest is logged.
+looked up; neither the key nor its digest is logged. The OpenRLHF route also takes the key
+as ``?api_key=`` (OpenRLHF sends no headers), which request lines would show:
+:class:`RedactKeys`, a logging filter the server puts on uvicorn's loggers and on its log
+handlers, writes ``api_key=[redacted]`` (and ``Bearer [redacted]``) in every record, at every
+level.
 
 Without keys the server is open: every caller may use every run (tenant ``None``: no checks).
 """
@@ -12,12 +16,19 @@ Without keys the server is open: every caller may use every run (tenant ``None``
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Mapping, Sequence
 
 from .errors import Unauthenticated
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+REDACTED = "[redacted]"
+# A key in a query string (``?api_key=...``, also in a scope's ``b'api_key=...'``) or a
+# bearer token (an ``authorization`` header in a repr).
+_SECRETS = re.compile(
+    r"(?i)((?<![\w-])(?:api[_-]?key|access[_-]?token|token)=|\bbearer\s+)[^\s&#'\"]+"
+)
 
 
 def hash_key(key: str) -> str:
@@ -78,4 +89,40 @@ class Authenticator:
         return tenant
 
 
-__all__ = ["Authenticator", "check_api_keys", "hash_key"]
+def redact_keys(text: str) -> str:
+    """``text`` with the value of every ``api_key=`` (``api-key``, ``apikey``,
+    ``access_token``, ``token``) parameter and every bearer token replaced by
+    ``[redacted]``."""
+    return _SECRETS.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class RedactKeys(logging.Filter):
+    """Redacts API keys (:func:`redact_keys`) in a record's message and arguments.
+
+    Arguments keep their place (uvicorn's access formatter unpacks them): a string is
+    redacted; another value whose text holds a key (a request's scope) becomes its redacted
+    text. Never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_keys(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {key: _redacted(arg) for key, arg in record.args.items()}
+        return True
+
+
+def _redacted(value: object) -> object:
+    if isinstance(value, str):
+        return redact_keys(value)
+    if isinstance(value, (bytes, Mapping, list, tuple)):
+        text = str(value)
+        redacted = redact_keys(text)
+        return value if redacted == text else redacted
+    return value
+
+
+__all__ = ["REDACTED", "Authenticator", "RedactKeys", "check_api_keys", "hash_key",
+           "redact_keys"]
