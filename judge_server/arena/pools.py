@@ -29,6 +29,7 @@ Everything here is plain data and pure functions, so a store can persist a pool 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -171,35 +172,75 @@ def refit(anchors: Sequence[Anchor], strengths: Sequence[float]) -> list[Anchor]
     return [replace(a, strength=float(s)) for a, s in zip(anchors, strengths, strict=True)]
 
 
+def oldest_step(anchors: Sequence[Anchor]) -> int:
+    """The step of a prompt's oldest anchors (``anchors`` not empty)."""
+    return min(a.step for a in anchors)
+
+
+def drop_oldest(anchors: Sequence[Anchor], n: int) -> list[Anchor]:
+    """The prompt's anchors without at most ``n`` of its oldest: those of its oldest step, by
+    trace id. Over a run's capacity, anchors leave in the order (step, prompt id, trace id):
+    the prompt first in (oldest step, prompt id) gives up its anchors of that step, then the
+    next, so eviction visits only the prompts it takes anchors from."""
+    if n <= 0 or not anchors:
+        return list(anchors)
+    step = oldest_step(anchors)
+    gone = set(sorted(a.trace_id for a in anchors if a.step == step)[:n])
+    return [a for a in anchors if a.step != step or a.trace_id not in gone]
+
+
 @dataclass
 class RunPool:
-    """Every prompt's anchors for one run; enforces the run-wide capacity."""
+    """Every prompt's anchors for one run; enforces the run-wide capacity.
+
+    Keeps its anchor count and a heap of its prompts by (oldest step, prompt id), so that a
+    :meth:`put` over capacity evicts without visiting every anchor of the run. Change
+    ``prompts`` through :meth:`put` only.
+    """
 
     prompts: dict[str, list[Anchor]] = field(default_factory=dict)
+    _size: int = field(default=0, init=False, repr=False, compare=False)
+    _oldest: list[tuple[int, str]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._size = sum(len(v) for v in self.prompts.values())
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._oldest = [(oldest_step(v), pid) for pid, v in self.prompts.items() if v]
+        heapq.heapify(self._oldest)
 
     def size(self) -> int:
-        return sum(len(v) for v in self.prompts.values())
+        return self._size
 
     def get(self, prompt_id: str) -> list[Anchor]:
         return list(self.prompts.get(prompt_id, ()))
 
+    def _set(self, prompt_id: str, anchors: list[Anchor]) -> None:
+        self._size += len(anchors) - len(self.prompts.get(prompt_id, ()))
+        if not anchors:
+            self.prompts.pop(prompt_id, None)
+            return
+        self.prompts[prompt_id] = anchors
+        heapq.heappush(self._oldest, (oldest_step(anchors), prompt_id))
+        if len(self._oldest) > 2 * len(self.prompts) + 64:  # too many stale entries
+            self._reindex()
+
     def put(self, prompt_id: str, anchors: Sequence[Anchor], per_run: int) -> set[str]:
-        """Store a prompt's pool, then evict the run's oldest anchors while it holds more than
-        ``per_run``; returns every prompt id whose pool changed."""
-        self.prompts[prompt_id] = list(anchors)
+        """Store a prompt's pool, then evict the run's oldest anchors (order: step, prompt id,
+        trace id) while it holds more than ``per_run``; returns every prompt id whose pool
+        changed."""
+        self._set(prompt_id, list(anchors))
         changed = {prompt_id}
-        excess = self.size() - per_run
-        if excess > 0:
-            everyone = [(a.step, pid, a.trace_id) for pid, v in self.prompts.items() for a in v]
-            evict = set(sorted(everyone)[:excess])
-            for pid in list(self.prompts):
-                before = self.prompts[pid]
-                after = [a for a in before if (a.step, pid, a.trace_id) not in evict]
-                if len(after) != len(before):
-                    changed.add(pid)
-                    self.prompts[pid] = after
-        for pid in [p for p, v in self.prompts.items() if not v]:
-            del self.prompts[pid]
+        while self._size > per_run and self._oldest:
+            step, pid = heapq.heappop(self._oldest)
+            current = self.prompts.get(pid)
+            if not current or oldest_step(current) != step:
+                continue  # stale: the prompt changed since
+            self._set(pid, drop_oldest(current, self._size - per_run))
+            changed.add(pid)
         return changed
 
     def to_dict(self) -> dict:
@@ -211,6 +252,6 @@ class RunPool:
 
 
 __all__ = [
-    "Anchor", "PoolPolicy", "RunPool", "admit", "after_group", "refit", "select",
-    "spread_indices", "trace_id",
+    "Anchor", "PoolPolicy", "RunPool", "admit", "after_group", "drop_oldest", "oldest_step",
+    "refit", "select", "spread_indices", "trace_id",
 ]

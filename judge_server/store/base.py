@@ -8,7 +8,14 @@ silent loss.
 A pool changes by read-modify-write (:meth:`Store.update_anchors`): the store reads the prompt's
 anchors, calls the update with them and writes what it returns, atomically, so that two
 replicas updating one pool at once never lose each other's anchors. After the write, the run's
-oldest anchors leave while the run holds more than ``per_run`` (:meth:`RunPool.put`).
+oldest anchors leave while the run holds more than ``per_run`` (:meth:`RunPool.put`), taken
+prompt by prompt in (oldest step, prompt id) order from an index of each prompt's oldest step,
+so that an update costs about the same at capacity as below it.
+
+Retention: a store made with ``idle_ttl_s`` > 0 deletes a run, with its pool, once it has gone
+unused that long (:meth:`Store.expire_idle_runs`; Redis expires its keys by itself). A run is
+used when it is created, when its pool is written, and when :meth:`Store.touch_run` says so
+(the run registry does, at most every :func:`touch_every_s`, on each request of the run).
 """
 
 from __future__ import annotations
@@ -46,10 +53,18 @@ class StoredRun:
         return cls(settings_from_dict(data["settings"]), str(data.get("tenant", "")))
 
 
+def touch_every_s(idle_ttl_s: float) -> float:
+    """How often a process records that a run is still in use: a small part of the time it
+    may stay idle (so that it never expires while used), and at most once a minute."""
+    return min(60.0, idle_ttl_s / 20)
+
+
 class Store(abc.ABC):
     #: True when other processes write the same state (replicas): the service then caches
     #: nothing and reads settings and anchors from the store every time.
     shared: ClassVar[bool] = False
+    #: Seconds a run may stay unused before it is deleted with its pool; 0: kept for good.
+    idle_ttl_s: float = 0.0
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> StoredRun | None:
@@ -89,6 +104,20 @@ class Store(abc.ABC):
         pool = await self.load_pool(run_id)
         return len(pool.prompts), pool.size()
 
+    async def touch_run(self, run_id: str) -> None:
+        """Record that the run is in use (it does not expire for ``idle_ttl_s`` from now).
+        Cheap to call on every request: a store writes at most every :func:`touch_every_s`."""
+
+    async def expire_idle_runs(self) -> list[str]:
+        """Delete the runs unused for ``idle_ttl_s`` (none when it is 0), with their pools;
+        returns their ids (those this call deleted, or found gone: Redis expires by itself)."""
+        return []
+
+    async def check_health(self) -> bool:
+        """True when the store can be read and written; raises :class:`StoreError` saying why
+        not (readiness probes)."""
+        return True
+
     async def aclose(self) -> None:
         """Release the store's connections."""
 
@@ -119,4 +148,5 @@ __all__ = [
     "anchors_to_json",
     "pool_from_json",
     "settings_from_dict",
+    "touch_every_s",
 ]

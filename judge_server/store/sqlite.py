@@ -4,6 +4,11 @@ Calls run in a worker thread (``asyncio.to_thread``) behind a lock, so the event
 blocks on the disk. Every write is a transaction; a failure raises :class:`StoreError`. One
 process owns the file (it is not shared between replicas: that is the Redis store's job), so
 the store keeps each run's anchor count in memory instead of counting on every update.
+
+Each pool row keeps its oldest anchor's step (``oldest``, indexed), so that a run over its
+capacity gives up its oldest anchors by visiting only the prompts it takes them from. Each run
+keeps when it was last used (``last_used``, wall-clock seconds); with ``idle_ttl_s`` set,
+:meth:`SqliteStore.expire_idle_runs` deletes the runs idle longer, with their pools.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import dataclasses
 import json
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ..arena.pools import Anchor, RunPool
+from ..arena.pools import Anchor, RunPool, drop_oldest, oldest_step
 from ..errors import StoreError
 from .base import (
     PoolUpdate,
@@ -25,6 +33,7 @@ from .base import (
     anchors_to_json,
     pool_from_json,
     settings_from_dict,
+    touch_every_s,
 )
 
 SCHEMA = """
@@ -38,15 +47,38 @@ CREATE TABLE IF NOT EXISTS pools (
     anchors   TEXT NOT NULL,
     PRIMARY KEY (run_id, prompt_id)
 );
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL
+);
+"""
+# Columns added since the first files: (table, column, declaration).
+ADDED_COLUMNS = (
+    ("runs", "tenant", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "last_used", "REAL NOT NULL DEFAULT 0"),
+    ("pools", "oldest", "INTEGER"),
+)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS pools_oldest ON pools (run_id, oldest, prompt_id);
+CREATE INDEX IF NOT EXISTS runs_last_used ON runs (last_used);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    """``idle_ttl_s``: seconds a run may go unused before :meth:`expire_idle_runs` deletes it
+    (0: never); ``clock``: wall-clock seconds (tests pass their own)."""
+
+    def __init__(
+        self, path: str | Path, *, idle_ttl_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = str(path)
+        self.idle_ttl_s = idle_ttl_s
+        self.clock = clock
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}  # anchors per run, counted on first use
+        self._touched: dict[str, float] = {}  # run id -> when this process last wrote last_used
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -56,18 +88,29 @@ class SqliteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-            if "tenant" not in columns:  # a file from before tenants
-                conn.execute("ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+            for table, column, declaration in ADDED_COLUMNS:  # a file from before the column
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(  # pools written before the column
+                    "UPDATE pools SET oldest = (SELECT MIN(json_extract(value, '$.step')) "
+                    "FROM json_each(pools.anchors)) WHERE oldest IS NULL"
+                )
+                conn.execute(  # runs stored before the column: used from now on
+                    "UPDATE runs SET last_used = ? WHERE last_used = 0", (self.clock(),)
+                )
+            conn.executescript(INDEXES)
             self._conn = conn
         return self._conn
 
-    async def _run(self, work):
-        def locked():
+    async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        def locked() -> Any:
             with self._lock:
                 try:
                     return work(self._connection())
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, OSError) as exc:
                     raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
         return await asyncio.to_thread(locked)
@@ -90,8 +133,9 @@ class SqliteStore(Store):
 
         def work(c):
             cur = c.execute(
-                "INSERT OR IGNORE INTO runs (run_id, settings, tenant) VALUES (?, ?, ?)",
-                (run.run_id, settings, run.tenant),
+                "INSERT OR IGNORE INTO runs (run_id, settings, tenant, last_used) "
+                "VALUES (?, ?, ?, ?)",
+                (run.run_id, settings, run.tenant, self.clock()),
             )
             return cur.rowcount == 1
 
@@ -103,6 +147,7 @@ class SqliteStore(Store):
                 c.execute("BEGIN")
                 c.execute("DELETE FROM pools WHERE run_id = ?", (run_id,))
                 self._sizes.pop(run_id, None)
+                self._touched.pop(run_id, None)
                 return c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount == 1
 
         return await self._run(work)
@@ -141,10 +186,13 @@ class SqliteStore(Store):
     async def update_anchors(
         self, run_id: str, prompt_id: str, update: PoolUpdate, *, per_run: int
     ) -> tuple[list[Anchor], int] | None:
-        def work(c):
+        def work(c: sqlite3.Connection) -> tuple[list[Anchor], int] | None:
             with c:
                 c.execute("BEGIN IMMEDIATE")
-                if c.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                now = self.clock()
+                if c.execute(
+                    "UPDATE runs SET last_used = ? WHERE run_id = ?", (now, run_id)
+                ).rowcount == 0:
                     return None
                 row = c.execute(
                     "SELECT anchors FROM pools WHERE run_id = ? AND prompt_id = ?",
@@ -153,33 +201,42 @@ class SqliteStore(Store):
                 before = anchors_from_json(row[0] if row else None)
                 after = update(before)
                 size = self._size(c, run_id) - len(before) + len(after)
-                if size <= per_run:
-                    pool = RunPool({prompt_id: after} if after else {})
-                    changed = {prompt_id}
-                else:  # over the run's capacity: its oldest anchors leave, from any prompt
-                    pool = self._load_pool(c, run_id)
-                    changed = pool.put(prompt_id, after, per_run)
-                    size = pool.size()
-                for pid in changed:
-                    anchors = pool.get(pid)
-                    if anchors:
-                        c.execute(
-                            "INSERT OR REPLACE INTO pools (run_id, prompt_id, anchors) "
-                            "VALUES (?, ?, ?)",
-                            (run_id, pid, anchors_to_json(anchors)),
-                        )
-                    else:
-                        c.execute(
-                            "DELETE FROM pools WHERE run_id = ? AND prompt_id = ?", (run_id, pid)
-                        )
+                self._write(c, run_id, prompt_id, after)
+                written = after
+                while size > per_run:  # over the run's capacity: its oldest anchors leave
+                    row = c.execute(
+                        "SELECT prompt_id, anchors FROM pools WHERE run_id = ? "
+                        "ORDER BY oldest, prompt_id LIMIT 1",
+                        (run_id,),
+                    ).fetchone()
+                    if row is None:
+                        break
+                    current = anchors_from_json(row[1])
+                    kept = drop_oldest(current, size - per_run)
+                    size -= len(current) - len(kept)
+                    self._write(c, run_id, row[0], kept)
+                    if row[0] == prompt_id:
+                        written = kept
             self._sizes[run_id] = size  # only once the transaction committed
-            return pool.get(prompt_id), size
+            self._touched[run_id] = now
+            return written, size
 
         try:
             return await self._run(work)
         except StoreError:
             self._sizes.pop(run_id, None)  # count again next time
             raise
+
+    @staticmethod
+    def _write(c: sqlite3.Connection, run_id: str, prompt_id: str, anchors: list[Anchor]) -> None:
+        if anchors:
+            c.execute(
+                "INSERT OR REPLACE INTO pools (run_id, prompt_id, anchors, oldest) "
+                "VALUES (?, ?, ?, ?)",
+                (run_id, prompt_id, anchors_to_json(anchors), oldest_step(anchors)),
+            )
+        else:
+            c.execute("DELETE FROM pools WHERE run_id = ? AND prompt_id = ?", (run_id, prompt_id))
 
     @staticmethod
     def _load_pool(c: sqlite3.Connection, run_id: str) -> RunPool:
@@ -193,6 +250,55 @@ class SqliteStore(Store):
         def work(c):
             row = c.execute("SELECT COUNT(*) FROM pools WHERE run_id = ?", (run_id,)).fetchone()
             return int(row[0]), self._size(c, run_id)
+
+        return await self._run(work)
+
+    async def touch_run(self, run_id: str) -> None:
+        if not self.idle_ttl_s:
+            return
+        now = self.clock()
+        if now - self._touched.get(run_id, float("-inf")) < touch_every_s(self.idle_ttl_s):
+            return
+
+        def work(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE runs SET last_used = ? WHERE run_id = ?", (now, run_id))
+
+        await self._run(work)
+        self._touched[run_id] = now
+
+    async def expire_idle_runs(self) -> list[str]:
+        if not self.idle_ttl_s:
+            return []
+        cutoff = self.clock() - self.idle_ttl_s
+
+        def work(c: sqlite3.Connection) -> list[str]:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                ids = [row[0] for row in c.execute(
+                    "SELECT run_id FROM runs WHERE last_used < ? ORDER BY run_id", (cutoff,)
+                ).fetchall()]
+                for run_id in ids:
+                    c.execute("DELETE FROM pools WHERE run_id = ?", (run_id,))
+                    c.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            for run_id in ids:
+                self._sizes.pop(run_id, None)
+                self._touched.pop(run_id, None)
+            return ids
+
+        return await self._run(work)
+
+    async def check_health(self) -> bool:
+        """A write and a read, in one transaction, of the ``health`` table."""
+        now = self.clock()
+
+        def work(c: sqlite3.Connection) -> bool:
+            with c:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)", (now,))
+                row = c.execute("SELECT at FROM health WHERE id = 1").fetchone()
+            if row is None or row[0] != now:
+                raise StoreError(f"sqlite store {self.path}: read back {row}, wrote {now}")
+            return True
 
         return await self._run(work)
 

@@ -117,3 +117,34 @@ def test_anchor_stderr_must_be_finite_and_not_negative():
     for bad in (float("nan"), -0.1, float("inf")):
         with pytest.raises(ValueError, match="stderr"):
             Anchor("x", 0.0, 0, stderr=bad)
+
+
+def _evict_by_sorting(prompts: dict[str, list[Anchor]], per_run: int) -> dict[str, list[Anchor]]:
+    """The run-wide rule as first written: sort every anchor, drop the oldest excess."""
+    everyone = sorted((a.step, pid, a.trace_id) for pid, v in prompts.items() for a in v)
+    gone = set(everyone[: max(0, len(everyone) - per_run)])
+    kept = {pid: [a for a in v if (a.step, pid, a.trace_id) not in gone]
+            for pid, v in prompts.items()}
+    return {pid: v for pid, v in kept.items() if v}
+
+
+def test_incremental_eviction_takes_the_same_anchors_as_sorting_the_whole_run():
+    import random
+
+    rng = random.Random(7)
+    pool, reference = RunPool(), {}
+    for k in range(600):
+        pid = f"p{rng.randrange(40)}"
+        step = rng.randrange(k // 4, k // 4 + 30)
+        new = [Anchor(f"t{k}-{j}", float(j), step - rng.randrange(3)) for j in
+               range(rng.randrange(0, 6))]
+        per_run = rng.choice([10, 25, 60, 10**6])
+        changed = pool.put(pid, new, per_run)
+        reference[pid] = new
+        expected = _evict_by_sorting(reference, per_run)
+        assert pool.prompts == expected, k
+        assert pool.size() == sum(len(v) for v in expected.values())
+        assert changed >= {pid} and all(
+            pool.get(p) != reference.get(p, []) or p == pid for p in changed
+        )
+        reference = expected

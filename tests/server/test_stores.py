@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from judge_server.arena.pools import Anchor
+from judge_server.arena.pools import Anchor, RunPool
 from judge_server.errors import StoreError
 from judge_server.store.base import StoredRun
 from judge_server.store.memory import MemoryStore
@@ -185,4 +185,184 @@ async def test_redis_down_is_a_store_error_naming_the_server_without_its_passwor
     with pytest.raises(StoreError) as caught:
         await store.get_run("r")
     assert "127.0.0.1:1" in str(caught.value) and "secret" not in str(caught.value)
+    await store.aclose()
+
+
+async def test_over_capacity_the_stores_evict_as_the_pure_rule_does(make_store):
+    """Many prompts, steps out of order, a capacity that shrinks and grows: each store's pool
+    is what :class:`RunPool` keeps."""
+    import random
+
+    store, reference = make_store(), RunPool()
+    await store.create_run(run("r"))
+    rng = random.Random(3)
+    for k in range(150):
+        pid = f"p{rng.randrange(20)}"
+        new = [Anchor(f"t{k}-{j}", float(j), rng.randrange(k, k + 20)) for j in
+               range(rng.randrange(0, 5))]
+        per_run = rng.choice([8, 20, 40, 1000])
+        reference.put(pid, new, per_run)
+        anchors, size = await store.update_anchors("r", pid, put(new), per_run=per_run)
+        assert (anchors, size) == (reference.get(pid), reference.size()), k
+    assert (await store.load_pool("r")).prompts == reference.prompts
+    assert await store.pool_size("r") == (len(reference.prompts), reference.size())
+    await store.aclose()
+
+
+async def test_sqlite_evicts_from_a_pool_written_before_the_oldest_column(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, settings TEXT NOT NULL);"
+        "CREATE TABLE pools (run_id TEXT NOT NULL, prompt_id TEXT NOT NULL, "
+        "anchors TEXT NOT NULL, PRIMARY KEY (run_id, prompt_id));"
+        """INSERT INTO runs VALUES ('r', '{"run_id": "r"}');"""
+        """INSERT INTO pools VALUES ('r', 'new', '[{"text": "n", "strength": 0, "step": 9}]');"""
+        """INSERT INTO pools VALUES ('r', 'old', '[{"text": "o", "strength": 0, "step": 1}]');"""
+    )
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    await store.update_anchors("r", "p", put([Anchor("a", 0.0, 5)]), per_run=2)
+    assert (await store.load_pool("r")).prompts == {
+        "new": [Anchor("n", 0.0, 9)], "p": [Anchor("a", 0.0, 5)]}
+    await store.aclose()
+
+
+async def test_redis_evicts_from_a_pool_written_before_its_index(redis_url):
+    store = RedisStore(redis_url)
+    await store.create_run(run("r"))
+    for pid, step in (("new", 9), ("old", 1)):
+        await store.update_anchors("r", pid, put([Anchor(pid, 0.0, step)]), per_run=100)
+    await store._redis.delete("arena:pool-oldest:r")  # as a server before the index left it
+    await store.update_anchors("r", "p", put([Anchor("a", 0.0, 5)]), per_run=2)
+    assert (await store.load_pool("r")).prompts == {
+        "new": [Anchor("new", 0.0, 9)], "p": [Anchor("a", 0.0, 5)]}
+    assert await store._redis.zrange("arena:pool-oldest:r", 0, -1) == ["p", "new"]
+    await store.aclose()
+
+
+# -- retention and health ----------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_runs_idle_longer_than_the_ttl_expire_with_their_pools(kind, tmp_path):
+    clock = Clock()
+    store = (MemoryStore(idle_ttl_s=100, clock=clock) if kind == "memory" else
+             SqliteStore(tmp_path / "arena.sqlite3", idle_ttl_s=100, clock=clock))
+    for run_id in ("idle", "written", "touched"):
+        await store.create_run(run(run_id))
+    await store.update_anchors("idle", "p", put([Anchor("a", 0.0, 0)]), per_run=10)
+    clock.now += 60
+    await store.update_anchors("written", "p", put([Anchor("b", 0.0, 0)]), per_run=10)
+    await store.touch_run("touched")
+    assert await store.expire_idle_runs() == []
+    clock.now += 50  # "idle" unused for 110 s, the others for 50 s
+    assert await store.expire_idle_runs() == ["idle"]
+    assert await store.get_run("idle") is None
+    assert (await store.load_pool("idle")).prompts == {}
+    assert await store.pool_size("idle") == (0, 0)
+    assert [r.run_id for r in await store.list_runs()] == ["touched", "written"]
+    assert await store.load_anchors("written", "p") == [Anchor("b", 0.0, 0)]
+    clock.now += 1000
+    assert await store.expire_idle_runs() == ["touched", "written"]
+    assert await store.list_runs() == []
+    await store.aclose()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_ttl_of_0_keeps_runs_for_good(kind, tmp_path):
+    clock = Clock()
+    store = (MemoryStore(clock=clock) if kind == "memory" else
+             SqliteStore(tmp_path / "arena.sqlite3", clock=clock))
+    await store.create_run(run("r"))
+    clock.now += 10**9
+    assert await store.expire_idle_runs() == []
+    assert await store.get_run("r") is not None
+    await store.aclose()
+
+
+async def test_sqlite_runs_from_before_last_used_count_as_used_when_the_file_opens(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, settings TEXT NOT NULL);"
+        """INSERT INTO runs VALUES ('r', '{"run_id": "r"}');"""
+    )
+    old.commit()
+    old.close()
+    clock = Clock()
+    store = SqliteStore(path, idle_ttl_s=100, clock=clock)
+    assert await store.expire_idle_runs() == []
+    clock.now += 101
+    assert await store.expire_idle_runs() == ["r"]
+    await store.aclose()
+
+
+async def wait_until(predicate, timeout: float = 30.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not within the timeout")
+
+
+async def test_redis_keys_of_an_idle_run_expire_and_the_sweep_drops_its_id(redis_url):
+    store = RedisStore(redis_url, idle_ttl_s=1.0)
+    await store.create_run(run("idle"))
+    await store.create_run(run("busy"))
+    await store.update_anchors("idle", "p", put([Anchor("a", 0.0, 0)]), per_run=1)
+    for key in ("run", "pool", "pool-size", "pool-oldest"):
+        assert 0 < await store._redis.pttl(f"arena:{key}:idle") <= 1000, key
+    assert await store.expire_idle_runs() == []
+
+    async def idle_gone() -> bool:
+        store._touched.clear()  # touch at every call (the test's ttl is short)
+        await store.touch_run("busy")
+        return await store.get_run("idle") is None
+
+    await wait_until(idle_gone)
+    assert await store._redis.exists("arena:pool:idle", "arena:pool-size:idle") == 0
+    assert await store.expire_idle_runs() == ["idle"]
+    assert [r.run_id for r in await store.list_runs()] == ["busy"]
+    assert await store.expire_idle_runs() == []
+    await store.aclose()
+
+
+async def test_redis_without_a_ttl_sets_no_expiry(redis_url):
+    store = RedisStore(redis_url)
+    await store.create_run(run("r"))
+    await store.update_anchors("r", "p", put([Anchor("a", 0.0, 0)]), per_run=1)
+    await store.touch_run("r")
+    for key in ("run", "pool", "pool-size", "pool-oldest"):
+        assert await store._redis.pttl(f"arena:{key}:r") == -1, key
+    await store.aclose()
+
+
+async def test_health_checks_write_and_read(make_store):
+    store = make_store()
+    assert await store.check_health()
+    await store.aclose()
+
+
+async def test_sqlite_health_fails_where_the_file_cannot_be_written(tmp_path):
+    (tmp_path / "not-a-directory").write_text("")
+    store = SqliteStore(tmp_path / "not-a-directory" / "arena.sqlite3")
+    with pytest.raises(StoreError, match="not-a-directory"):
+        await store.check_health()
+    await store.aclose()
+
+
+async def test_redis_health_fails_when_redis_is_down():
+    store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError):
+        await store.check_health()
     await store.aclose()
