@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from judge_server.arena.pools import Anchor
-from judge_server.store.base import Store, StoredRun
+from judge_server.store.base import PoolUpdate, Store, StoredRun
 from judge_server.store.memory import MemoryStore
 from judge_server.store.sqlite import SqliteStore
 from trainer_client.types import RunSettings
@@ -31,12 +31,16 @@ def anchors(prompt: int, step: int) -> list[Anchor]:
     return [Anchor(f"trace {prompt}.{k} " + "x" * 200, float(k), step) for k in range(PER_PROMPT)]
 
 
+def replace_with(new: list[Anchor]) -> PoolUpdate:
+    return lambda _: new
+
+
 async def timed(store: Store, first: int, n: int, per_run: int) -> list[float]:
     times = []
     for prompt in range(first, first + n):
         new = anchors(prompt, prompt)
         started = time.perf_counter()
-        await store.update_anchors("r", f"p{prompt}", lambda _, a=new: a, per_run=per_run)
+        await store.update_anchors("r", f"p{prompt}", replace_with(new), per_run=per_run)
         times.append((time.perf_counter() - started) * 1e3)
     return times
 
@@ -45,7 +49,7 @@ async def measure(name: str, store: Store, prompts: int, updates: int) -> None:
     await store.create_run(StoredRun(RunSettings(run_id="r")))
     for prompt in range(prompts):
         new = anchors(prompt, prompt)
-        await store.update_anchors("r", f"p{prompt}", lambda _, a=new: a, per_run=10**9)
+        await store.update_anchors("r", f"p{prompt}", replace_with(new), per_run=10**9)
     below = await timed(store, prompts, updates, 10**9)
     capacity = (prompts + updates) * PER_PROMPT
     at = await timed(store, prompts + updates, updates, capacity)
