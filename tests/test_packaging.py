@@ -44,3 +44,14 @@ def test_the_wheel_ships_py_typed_the_stubs_and_main(tmp_path):
     assert "arena-judge = judge_server.cli:main" in (
         zipfile.ZipFile(wheel).read(entry_points).decode()
     )
+
+
+def test_the_extras_that_load_a_tokenizer_can_apply_its_chat_template():
+    """transformers applies a chat template with jinja2 but does not require it: without it a
+    judge whose tokenizer has a template cannot start (issue 14)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for extra in ("openai", "transformers"):
+        assert any(r.replace(" ", "").startswith("jinja2>=3.1") for r in extras[extra]), extra

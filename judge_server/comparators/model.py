@@ -69,9 +69,13 @@ def require(module: str, extra: str) -> Any:
 
 
 def load_tokenizer(name_or_path: str, *, extra: str) -> Any:
-    """A Hugging Face tokenizer (blocking; call it in a thread)."""
+    """A Hugging Face tokenizer (blocking; call it in a thread). One with a chat template
+    needs jinja2 to apply it: a missing one is said now, naming ``extra``."""
     transformers = require("transformers", extra)
-    return transformers.AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+    if getattr(tokenizer, "chat_template", None):
+        require("jinja2", extra)
+    return tokenizer
 
 
 async def gather_all(aws: Sequence[Awaitable[Any]]) -> list[Any]:

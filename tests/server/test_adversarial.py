@@ -108,7 +108,7 @@ def test_chat_special_tokens_in_text_are_never_encoded_as_control_tokens(
     assert prompt.format == "chat"
     honest, forged = attacked(where, SPECIAL_TOKEN_ATTACKS[attack])
     rendered = prompt.render(forged)
-    ids = list(rendered.token_ids)
+    ids = list(rendered.token_ids or ())
     # The template's own control tokens, and only those: the user's turn, its end, and the
     # assistant's turn that the verdict continues.
     assert control_ids(tokenizer, ids) == ["<|im_start|>", "<|im_end|>", "<|im_start|>"]
