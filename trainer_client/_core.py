@@ -27,6 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 from .errors import InvalidConfig, InvalidGroup, ServerOverloaded, TransportError
 from .types import Group, GroupResult, RunSettings, Trace
@@ -143,14 +144,15 @@ class ClientConfig:
 DEFAULT_CONFIG = ClientConfig()
 
 
-def configure(config: ClientConfig | None, overrides: Mapping[str, object]) -> ClientConfig:
-    """``config`` (or the defaults) with ``overrides`` (ClientConfig fields) applied."""
+def configure(config: ClientConfig | None, overrides: Mapping[str, Any]) -> ClientConfig:
+    """``config`` (or the defaults) with ``overrides`` (ClientConfig fields) applied; the
+    values are the caller's keyword arguments, checked by ClientConfig itself."""
     names = {f.name for f in dataclasses.fields(ClientConfig)}
     for name in overrides:
         if name not in names:
             raise InvalidConfig(name, f"not a ClientConfig option (options: {sorted(names)})")
     if config is None:
-        return ClientConfig(**overrides)  # type: ignore[arg-type]
+        return ClientConfig(**overrides)
     if not isinstance(config, ClientConfig):
         raise InvalidConfig("config", f"must be a ClientConfig, got {type(config).__name__}")
     return dataclasses.replace(config, **overrides) if overrides else config
@@ -163,8 +165,20 @@ def configure(config: ClientConfig | None, overrides: Mapping[str, object]) -> C
 JUDGE_COST = ("comparisons", "cached_comparisons", "judge_requests")
 
 
-def _judge_cost(result: GroupResult) -> dict[str, int]:
-    return {key: int(getattr(result, key)) for key in JUDGE_COST}
+class _JudgeCost(TypedDict):
+    comparisons: int
+    cached_comparisons: int
+    judge_requests: int
+
+
+def _judge_cost(result: GroupResult | None) -> _JudgeCost:
+    """The ``JUDGE_COST`` fields of ``result`` (zeros without one)."""
+    if result is None:
+        return _JudgeCost(comparisons=0, cached_comparisons=0, judge_requests=0)
+    return _JudgeCost(
+        comparisons=int(result.comparisons), cached_comparisons=int(result.cached_comparisons),
+        judge_requests=int(result.judge_requests),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,7 +595,7 @@ class Plan:
         entry.outcome = GroupOutcome(
             group_id=entry.group.group_id, advantages=(0.0,) * len(entry.group.traces),
             routed=True, fell_back=True, reason=reason,
-            **(_judge_cost(result) if result is not None else {}),
+            **_judge_cost(result),
             latency_s=self._elapsed(), attempts=entry.attempts,
         )
         self.pending.pop(entry.group.group_id, None)

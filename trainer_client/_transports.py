@@ -197,7 +197,7 @@ class GrpcTransport:
         return self._channel, self._stub
 
     def _failed(self, exc: grpc.aio.AioRpcError, channel: grpc.aio.Channel) -> TransportError:
-        if exc.code() in _RECONNECT and channel is self._channel:
+        if exc.code() in _RECONNECT and self._channel is not None and self._channel is channel:
             # Drop the channel: the next send makes a new one instead of waiting out a backoff.
             self._channel = self._stub = None
             task = asyncio.ensure_future(channel.close(grace=RETIRE_GRACE_S))

@@ -223,7 +223,7 @@ class AsyncArenaClient:
         return {"config": self.config}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["config"])
+        type(self).__init__(self, state["config"])
 
     def __repr__(self) -> str:
         return f"AsyncArenaClient({self.config!r})"
@@ -422,7 +422,7 @@ class ArenaClient:
         return {"config": self.config}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["config"])
+        type(self).__init__(self, state["config"])
 
     def __repr__(self) -> str:
         return f"ArenaClient({self.config!r})"

@@ -154,6 +154,7 @@ def _read(answer: str) -> tuple[Any, ...]:
         return ()
     boxed = functools.partial(_parse, f"\\boxed{{{answer}}}")
     stated = functools.partial(_parse, f"Answer: {answer}")
+    readers: tuple[functools.partial[tuple[Any, ...]], ...]
     if _LATEX_COMMAND.search(answer) or _ALGEBRA.search(answer):  # \frac{3}{4}, 2^{10}, x+1
         readers = (boxed, stated)
     elif any(c.isdigit() for c in answer):  # numbers in prose: 18 eggs, $1,200, 3/4 cup, 50%

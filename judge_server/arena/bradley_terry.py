@@ -199,7 +199,7 @@ class _Objective:
         free = np.flatnonzero(~fixed_mask)
         self.k = k = free.size
         self.lam, self.mean, self.n_items = lam, mean[free], n_items
-        self.P = None if precision is None else precision[np.ix_(free, free)]
+        self.P = P = None if precision is None else precision[np.ix_(free, free)]
         self.consts = fixed_values[fixed_mask]
         position = np.empty(n_items, dtype=np.int64)
         position[free] = np.arange(k)
@@ -211,7 +211,7 @@ class _Objective:
         f, s = self.first, self.second
         self.h_rows, self.h_cols = np.concatenate([f, s, f, s]), np.concatenate([f, s, s, f])
         self.h_flat = self.h_rows * n_items + self.h_cols
-        self.prior_hessian = lam * np.eye(k) if precision is None else self.P
+        self.prior_hessian = lam * np.eye(k) if P is None else P
 
     def diff(self, x: np.ndarray) -> np.ndarray:
         """``b[first] - b[second]`` per comparison."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -138,8 +138,8 @@ def admit(
 def after_group(
     anchors: Sequence[Anchor],
     texts: Sequence[str],
-    strengths: Sequence[float],
-    stderr: Sequence[float],
+    strengths: Iterable[float],
+    stderr: Iterable[float],
     policy: PoolPolicy,
     *,
     step: int | None,
@@ -163,7 +163,7 @@ def select(anchors: Sequence[Anchor], k: int) -> list[Anchor]:
     return [anchors[i] for i in chosen]
 
 
-def refit(anchors: Sequence[Anchor], strengths: Sequence[float]) -> list[Anchor]:
+def refit(anchors: Sequence[Anchor], strengths: Iterable[float]) -> list[Anchor]:
     """The same anchors with the strengths of the latest fit.
 
     The service's rule before anchors had standard errors (the ratchet); kept for the drift
