@@ -29,7 +29,9 @@ from .validation import Limits
 class ServerSettings(BaseSettings):
     """Options of ``arena-judge serve``."""
 
-    model_config = SettingsConfigDict(env_prefix="ARENA_", extra="forbid")
+    # A validation error would show its input: keys (ARENA_JUDGE_API_KEY, ARENA_API_KEYS), never.
+    model_config = SettingsConfigDict(env_prefix="ARENA_", extra="forbid",
+                                      hide_input_in_errors=True)
 
     config_file: Path | None = Field(None, description="TOML file with any of these options.")
     host: str = Field("0.0.0.0", description="Address both transports listen on.")

@@ -316,3 +316,19 @@ async def test_api_keys_are_never_logged_at_the_lowest_level(caplog):
     assert "api_key=[redacted]&group_size=2" in logged
     for secret in SECRETS.values():
         assert secret not in logged
+
+
+def test_a_bad_configuration_does_not_print_its_keys():
+    """``arena-judge serve`` prints a settings error and exits: never with the input (a raw
+    key where its digest belongs, the model server's key)."""
+    from pydantic import ValidationError
+
+    from judge_server.settings import ServerSettings
+
+    with pytest.raises(ValidationError) as raw_key:
+        ServerSettings(api_keys={"team": [SECRETS["tenant"]]})
+    with pytest.raises(ValidationError) as other_error:
+        ServerSettings(judge_api_key=SECRETS["header"], tls_cert_file=Path("cert.pem"))
+    for caught in (raw_key, other_error):
+        assert "s3cret" not in str(caught.value)
+    assert "not a SHA-256 hex digest" in str(raw_key.value)
