@@ -51,12 +51,12 @@ class AnchorPools:
             settings.run_id, prompt_id, update, per_run=policy.per_run
         )
         if written is not None:
-            self.metrics.pool_anchors.labels(settings.run_id).set(written[1])
+            self.metrics.of_run(self.metrics.pool_anchors, settings.run_id).set(written[1])
 
     async def size(self, run_id: str) -> tuple[int, int]:
         """``(prompts, anchors)`` in the run's pool."""
         prompts, anchors = await self.store.pool_size(run_id)
-        self.metrics.pool_anchors.labels(run_id).set(anchors)
+        self.metrics.of_run(self.metrics.pool_anchors, run_id).set(anchors)
         return prompts, anchors
 
     async def snapshot(self, run_id: str) -> dict[str, list[pools.Anchor]]:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from .comparators.base import Comparator
 from .comparators.model import ModelComparator
+from .metrics import Metrics
 from .scheduler import JudgeScheduler
 from .service import ArenaService
 from .settings import ServerSettings
@@ -107,14 +108,14 @@ def build_store(settings: ServerSettings) -> Store:
     if settings.store == "memory":
         from .store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(idle_ttl_s=settings.run_idle_ttl_s)
     if settings.store == "redis":
         from .store.redis import RedisStore
 
-        return RedisStore(settings.redis_url)
+        return RedisStore(settings.redis_url, idle_ttl_s=settings.run_idle_ttl_s)
     from .store.sqlite import SqliteStore
 
-    return SqliteStore(settings.sqlite_path)
+    return SqliteStore(settings.sqlite_path, idle_ttl_s=settings.run_idle_ttl_s)
 
 
 def build_service(
@@ -141,6 +142,7 @@ def build_service(
         auto_create_runs=settings.auto_create_runs,
         max_groups_in_flight=settings.max_groups_in_flight,
         max_run_groups_in_flight=settings.max_run_groups_in_flight,
+        metrics=Metrics(max_runs=settings.max_metric_runs),
     )
 
 

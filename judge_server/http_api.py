@@ -428,18 +428,15 @@ def build_app(
         "/readyz",
         response_model=Status,
         responses={503: {"model": Status}},
-        summary="Ready to rank: the judge answers and the server is not draining",
+        summary="Ready to rank: the judge answers, the store reads and writes, and the server "
+        "is not draining",
     )
     async def readyz() -> Response:
         if app.state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
-        try:
-            healthy = await service.check_health()
-        except Exception:  # noqa: BLE001 - a failing health check means "not ready"
-            logger.warning("health check failed", exc_info=True)
-            healthy = False
-        if not healthy:
-            return JSONResponse({"status": "judge unavailable"}, status_code=503)
+        not_ready = await service.readiness()  # "judge unavailable", "store unavailable"
+        if not_ready is not None:
+            return JSONResponse({"status": not_ready}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")

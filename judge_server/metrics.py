@@ -3,19 +3,45 @@
 The names are a contract with ``dashboards/grafana/reasoning-arena.json`` and the
 HorizontalPodAutoscaler in ``k8s/`` (``arena_groups_in_flight``): a test checks that every
 metric they use is exported here.
+
+Per-run series (label ``run``) are bounded: every one is written through :meth:`Metrics.of_run`,
+which remembers it, so that :meth:`Metrics.forget_run` removes all of a run's series when the
+run is deleted or expires, and at most ``max_runs`` runs have series at once. Past that, the
+series of the run least recently active here are dropped (not summed into a ``run="other"``:
+a histogram of latencies or a pool size has no meaningful sum across runs, and a label that
+means different runs at different times would mislead per-run panels). A dropped run that is
+active again starts its series anew, which Prometheus reads as a counter reset: ``rate()`` and
+``increase()`` are unaffected; only the lifetime total shown for an idle run goes.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 from trainer_client.types import GroupResult
+
+DEFAULT_MAX_RUNS = 300  # runs with series at once (about 23 series each)
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """``max_runs``: most runs with series at once (see the module doc)."""
+
+    def __init__(self, *, max_runs: int = DEFAULT_MAX_RUNS) -> None:
+        if max_runs < 1:
+            raise ValueError(f"max_runs: must be >= 1, got {max_runs}")
+        self.max_runs = max_runs
+        # run id -> its series (metric, label values), least recently active first
+        self._run_series: OrderedDict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = (
+            OrderedDict()
+        )
         self.registry = CollectorRegistry()
         r = self.registry
         self.groups = Counter(
@@ -88,12 +114,31 @@ class Metrics:
             registry=r,
         )
 
+    def of_run(self, metric: M, run_id: str, *labels: str) -> M:
+        """``metric``'s series for ``run_id`` (and the metric's other ``labels``), remembered
+        as the run's; the run is now the most recently active. Beyond ``max_runs`` runs, the
+        least recently active run's series go."""
+        series = self._run_series.get(run_id)
+        if series is None:
+            series = self._run_series[run_id] = set()
+            while len(self._run_series) > self.max_runs:
+                self.forget_run(next(iter(self._run_series)))
+        else:
+            self._run_series.move_to_end(run_id)
+        values = (run_id, *labels)
+        series.add((metric, values))
+        return metric.labels(*values)
+
+    def runs(self) -> list[str]:
+        """The runs that have series, least recently active first."""
+        return list(self._run_series)
+
     def judge_cost(self, run_id: str, result: GroupResult) -> None:
         """Count what a group of ``run_id`` cost the judge."""
-        self.comparisons.labels(run_id).inc(result.comparisons)
-        self.cached_comparisons.labels(run_id).inc(result.cached_comparisons)
-        self.judge_requests.labels(run_id).inc(result.judge_requests)
-        self.judge_calls.labels(run_id).inc(result.comparisons)
+        self.of_run(self.comparisons, run_id).inc(result.comparisons)
+        self.of_run(self.cached_comparisons, run_id).inc(result.cached_comparisons)
+        self.of_run(self.judge_requests, run_id).inc(result.judge_requests)
+        self.of_run(self.judge_calls, run_id).inc(result.comparisons)
 
     def watch_scheduler(self, scheduler) -> None:
         """Read the judge queue's depth from ``scheduler`` at every scrape."""
@@ -101,10 +146,10 @@ class Metrics:
         self.calls_in_flight.set_function(lambda: scheduler.in_flight)
 
     def forget_run(self, run_id: str) -> None:
-        """Drop a deleted run's gauges (its counters stay: Prometheus counters only grow)."""
-        for gauge in (self.groups_in_flight, self.pool_anchors):
+        """Remove every series of the run (deleted, expired, or the least recently active)."""
+        for metric, values in self._run_series.pop(run_id, ()):
             try:
-                gauge.remove(run_id)
+                metric.remove(*values)
             except KeyError:
                 pass
 

@@ -11,6 +11,9 @@ checks). A run belongs to the tenant that created it; any other tenant gets
 
 A run's own judge prompt (``judge_template``) goes to the comparator when the run is created
 or first seen by this process; a template the judge refuses is an error naming the field.
+
+Every lookup of a run tells the store that it is in use (:meth:`Store.touch_run`), so that a
+run in use never expires (the store writes that at most every few minutes).
 """
 
 from __future__ import annotations
@@ -118,7 +121,16 @@ class RunRegistry:
                     logger.warning("run %s keeps the server's judge prompt: %s", run_id, exc)
             self._runs[run_id] = run
         _authorise(run, tenant)
+        await self.store.touch_run(run_id)
         return run
+
+    def known(self) -> tuple[str, ...]:
+        """The runs this process holds a copy of."""
+        return tuple(self._runs)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what this process holds of a run the store no longer has (expired)."""
+        self._forget(run_id)
 
     def _forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)

@@ -5,6 +5,11 @@ logging (the only place that does), runs the server until SIGINT or SIGTERM, and
 gracefully. Stopping: the health service says NOT_SERVING and ``/readyz`` 503, both transports
 stop accepting, groups in flight get ``grace`` seconds to finish (streams take no new groups
 and end with UNAVAILABLE once their groups in flight are answered), then the service closes.
+
+Readiness: the gRPC health service's Check answers NOT_SERVING, like ``/readyz`` 503, while
+the judge or the store is not ready (:meth:`ArenaService.readiness`). Retention: while it runs,
+the server expires idle runs every :attr:`ArenaService.sweep_every_s` (off when runs are kept
+for good).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from pathlib import Path
 
 import grpc
 import uvicorn
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2
+
+from trainer_client.protocol import SERVICE_NAME
 
 from .app import build_service
 from .assembly import AssemblyOptions
@@ -55,6 +62,29 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):
         yield
+
+
+class ReadinessHealthServicer(health.aio.HealthServicer):
+    """The standard health service, whose Check of the server ("") and the Arena service
+    also asks the service whether it is ready (judge and store), as ``/readyz`` does."""
+
+    def __init__(self, service: ArenaService) -> None:
+        super().__init__()
+        self.service = service
+
+    async def Check(  # noqa: N802 - the generated servicer's name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        response = await super().Check(request, context)
+        if (
+            request.service in (health.OVERALL_HEALTH, SERVICE_NAME)
+            and response.status == health_pb2.HealthCheckResponse.SERVING
+            and await self.service.readiness() is not None
+        ):
+            return health_pb2.HealthCheckResponse(
+                status=health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+        return response
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -108,6 +138,7 @@ class JudgeServer:
         self._grpc: grpc.aio.Server | None = None
         self._http: _Uvicorn | None = None
         self._http_task: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
         self._stopped = False
 
     @property
@@ -125,7 +156,7 @@ class JudgeServer:
 
     async def start(self) -> None:
         """Listen on both ports; returns when both accept requests."""
-        self._health = health.aio.HealthServicer()
+        self._health = ReadinessHealthServicer(self.service)
         self._grpc, self.grpc_port = await build_grpc_server(
             self.service,
             host=self.host,
@@ -159,6 +190,17 @@ class JudgeServer:
         except BaseException:
             await self._grpc.stop(None)
             raise
+        if self.service.sweep_every_s is not None:
+            self._sweeper = asyncio.create_task(self._sweep(self.service.sweep_every_s))
+
+    async def _sweep(self, every_s: float) -> None:
+        """Expire idle runs every ``every_s`` until the server stops."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.service.expire_idle_runs()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                logger.warning("expiring idle runs failed", exc_info=True)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Refuse new work, give groups in flight ``grace`` seconds, then close the service."""
@@ -166,6 +208,8 @@ class JudgeServer:
             return
         self._stopped = True
         self._draining.set()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.app.state.draining = True
         await self.app.state.assembler.aclose()  # answer the samples still waiting for a group
         if self._health is not None:
@@ -264,4 +308,4 @@ def run(settings: ServerSettings) -> None:
     asyncio.run(serve(settings))
 
 
-__all__ = ["JudgeServer", "run", "serve"]
+__all__ = ["JudgeServer", "ReadinessHealthServicer", "run", "serve"]

@@ -121,6 +121,18 @@ class ServerSettings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="The redis store's server (redis://, rediss://)."
     )
+    run_idle_ttl_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="A run unused this long (no group, no lookup, no pool write) is deleted "
+        "with its anchor pool and metric series; 0 keeps runs for good.",
+    )
+    max_metric_runs: int = Field(
+        300,
+        ge=1,
+        description="Most runs with Prometheus series (about 23 each); past it, the least "
+        "recently active run's series are dropped.",
+    )
     # Tenants and transport security.
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,

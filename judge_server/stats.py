@@ -108,6 +108,10 @@ class Statistics:
         self._runs.pop(run_id, None)
         self.metrics.forget_run(run_id)
 
+    def runs(self) -> list[str]:
+        """The runs with figures here."""
+        return list(self._runs)
+
     def answered(self, run_id: str, outcome: str, result: GroupResult, latency_s: float) -> None:
         """Count a group answered (``outcome``: one of :data:`OUTCOMES`)."""
         stats = self.of(run_id)
@@ -115,19 +119,19 @@ class Statistics:
         stats.judge_cost(result)
         if result.tied:
             stats.tied += 1
-            self.metrics.tied.labels(run_id).inc()
-        self.metrics.groups.labels(run_id, outcome).inc()
+            self.metrics.of_run(self.metrics.tied, run_id).inc()
+        self.metrics.of_run(self.metrics.groups, run_id, outcome).inc()
         self.metrics.judge_cost(run_id, result)
-        self.metrics.group_latency.labels(run_id).observe(latency_s)
+        self.metrics.of_run(self.metrics.group_latency, run_id).observe(latency_s)
 
     def refused(self, run_id: str, n: int) -> None:
         self.of(run_id).refused += n
-        self.metrics.refused.labels(run_id).inc(n)
+        self.metrics.of_run(self.metrics.refused, run_id).inc(n)
 
     def in_flight(self, run_id: str, change: int) -> None:
         stats = self.of(run_id)
         stats.in_flight += change
-        self.metrics.groups_in_flight.labels(run_id).set(stats.in_flight)
+        self.metrics.of_run(self.metrics.groups_in_flight, run_id).set(stats.in_flight)
 
     def unread(self, run_id: str, n: int, judge: str) -> None:
         """Count ``n`` unread verdicts of ``run_id``; warn the first time, then every
@@ -137,7 +141,7 @@ class Statistics:
         before = self.unread_verdicts
         self.unread_verdicts += n
         self.of(run_id).unread_verdicts += n
-        self.metrics.unread_verdicts.labels(run_id).inc(n)
+        self.metrics.of_run(self.metrics.unread_verdicts, run_id).inc(n)
         if before == 0 or before // UNREAD_LOG_EVERY != self.unread_verdicts // UNREAD_LOG_EVERY:
             logger.warning(
                 "the %s judge gave %d verdicts that could not be read (%d so far, run %s has "
