@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
-import time
 
 import pytest
 
@@ -100,15 +99,15 @@ def test_without_a_marker_the_last_number_answers():
     read = final_answer("16 - 3 - 4 = 9 eggs. 9 * 2 = 18 dollars.")
     assert read is not None and not read.marked and [str(v) for v in read.values] == ["18"]
     assert final_answer("no number here") is None
-    assert final_answer("x+1", label=True).values  # a short label is the answer itself
+    label = final_answer("x+1", label=True)
+    assert label is not None and label.values  # a short label is the answer itself
 
 
-def test_answers_too_large_to_compute_get_zero_at_once():
-    start = time.monotonic()
+@pytest.mark.timeout(120)  # a hang guard, not a speed gate: computing any of these never ends
+def test_answers_too_large_to_compute_get_zero_without_computing_them():
     assert verify_answer("\\boxed{9^{9^{9^{9}}}}", "1") == 0.0
     assert verify_answer("Answer: 10^100000000", "1") == 0.0
     assert verify_answer("\\boxed{100000000!}", "1") == 0.0
-    assert time.monotonic() - start < 5
 
 
 def test_it_works_off_the_main_thread_and_in_asyncio():
