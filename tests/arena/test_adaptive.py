@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from judge_server.arena.adaptive import DENSE_MAX_ITEMS, NEIGHBOURS
+from judge_server.arena.adaptive import DENSE_MAX_ITEMS, NEIGHBOURS, Adaptive
 from judge_server.arena.simulator import SimulatedJudge, play
 from judge_server.arena.tournaments import Verdict, make_tournament
 
@@ -70,10 +70,12 @@ def test_anytime_stop_ends_a_settled_group_early():
     rng = np.random.default_rng(3)
     settled = make_tournament("adaptive", 12, budget=200, order="random", min_tau_gain=0.002,
                               rng=rng)
+    assert isinstance(settled, Adaptive)
     drive(settled, judge, rng)
     assert settled.settled and settled.calls < 200
     assert kendalltau(settled.strengths(), judge.strengths).statistic > 0.9
     full = make_tournament("adaptive", 12, budget=60, order="random", rng=rng)
+    assert isinstance(full, Adaptive)
     drive(full, judge, rng)
     assert not full.settled and full.calls == 60
 
@@ -87,6 +89,7 @@ def test_a_large_group_considers_near_linear_pairs():
     n = DENSE_MAX_ITEMS * 4
     rng = np.random.default_rng(4)
     t = make_tournament("adaptive", n, order="random", anchor_strengths=[0.0, 1.0], rng=rng)
+    assert isinstance(t, Adaptive)
     judge = judge_of(n + 2)
     pairs = t.next_round()
     t.record(Verdict(i, j, float(p)) for (i, j), p in zip(pairs, judge.judge(pairs, rng)))

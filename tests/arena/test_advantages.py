@@ -92,9 +92,13 @@ def judged(n: int, p: float, *, both: bool):
     pair (a total order), once or in both orders; fitted as the service fits it."""
     first, second, ps = [], [], []
     for i, j in itertools.combinations(range(n), 2):
-        first.append(i), second.append(j), ps.append(p)
+        first.append(i)
+        second.append(j)
+        ps.append(p)
         if both:
-            first.append(j), second.append(i), ps.append(1.0 - p)
+            first.append(j)
+            second.append(i)
+            ps.append(1.0 - p)
     return fit(n, first, second, ps)
 
 

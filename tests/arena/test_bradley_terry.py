@@ -8,6 +8,7 @@ shifts, monotonicity) are checked with hypothesis.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,6 +175,7 @@ def test_laplace_stderr_matches_finite_difference_hessian():
         e[k] = eps
         H[:, k] = (grad_free(beta[free] + e) - grad_free(beta[free] - e)) / (2 * eps)
     cov = np.linalg.inv((H + H.T) / 2)
+    assert result.covariance is not None
     np.testing.assert_allclose(result.covariance[np.ix_(free, free)], cov, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(result.stderr[free], np.sqrt(np.diag(cov)), rtol=1e-5)
     assert result.stderr[2] == 0.0
@@ -213,6 +215,7 @@ def test_zero_comparisons_return_the_prior_mean():
 
 def test_results_are_read_only():
     result = fit(3, [0, 1], [1, 2], [0.9, 0.6])
+    assert result.covariance is not None
     for array in (result.strengths, result.stderr, result.covariance):
         with pytest.raises(ValueError):
             array[0] = 1.0
@@ -242,6 +245,7 @@ def test_every_item_fixed_leaves_nothing_to_fit():
     result = fit(3, [0, 1], [1, 2], [0.8, 0.3], fixed={0: 1.0, 1: 2.0, 2: 3.0})
     assert result.converged and result.iterations == 0
     assert result.strengths.tolist() == [1.0, 2.0, 3.0]
+    assert result.covariance is not None
     assert not result.stderr.any() and not result.covariance.any()
 
 
@@ -251,7 +255,7 @@ def test_the_large_graph_path_handles_anchors_and_prior_means():
     first, second, p, _ = random_graph(rng, n)
     anchors = {3: 1.0, 17: -2.0, 30: 0.5}
     prior = rng.normal(size=n)
-    kwargs = {"lam": 0.6, "prior_mean": prior, "fixed": anchors}
+    kwargs: dict[str, Any] = {"lam": 0.6, "prior_mean": prior, "fixed": anchors}
     newton = fit(n, first, second, p, method="newton", **kwargs)
     other = fit(n, first, second, p, method="newton-cg", **kwargs)
     assert other.converged
@@ -427,6 +431,7 @@ def test_a_prior_precision_of_lam_times_identity_is_the_plain_fit_exactly():
         full = fit(9, first, second, p, lam=0.6, prior_mean=0.2, fixed=fixed,
                    prior_precision=0.6 * np.eye(9))
         assert np.array_equal(plain.strengths, full.strengths)
+        assert plain.covariance is not None and full.covariance is not None
         assert np.array_equal(plain.covariance, full.covariance)
 
 
@@ -448,6 +453,7 @@ def test_a_full_prior_precision_is_what_the_fit_minimises():
     np.add.at(h, (second, second), d * (1 - d))
     np.add.at(h, (first, second), -d * (1 - d))
     np.add.at(h, (second, first), -d * (1 - d))
+    assert result.covariance is not None
     np.testing.assert_allclose(result.covariance, np.linalg.inv(h + precision), atol=1e-10)
 
 
@@ -559,6 +565,7 @@ def test_dense_fits_keep_their_pinned_values(case):
     assert result.converged
     np.testing.assert_allclose(result.strengths, strengths, rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.stderr, stderr, rtol=0, atol=1e-12)
+    assert result.covariance is not None
     np.testing.assert_allclose(result.covariance, covariance, rtol=0, atol=1e-12)
 
 

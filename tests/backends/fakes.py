@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -54,7 +55,7 @@ async def fake_server(handler: Handler):
             (request.method, request.url.path, dict(request.headers), body)
         )
         answer = handler(request.method, request.url.path, body)
-        if asyncio.iscoroutine(answer):
+        if inspect.isawaitable(answer):
             answer = await answer
         status, payload = answer
         if isinstance(payload, (str, bytes)):

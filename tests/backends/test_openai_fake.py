@@ -103,8 +103,10 @@ async def test_token_ids_and_verdict_ids_with_a_tokenizer(tiny_model, tiny_token
     body = seen.bodies[0]
     assert p == pytest.approx(1 / (1 + math.exp(-1.0)))
     assert body["return_tokens_as_token_ids"] is True and body["logprobs"] == 2
+    [rendered] = judge.render([COMPARISON])
+    assert judge.verdict_ids is not None and rendered.token_ids is not None  # a tokenizer
     assert body["logprob_token_ids"] == list(judge.verdict_ids)
-    assert body["prompt"] == list(judge.render([COMPARISON])[0].token_ids)
+    assert body["prompt"] == list(rendered.token_ids)
     assert (judge.stats.by_id, judge.stats.prompt_tokens, judge.stats.cached_prompt_tokens) == (
         1, 10, 4)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import pytest
 
@@ -115,7 +116,9 @@ def test_chat_format_uses_the_tokenizers_template(tiny_tokenizer):
     assert rendered.text.startswith("<|user|>\n" + rendered.message)
     assert rendered.text.endswith("<|assistant|>\n")
     assert prompt.verdict_texts == ("A", "B")
-    a, b = prompt.verdict_token_ids()
+    verdict_ids = prompt.verdict_token_ids()
+    assert verdict_ids is not None and rendered.token_ids is not None  # it has a tokenizer
+    a, b = verdict_ids
     assert tiny_tokenizer.decode([a]) == "A" and tiny_tokenizer.decode([b]) == "B"
     assert list(rendered.token_ids) == tiny_tokenizer.encode(
         rendered.text, add_special_tokens=False)
@@ -125,7 +128,9 @@ def test_plain_format_with_a_tokenizer(tiny_tokenizer):
     prompt = JudgePrompt(tokenizer=tiny_tokenizer, format="plain", nonce_key=KEY)
     rendered = prompt.render(Comparison(PROBLEM_1, "a", "b"))
     assert rendered.text == rendered.message + "\n\nVerdict:"
-    a, b = prompt.verdict_token_ids()
+    verdict_ids = prompt.verdict_token_ids()
+    assert verdict_ids is not None and rendered.token_ids is not None  # it has a tokenizer
+    a, b = verdict_ids
     assert tiny_tokenizer.decode([a]) == " A" and tiny_tokenizer.decode([b]) == " B"
     # The verdict is the token the model writes after this prompt: " A" in context.
     with_verdict = tiny_tokenizer.encode(rendered.text + " A", add_special_tokens=False)
@@ -152,8 +157,11 @@ def test_a_verdict_that_is_not_one_token_is_refused():
     class Chars:
         chat_template = None
 
-        def encode(self, text, add_special_tokens=True):
+        def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
             return [ord(c) for c in text]
+
+        def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the plain format uses no template")
 
     with pytest.raises(ValueError, match="not one token"):
         JudgePrompt(tokenizer=Chars(), format="plain").verdict_token_ids()
@@ -174,6 +182,7 @@ def test_shared_prefixes_are_adjacent_after_ordering(tiny_tokenizer):
     # two comparisons with the same first trace share everything before the second trace
     x, y = (prompt.render(ordered[i]) for i in firsts[:2])
     assert x.text[: x.second_start] == y.text[: y.second_start]
+    assert x.token_ids is not None and y.token_ids is not None  # it has a tokenizer
     shared = x.token_ids[: len(x.token_ids) - prompt.own_tokens(x)]
     assert y.token_ids[: len(shared)] == shared
 

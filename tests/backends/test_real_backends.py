@@ -65,7 +65,7 @@ async def test_openai_completions_on_a_vllm_server(vllm_server, tiny_model, refe
         assert await judge.check_health()
     finally:
         await judge.aclose()
-    assert judge.prompt.format == prompt_format
+    assert judge.prompt is not None and judge.prompt.format == prompt_format
     assert_own_verdicts(judge, answers, reference_p, comparisons)
     assert again == pytest.approx(answers, abs=1e-6)
     assert judge.stats.by_id == 2 * len(comparisons)

@@ -52,10 +52,12 @@ def test_engine_args_come_as_json():
 def test_the_api_key_comes_from_the_environment_only(monkeypatch, capsys):
     monkeypatch.setenv("ARENA_JUDGE_API_KEY", "sk-very-secret")
     s = settings(comparator="openai", judge_base_url="http://judge", judge_model="m")
+    assert s.judge_api_key is not None
     assert s.judge_api_key.get_secret_value() == "sk-very-secret"
     assert "sk-very-secret" not in repr(s) and "sk-very-secret" not in str(s.model_dump())
     judge = build_comparator(s)
     assert "sk-very-secret" not in repr(judge)
+    assert isinstance(judge, CachedComparator) and isinstance(judge.inner, OpenAIComparator)
     assert judge.inner._api_key == "sk-very-secret"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--judge-api-key", "x"])
@@ -79,12 +81,13 @@ def test_the_factory_builds_each_judge_behind_its_cache(tmp_path):
         vllm = build_comparator(settings(comparator="vllm", judge_model="m",
                                          judge_dtype="float32",
                                          judge_engine_args='{"max_model_len": 512}'))
-        assert isinstance(vllm.inner, VLLMComparator)
+        assert isinstance(vllm, CachedComparator) and isinstance(vllm.inner, VLLMComparator)
         assert vllm.inner.engine_args["dtype"] == "float32"
         assert vllm.inner.engine_args["enable_prefix_caching"] is True
         assert vllm.inner.engine_args["max_model_len"] == 512
     local = build_comparator(settings(comparator="transformers", judge_model="m",
                                       judge_batch_size=3, judge_device="cpu"))
+    assert isinstance(local, CachedComparator)
     assert isinstance(local.inner, TransformersComparator) and local.inner.batch_size == 3
 
 

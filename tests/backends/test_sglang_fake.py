@@ -28,6 +28,7 @@ COMPARISONS = [Comparison("2 + 2?", "2 + 2 = 4", "2 + 2 = 5", "4", "r1"),
 def logprob_a(request: dict) -> float:
     """The fake model's log P(A): depends on the prompt, so answers can be told apart."""
     prompt = request.get("input_ids") or request.get("text")
+    assert prompt is not None
     return -1.0 - (len(prompt) % 7) / 10
 
 
@@ -67,7 +68,9 @@ async def test_generate_by_token_ids(tiny_model):
     assert {path for path, _ in posts} == {"/generate"}
     by_prompt = {tuple(body["input_ids"]): body for _, body in posts}
     inputs = judge.render(COMPARISONS)
+    assert judge.verdict_ids is not None  # a tokenizer
     for x, p in zip(inputs, answers):
+        assert x.token_ids is not None
         body = by_prompt[x.token_ids]
         assert p == pytest.approx(expected(body))
         assert body["sampling_params"] == {"max_new_tokens": 1, "temperature": 0.0}
@@ -154,7 +157,8 @@ async def test_in_process_engine_gets_one_batched_call(tiny_model):
     assert call["return_logprob"] is True and call["logprob_start_len"] == -1
     assert call["sampling_params"] == {"max_new_tokens": 1, "temperature": 0.0}
     inputs = judge.render(COMPARISONS)
-    assert sorted(map(tuple, call["input_ids"])) == sorted(x.token_ids for x in inputs)
+    assert judge.verdict_ids is not None  # a tokenizer
+    assert sorted(map(tuple, call["input_ids"])) == sorted(x.token_ids or () for x in inputs)
     assert call["token_ids_logprob"] == [list(judge.verdict_ids)] * 2
     for x, p in zip(inputs, answers):
         assert p == pytest.approx(expected({"input_ids": x.token_ids}))

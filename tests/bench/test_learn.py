@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,9 +155,11 @@ def test_smoke_run_of_three_arms(tmp_path):
 def test_median_interval_and_censoring():
     median, low, high = summary.median_interval([0.5, 0.6, 0.7, 0.8, 0.9])
     assert median == pytest.approx(0.7) and low <= median <= high
-    runs = [{"arm": "arena", "seed": 0, "evals": [{"step": 0, "accuracy": 0.2},
-                                                  {"step": 10, "accuracy": 0.7}]},
-            {"arm": "grpo", "seed": 0, "evals": [{"step": 0, "accuracy": 0.2},
-                                                 {"step": 10, "accuracy": 0.3}]}]
-    assert summary.reached(runs[0]["evals"])["step"] == 10
+    runs: list[dict[str, Any]] = [
+        {"arm": "arena", "seed": 0, "evals": [{"step": 0, "accuracy": 0.2},
+                                              {"step": 10, "accuracy": 0.7}]},
+        {"arm": "grpo", "seed": 0, "evals": [{"step": 0, "accuracy": 0.2},
+                                             {"step": 10, "accuracy": 0.3}]}]
+    first = summary.reached(runs[0]["evals"])
+    assert first is not None and first["step"] == 10
     assert summary.reached(runs[1]["evals"]) is None

@@ -8,6 +8,7 @@ import math
 import pickle
 import subprocess
 import sys
+from typing import Any
 
 import grpc
 import numpy as np
@@ -94,8 +95,8 @@ def test_config_defaults_and_checks():
     assert (config.target, config.transport, config.run_id, config.deadline_s, config.retries) == (
         "localhost:50051", "grpc", "default", 60.0, 2)
     with pytest.raises(TypeError):
-        ClientConfig("localhost:1")  # keyword-only
-    bad = [
+        ClientConfig("localhost:1")  # type: ignore[call-arg]  # keyword-only
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"transport": "udp"}, "transport"),
         ({"transport": "http"}, "http_url"),
         ({"http_url": "localhost:8000"}, "http_url"),
@@ -127,10 +128,11 @@ BAD_GROUPS = [
      "groups[0].traces[0].reward", "finite"),
     (Group(group_id="", traces=(Trace("a", 1.0), Trace("b", 1.0))), "groups[0].group_id",
      "empty"),
-    (Group(group_id="g", traces=(Trace("a", 1.0), ("b", 1.0))), "groups[0].traces[1]", "Trace"),
-    (Group(group_id="g", traces=(Trace("a", 1.0), Trace(None, 1.0))),
+    (Group(group_id="g", traces=(Trace("a", 1.0), ("b", 1.0))),  # type: ignore[arg-type]
+     "groups[0].traces[1]", "Trace"),
+    (Group(group_id="g", traces=(Trace("a", 1.0), Trace(None, 1.0))),  # type: ignore[arg-type]
      "groups[0].traces[1].text", "string"),
-    (Group(group_id="g", traces=(Trace("a", "1"), Trace("b", 1.0))),
+    (Group(group_id="g", traces=(Trace("a", "1"), Trace("b", 1.0))),  # type: ignore[arg-type]
      "groups[0].traces[0].reward", "number"),
     (Group(group_id="g", traces=(Trace("a", 1.0), Trace("b", 1.0)), step=-1),
      "groups[0].step", ">= 0"),
@@ -184,7 +186,7 @@ def test_make_group_checks_the_columns():
         make_group("g", ["a", "b"], [1.0, float("nan")])
     assert info.value.field == "rewards[1]"
     with pytest.raises(InvalidGroup) as info:
-        make_group("g", ["a", 7], [1.0, 0.0])
+        make_group("g", ["a", 7], [1.0, 0.0])  # type: ignore[list-item]
     assert info.value.field == "texts[1]"
     with pytest.raises(InvalidGroup) as info:
         make_group("g", [], [])
@@ -377,6 +379,6 @@ def test_a_result_from_a_server_older_than_comparisons_is_read_by_judge_calls():
     for result in (result_from_proto(old), result_from_body(body)):
         assert (result.comparisons, result.cached_comparisons, result.judge_requests) == (5, 0, 0)
         assert result.judge_calls == 5
-    new = {**body, "comparisons": 5, "cached_comparisons": 2, "judge_requests": 3}
+    new: dict[str, Any] = {**body, "comparisons": 5, "cached_comparisons": 2, "judge_requests": 3}
     for result in (result_from_proto(pb.GroupResult(**new)), result_from_body(new)):
         assert (result.comparisons, result.cached_comparisons, result.judge_requests) == (5, 2, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -249,6 +250,7 @@ def test_number_words_are_given_quantities() -> None:
     assert assessed.problem_coverage == 1.0 and not assessed.unsupported_numbers
     misread = "Janet uses 11 + 4 = 15 eggs a day.\nSo she sells 16 - 15 = 1 egg.\n1 * 2 = $2."
     assessed = assess(misread, prompt=PROMPT)
+    assert assessed.problem_coverage is not None  # a prompt was given
     assert assessed.problem_coverage < 1.0 and assessed.unsupported_numbers == (11,)
 
 
@@ -413,7 +415,7 @@ async def test_compare_batches_in_order_through_a_thread() -> None:
 
 def test_options_are_keyword_only_and_checked() -> None:
     with pytest.raises(TypeError):
-        BuiltinComparator(2.0)  # type: ignore[misc]
+        BuiltinComparator(2.0)  # type: ignore[call-arg]  # keyword-only
     with pytest.raises(ValueError):
         BuiltinComparator(temperature=0.0)
     sharp = BuiltinComparator(temperature=0.1).compare_sync([Comparison(PROMPT, GOOD, PLANTED)])
@@ -488,7 +490,9 @@ def gsm8k() -> None:
 @pytest.mark.parametrize(
     ("reference", "floor"), [("worked", 0.90), ("answer", 0.90), ("none", 0.55)]
 )
-async def test_gsm8k_agreement(gsm8k, reference: str, floor: float) -> None:
+async def test_gsm8k_agreement(
+    gsm8k, reference: Literal["worked", "answer", "none"], floor: float
+) -> None:
     pairs = bench.gsm8k_pairs(reference=reference)
     assert len(pairs) == 2429
     assert not any("<<" in pair.trace_a or "\nA:" in pair.trace_a for pair in pairs)
@@ -498,5 +502,6 @@ async def test_gsm8k_agreement(gsm8k, reference: str, floor: float) -> None:
 
 
 def test_a_fraction_answer_at_the_end_of_a_sentence() -> None:
-    assert final_answer("The answer is 1/2.").value == Fraction(1, 2)
-    assert final_answer("A: 3/4.").value == Fraction(3, 4)
+    for text, value in (("The answer is 1/2.", Fraction(1, 2)), ("A: 3/4.", Fraction(3, 4))):
+        answer = final_answer(text)
+        assert answer is not None and answer.value == value, text

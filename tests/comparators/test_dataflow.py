@@ -84,7 +84,9 @@ def test_reference_steps_are_reached_by_the_same_operations_on_the_same_quantiti
     problem = read_problem(PROMPT)
 
     def reached(trace: str) -> float:
-        return reference_match(trace_flow(trace, problem), plan).reached
+        match = reference_match(trace_flow(trace, problem), plan)
+        assert match is not None
+        return match.reached
 
     assert reached("16 - 3 - 4 = 9\n9 * 2 = 18") == 1.0
     assert reached("3 + 4 = 7\n16 - 7 = 9\n9 * 2 = 18") == 1.0  # another route, same values

@@ -177,9 +177,12 @@ async def test_stop_lets_groups_in_flight_finish(gated):
     unary = stub.Rank(request, timeout=TIMEOUT)
     stream = stub.RankStream(timeout=TIMEOUT)
     await stream.write(pb.RankStreamRequest(run_id="r", group=to_proto(dead("slow-2"))))
-    async with asyncio.timeout(TIMEOUT):  # both groups are in flight before the server stops
+    async def both_in_flight() -> None:
         while not {"slow-1", "slow-2"} <= comparator.held:
             await asyncio.sleep(0.01)
+
+    # both groups are in flight before the server stops (asyncio.timeout: Python 3.11)
+    await asyncio.wait_for(both_in_flight(), TIMEOUT)
 
     stopping = asyncio.create_task(server.stop(grace=TIMEOUT))
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING

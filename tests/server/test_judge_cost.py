@@ -4,6 +4,8 @@ over gRPC and HTTP, in the run's stats and in ``/metrics``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import httpx
 import pytest
@@ -19,7 +21,8 @@ from .groups import dead, to_proto
 TIMEOUT = 30  # seconds; a hang fails the test instead of the suite
 # Every ordered pair of the group once (round robin, both orders, no anchors): 4 traces, 12
 # comparisons, the same ones each time the group is ranked.
-SETTINGS = {"run_id": "r", "design": "round_robin", "order": "both", "anchors_per_group": 0}
+SETTINGS: dict[str, Any] = {
+    "run_id": "r", "design": "round_robin", "order": "both", "anchors_per_group": 0}
 GROUP = dead("g", (0.5, -1.0, 2.0, 0.0))
 NEEDED = 12
 

@@ -8,6 +8,7 @@ Both over HTTP and gRPC, in the run's stats and in ``/metrics``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ class SwitchingJudge(Comparator):
         self.answer = answer
         self.inner = SimulatedComparator()
 
-    async def compare(self, comparisons: list[Comparison]) -> list[float]:
+    async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
         if self.answer is None:
             return await self.inner.compare(comparisons)
         return [self.answer] * len(comparisons)

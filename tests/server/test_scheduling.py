@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from judge_server.scheduling import FairQueue, FifoQueue, make_queue
+from judge_server.scheduling import FairQueue, FifoQueue, Round, make_queue
 
 RUNS = ("a", "b", "c")
 
@@ -41,7 +41,9 @@ def check_batch(queue, batch, max_items, caps, in_flight_before):
 @given(ops=operations)
 def test_no_round_is_lost_or_duplicated_and_batches_respect_sizes_and_caps(policy, ops):
     queue = make_queue(policy)
-    pushed, waiting, in_flight, removed, sent_order = [], [], [], set(), {r: [] for r in RUNS}
+    pushed: list[Round[int]] = []
+    waiting, in_flight, removed = [], [], set()
+    sent_order: dict[str, list[int]] = {r: [] for r in RUNS}
     caps = {}
     for op in ops:
         if op[0] == "push":
@@ -104,7 +106,7 @@ def test_no_round_is_lost_or_duplicated_and_batches_respect_sizes_and_caps(polic
     sizes=st.lists(st.integers(1, 16), min_size=50, max_size=50),
 )
 def test_two_busy_runs_are_served_in_the_ratio_of_their_weights(w1, w2, max_items, sizes):
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     served = {"a": 0, "b": 0}
     k = 0
     for _ in range(400):
@@ -132,7 +134,7 @@ def test_a_newly_active_run_is_served_in_the_next_batch(
     weights, sizes, batches_before, new_size, new_weight
 ):
     """However deep the busy runs' queues, a new run waits behind one round of each."""
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     max_items = 16 * (len(weights) + 1)
     k = 0
     for _ in range(batches_before + 1):
@@ -147,7 +149,7 @@ def test_a_newly_active_run_is_served_in_the_next_batch(
 
 
 def test_fifo_serves_in_arrival_order_whatever_the_run():
-    queue = FifoQueue()
+    queue: FifoQueue[int] = FifoQueue()
     for k in range(6):
         queue.push("flood" if k < 5 else "quiet", k, 4)
     assert [r.item for r in queue.pop_batch(8)] == [0, 1]
@@ -156,7 +158,7 @@ def test_fifo_serves_in_arrival_order_whatever_the_run():
 
 
 def test_fair_queue_puts_a_quiet_run_ahead_of_a_flood():
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     for k in range(50):
         queue.push("flood", k, 4)
     assert len(queue.pop_batch(8)) == 2
@@ -165,19 +167,19 @@ def test_fair_queue_puts_a_quiet_run_ahead_of_a_flood():
 
 
 def test_a_round_larger_than_the_batch_goes_alone_and_a_batch_stops_at_one_that_does_not_fit():
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     queue.push("a", "big", 100)
     queue.push("b", "small", 3)
     assert [r.item for r in queue.pop_batch(10)] == ["big"]
     assert [r.item for r in queue.pop_batch(10)] == ["small"]
-    queue = FifoQueue()
+    fifo: FifoQueue[str] = FifoQueue()
     for item, size in (("x", 6), ("y", 6), ("z", 1)):
-        queue.push("a", item, size)
-    assert [r.item for r in queue.pop_batch(10)] == ["x"]  # z would fit but waits its turn
+        fifo.push("a", item, size)
+    assert [r.item for r in fifo.pop_batch(10)] == ["x"]  # z would fit but waits its turn
 
 
 def test_a_run_at_its_cap_waits_and_others_take_the_room():
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     for k in range(4):
         queue.push("capped", f"c{k}", 4, cap=8)
         queue.push("free", f"f{k}", 4)
@@ -191,7 +193,7 @@ def test_a_run_at_its_cap_waits_and_others_take_the_room():
 
 
 def test_a_round_larger_than_the_cap_goes_when_its_run_has_nothing_in_flight():
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     queue.push("a", "big", 20, cap=8)
     queue.push("a", "next", 2, cap=8)
     (big,) = queue.pop_batch(100)
@@ -201,7 +203,7 @@ def test_a_round_larger_than_the_cap_goes_when_its_run_has_nothing_in_flight():
 
 
 def test_a_withdrawn_round_never_goes_and_its_run_keeps_its_place():
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     head = queue.push("a", "a0", 4)
     queue.push("a", "a1", 4)
     queue.push("b", "b0", 4)
@@ -211,7 +213,7 @@ def test_a_withdrawn_round_never_goes_and_its_run_keeps_its_place():
 
 
 def test_idle_runs_are_forgotten():
-    queue = FairQueue()
+    queue: FairQueue[object] = FairQueue()
     for run_id in ("a", "b"):
         queue.push(run_id, None, 4)
     for r in queue.pop_batch(100):
@@ -230,10 +232,10 @@ def test_push_refuses_bad_sizes_weights_and_caps(bad):
     args = {"size": 1, "weight": 1.0, "cap": None, **bad}
     size = args.pop("size")
     with pytest.raises(ValueError):
-        FairQueue().push("a", None, size, **args)
+        FairQueue[None]().push("a", None, size, **args)
 
 
 def test_make_queue():
     assert make_queue("fair").policy == "fair" and make_queue("fifo").policy == "fifo"
     with pytest.raises(ValueError, match="policy"):
-        make_queue("lottery")
+        make_queue("lottery")  # type: ignore[arg-type]

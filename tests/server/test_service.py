@@ -380,7 +380,7 @@ async def test_isolated_runs_salt_the_prefix_cache_each_with_its_own_salt():
     for run_id, isolate in (("a", True), ("b", True), ("open", False)):
         await svc.create_run(RunSettings(run_id=run_id, isolate_prefix_cache=isolate))
         await svc.rank(run_id, [dead_group("g", [0, 1, 2])])
-    salts = {}
+    salts: dict[str, set[str | None]] = {}
     for c in comparator.asked:
         salts.setdefault(c.run_id, set()).add(c.cache_salt)
     assert salts["open"] == {None}

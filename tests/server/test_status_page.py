@@ -81,10 +81,10 @@ class Dom(HTMLParser):
             return  # a stray end tag
         while self._open:
             name, attrs, text = self._open.pop()
-            if "id" in attrs:
-                self.by_id[attrs["id"]] = (attrs, "".join(text))
-            if name == "tr" and attrs.get("data-run") is not None:
-                self.rows[attrs["data-run"]] = self._cells
+            if (element_id := attrs.get("id")) is not None:
+                self.by_id[element_id] = (attrs, "".join(text))
+            if name == "tr" and (run_id := attrs.get("data-run")) is not None:
+                self.rows[run_id] = self._cells
             if name == "td":
                 self._cells.append("".join(text))
             if name == "tr":

@@ -31,6 +31,10 @@ def put(anchors):
     return lambda current: list(anchors)
 
 
+def add(anchor):
+    return lambda current: [*current, anchor]
+
+
 async def test_runs_and_pools_round_trip(make_store):
     store = make_store()
     assert await store.create_run(run("r", design="live", scale=2.0))
@@ -103,7 +107,7 @@ def _append_from_a_process(url: str, name: str, count: int) -> None:
         store = RedisStore(url)
         for k in range(count):
             anchor = Anchor(f"{name}-{k}", 0.0, k)
-            await store.update_anchors("r", "p", lambda cur, a=anchor: [*cur, a], per_run=10**6)
+            await store.update_anchors("r", "p", add(anchor), per_run=10**6)
         await store.aclose()
 
     asyncio.run(main())
