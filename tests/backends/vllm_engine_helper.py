@@ -36,7 +36,8 @@ async def main(job: dict) -> dict:
             answers = await judge.compare([comparisons[i] for i in batch])
             for i, p in zip(batch, answers):
                 out["p"][i] = p
-        out["token_ids"] = [list(x.token_ids) for x in judge.render(comparisons)]
+        assert judge.prompt is not None and judge.verdict_ids is not None  # started
+        out["token_ids"] = [list(x.token_ids or ()) for x in judge.render(comparisons)]
         out["verdict_ids"] = list(judge.verdict_ids)
         out["format"] = judge.prompt.format
         out["stats"] = judge.stats.snapshot()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ class CountingComparator(SimulatedComparator):
         self.asked: list[tuple[str, str]] = []
         self.started = threading.Event()
 
-    async def compare(self, comparisons: list[Comparison]) -> list[float]:
+    async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
         self.asked.extend((c.first, c.second) for c in comparisons)
         self.started.set()
         if self.delay:
@@ -49,7 +50,7 @@ class HangingComparator(Comparator):
         self._released: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def compare(self, comparisons: list[Comparison]) -> list[float]:
+    async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
         if self._released is None:
             self._released, self._loop = asyncio.Event(), asyncio.get_running_loop()
         self.started.set()

@@ -169,7 +169,7 @@ class CuttingProxy:
         self.upstream_port = upstream_port
         self.port = 0
         self.connections = 0
-        self._transports: set[asyncio.Transport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> CuttingProxy:

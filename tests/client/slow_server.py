@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+from typing import Any
 
 import httpx
 
@@ -77,7 +78,7 @@ async def main_serve(args: argparse.Namespace) -> None:
     grpc_port = args.grpc_port or free_port()
     http_port = args.http_port or free_port()
     # The store and the grace come from the environment: not init arguments, which win over it.
-    defaults = {} if "ARENA_STORE" in os.environ else {"store": "memory"}
+    defaults: dict[str, Any] = {} if "ARENA_STORE" in os.environ else {"store": "memory"}
     settings = ServerSettings(
         host="127.0.0.1", grpc_port=grpc_port, http_port=http_port, comparator="simulated",
         **defaults,

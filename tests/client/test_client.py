@@ -6,6 +6,7 @@ import asyncio
 import math
 import random
 from concurrent.futures import wait
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ async def test_the_async_client(judge, transport):
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_sync_and_async_clients_agree(start_judge, transport):
     judge = start_judge()
-    settings = dict(design="round_robin", anchors_per_group=0)  # no randomness left
+    settings: dict[str, Any] = dict(design="round_robin", anchors_per_group=0)  # no randomness
     groups = batch("same")
     with ArenaClient(**judge.address(transport), deadline_s=DEADLINE_S,
                      run_settings=RunSettings(run_id="sync", **settings)) as client:

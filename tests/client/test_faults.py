@@ -241,15 +241,28 @@ def test_a_group_retried_after_a_cut_is_judged_once(start_judge, background, tra
 # -- the sync client's own event loop --------------------------------------------------------
 
 
+def ok_after(seconds: float):
+    """A script whose every answer is "ok", after ``seconds``."""
+
+    def script(n: int) -> str:
+        time.sleep(seconds)
+        return "ok"
+
+    return script
+
+
 def test_a_busy_client_loop_still_returns_by_the_deadline(scripted_http):
     """A slow callback of a submitted future holds the client's event loop; another thread's
     rank() still returns by its deadline (every wait of the sync client is bounded)."""
-    server = scripted_http(lambda n: (time.sleep(0.2), "ok")[1])
+    server = scripted_http(ok_after(0.2))
     with ArenaClient(transport="http", http_url=server.url, deadline_s=0.5) as client:
         callback_done = threading.Event()
         future = client.submit(dead("first"))
-        future.add_done_callback(  # runs on the client's loop
-            lambda _: (time.sleep(8.0), callback_done.set()))
+        def hold_the_loop(_: object) -> None:
+            time.sleep(8.0)
+            callback_done.set()
+
+        future.add_done_callback(hold_the_loop)  # runs on the client's loop
         time.sleep(0.4)  # the answer came: the loop is in the callback
         result = client.rank([dead("second")])
         assert not callback_done.is_set()  # rank() returned while the loop was still busy
@@ -259,7 +272,7 @@ def test_a_busy_client_loop_still_returns_by_the_deadline(scripted_http):
 
 
 def test_a_future_callback_may_submit_again(scripted_http):
-    server = scripted_http(lambda n: (time.sleep(0.1), "ok")[1])
+    server = scripted_http(ok_after(0.1))
     with ArenaClient(transport="http", http_url=server.url, deadline_s=5.0) as client:
         chained = []
         client.submit(dead("first")).add_done_callback(  # runs on the client's loop

@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,7 @@ class ServerProcess:
         self.grpc_port, self.http_port = ports["grpc_port"], ports["http_port"]
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             self.lines.put(line.strip())
 
@@ -88,7 +90,7 @@ def batch(tag: str):
 def test_a_killed_server_costs_fallbacks_and_the_clients_reconnect_when_it_is_back(processes):
     first = processes(delay=30.0)  # the judge takes its time: the kill finds batches in flight
     settings = RunSettings(run_id="exp", design="round_robin", anchors_per_group=0)
-    options = dict(target=f"127.0.0.1:{first.grpc_port}", run_settings=settings,
+    options: dict[str, Any] = dict(target=f"127.0.0.1:{first.grpc_port}", run_settings=settings,
                    http_url=f"http://127.0.0.1:{first.http_port}", deadline_s=DEADLINE_S,
                    retries=2, backoff_s=0.1)
     grpc_client = ArenaClient(**options)

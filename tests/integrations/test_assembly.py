@@ -22,6 +22,7 @@ from judge_server.assembly import (
 )
 from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.errors import JudgeError
+from judge_server.server import JudgeServer
 from judge_server.settings import ServerSettings
 
 TEMPLATE = "<|user|>\n{}\n<|assistant|>\n"
@@ -61,10 +62,16 @@ async def post(http, run_id, payload, **params):
     return await http.post(f"/v1/openrlhf/{run_id}", json=payload, params=params)
 
 
+class ServerClient(httpx.AsyncClient):
+    """An HTTP client of ``server``."""
+
+    server: JudgeServer
+
+
 @pytest.fixture
 async def http(start_server):
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as c:
+    async with ServerClient(base_url=server.http_url, trust_env=False, timeout=30) as c:
         c.server = server
         yield c
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import math
 import pickle
+from collections.abc import Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,12 @@ def config(judge, **options) -> ClientConfig:
     return ClientConfig(target=judge.grpc_address, run_id="trl", deadline_s=30, **options)
 
 
+def scored(values: list[float | None]) -> list[float]:
+    """``values`` (rewards of an ArenaReward call), checked to have no unscored completion."""
+    assert None not in values, values
+    return [v for v in values if v is not None]
+
+
 def sums(values, size):
     return [sum(values[k : k + size]) for k in range(0, len(values), size)]
 
@@ -56,8 +64,8 @@ def test_dead_groups_get_zero_mean_judge_values_added(judge):
     })
     logged: dict[str, float] = {}
     reward = ArenaReward(by_length, num_generations=4, client=config(judge))
-    values = reward(prompts, completions, log_metric=logged.__setitem__,
-                    trainer_state=SimpleNamespace(global_step=3))
+    values = scored(reward(prompts, completions, log_metric=logged.__setitem__,
+                           trainer_state=SimpleNamespace(global_step=3)))
     reward.close()
 
     p1, p2, p3 = values[:4], values[4:8], values[8:]
@@ -73,7 +81,8 @@ def test_dead_groups_get_zero_mean_judge_values_added(judge):
 def test_chat_completions_references_and_none_rewards(judge):
     prompts = [[{"role": "user", "content": "What is 2 + 2?"}]] * 4 + [[{"role": "user",
                                                                         "content": "3 + 3?"}]] * 4
-    completions = [[{"role": "assistant", "content": f"It is 4, take {k}"}] for k in range(4)]
+    completions: list[list[dict[str, Any]]] = [
+        [{"role": "assistant", "content": f"It is 4, take {k}"}] for k in range(4)]
     completions += [[{"role": "assistant", "content": [{"type": "text", "text": f"6 ({k})"}]}]
                     for k in range(4)]
 
@@ -85,7 +94,7 @@ def test_chat_completions_references_and_none_rewards(judge):
                          reference_column="answer")
     values = reward(prompts, completions, answer=["4"] * 4 + ["6"] * 4)
     reward.close()
-    assert len(set(values[:4])) > 1 and sum(values[:4]) == pytest.approx(4.0)
+    assert len(set(values[:4])) > 1 and sum(scored(values[:4])) == pytest.approx(4.0)
     assert values[4:] == [1.0, None, 1.0, 1.0]  # a group with an unscored completion: not sent
 
 
@@ -118,9 +127,10 @@ def test_it_pickles_with_its_client_as_a_config(judge):
     reward = ArenaReward(always_one, num_generations=4, client=ArenaClient(config(judge)))
     copy = pickle.loads(pickle.dumps(reward))
     assert copy.config == reward.config and copy._client is None and copy.__name__ == "arena"
-    values = copy(*batch({"p": ["a strength=1", "b strength=-1", "c", "d"]}))
+    values = scored(copy(*batch({"p": ["a strength=1", "b strength=-1", "c", "d"]})))
     copy.close()
     assert values[0] > values[1] and sum(values) == pytest.approx(4.0)
+    assert isinstance(reward._client, ArenaClient)
     reward._client.close()
     assert pickle.loads(pickle.dumps(AsyncArenaReward(always_one, num_generations=2)))
 
@@ -130,7 +140,7 @@ async def test_the_async_variant(judge):
         return [0.0] * len(completions)
 
     reward = AsyncArenaReward(verifier, num_generations=4, client=config(judge))
-    values = await reward(*batch({"p": ["a strength=1", "b strength=-1", "c", "d"]}))
+    values = scored(await reward(*batch({"p": ["a strength=1", "b strength=-1", "c", "d"]})))
     await reward.aclose()
     assert values[0] > values[1] and sum(values) == pytest.approx(0.0, abs=1e-9)
 
@@ -198,18 +208,22 @@ def test_a_group_split_between_processes_is_gathered(judge, tmp_path):
 class Recording(ArenaReward):
     """ArenaReward that keeps what it returned (to check it, not TRL)."""
 
-    returned: list[list[float]]
+    returned: list[list[float | None]]
 
-    def __call__(self, prompts, completions, **kwargs):
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
         values = super().__call__(prompts, completions, **kwargs)
         self.returned.append(values)
         return values
 
 
 class AsyncRecording(AsyncArenaReward):
-    returned: list[list[float]]
+    returned: list[list[float | None]]
 
-    async def __call__(self, prompts, completions, **kwargs):
+    async def __call__(  # type: ignore[override]  # async, as AsyncArenaReward's
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
         values = await super().__call__(prompts, completions, **kwargs)
         self.returned.append(values)
         return values

@@ -64,7 +64,7 @@ def trainer_config(tokenizer_dir, **reward_kwargs):
 def rollout_batch(tokenizer, groups, *, seed=0) -> DataProto:
     """A batch as verl's trainer holds it after generation: prompts left-padded, responses
     right-padded, one uid per prompt, rows shuffled (verl balances batches across ranks)."""
-    rows = []
+    rows: list[tuple[str, str, str, str]] = []
     for prompt, truth, responses in groups:
         uid = f"uid-{len(rows)}"
         for response in responses:

@@ -73,6 +73,7 @@ class ServeProcess:
         self.http_url = f"http://127.0.0.1:{ports['http_port']}"
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             self.lines.put(line.strip())
 

@@ -50,13 +50,24 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 from ..verifier import verify_answer
 from ._common import DEFAULT_SAMPLE_TIMEOUT_S, SampleScorer
 
 Verifier = Callable[[str, Any], float]
 """``verifier(response, label) -> reward``."""
+
+
+class RewardFunc(Protocol):
+    """What :func:`make_reward_func` returns: OpenRLHF's ``reward_func``, and the
+    ``scorer`` it posts through (``reward_func.scorer.close()`` when done)."""
+
+    scorer: SampleScorer
+
+    def __call__(
+        self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], **_: Any
+    ) -> dict: ...
 
 
 def endpoint(url: str, *, run_id: str = "default", group_size: int | None = None) -> str:
@@ -127,7 +138,7 @@ def make_reward_func(
     run_id: str = "default",
     group_size: int = 8,
     timeout_s: float = DEFAULT_SAMPLE_TIMEOUT_S,
-) -> Callable[..., dict]:
+) -> RewardFunc:
     """An OpenRLHF ``reward_func(queries, prompts, labels, **kwargs)`` for the ``.py`` route.
 
     For each sample: the verifiable reward ``verifier(response, label)`` (the response is the
@@ -159,8 +170,8 @@ def make_reward_func(
                            "arena_fell_back": fell_back},
         }
 
-    reward_func.scorer = scorer  # type: ignore[attr-defined]
-    return reward_func
+    reward_func.scorer = scorer  # type: ignore[attr-defined]  # a function's attribute
+    return cast(RewardFunc, reward_func)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
