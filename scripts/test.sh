@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need into .venv and run every test (and the linter).
+# Install everything the tests need into .venv and run every test (after the linter and the
+# type checker).
 # This is the README's test command; .ci/run calls it on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +25,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 export ARENA_REQUIRE_BACKENDS=1  # tests/backends fail rather than skip without vLLM
 .venv/bin/ruff check .
+.venv/bin/mypy  # the whole tree, tests included ([tool.mypy] in pyproject.toml)
 .venv/bin/python -m pytest -q "$@"
