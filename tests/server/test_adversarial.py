@@ -289,10 +289,15 @@ def test_api_keys_are_never_logged_even_at_debug_level(tmp_path):
     assert "s3cret" not in logged
 
 
-async def test_api_keys_are_never_logged_at_the_lowest_level(caplog):
+async def test_api_keys_are_never_logged_at_the_lowest_level(caplog, monkeypatch):
     """Every logger at level 1 (below uvicorn's trace level: it then logs each request's
     scope, query string included), in process, OpenRLHF's ``?api_key=`` first in the query."""
     caplog.set_level(1)
+    # uvicorn's own logging config (applied by any earlier server of this process) stops its
+    # loggers' records at "uvicorn" at INFO: open them up for this test, whatever ran before
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "uvicorn.asgi"):
+        caplog.set_level(1, logger=name)
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     server = make_server(api_keys={"team": [hash_key(SECRETS["tenant"])]})
     server.access_log = True
     await server.start()
