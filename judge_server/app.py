@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from .comparators.base import Comparator
 from .comparators.model import ModelComparator
+from .core.scheduler import JudgeScheduler
+from .core.service import ArenaService
 from .metrics import Metrics
-from .scheduler import JudgeScheduler
-from .service import ArenaService
 from .settings import ServerSettings
 from .store.base import Store
 

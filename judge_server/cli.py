@@ -85,7 +85,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _hash_key(args: argparse.Namespace) -> int:
-    from .tenants import hash_key
+    from .transports.tenants import hash_key
 
     key = sys.stdin.read().strip()  # from stdin, so the key stays out of shell history
     if not key:

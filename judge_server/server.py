@@ -28,12 +28,12 @@ from grpc_health.v1 import health, health_pb2
 from trainer_client.protocol import SERVICE_NAME
 
 from .app import build_service
-from .assembly import AssemblyOptions
-from .grpc_api import build_grpc_server, host_port
-from .http_api import build_app
-from .service import ArenaService
+from .core.service import ArenaService
 from .settings import ServerSettings
-from .tenants import Authenticator, RedactKeys
+from .transports.assembly import AssemblyOptions
+from .transports.grpc_api import build_grpc_server, host_port
+from .transports.http_api import build_app
+from .transports.tenants import Authenticator, RedactKeys
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn.asgi")
 
 
 def redact_keys_in_logs(*targets: logging.Logger | logging.Handler) -> None:
-    """Put a :class:`~.tenants.RedactKeys` filter on each of ``targets`` (default: uvicorn's
-    loggers) that has none. A logger's filter sees the records logged on it; a handler's,
+    """Put a :class:`~.transports.tenants.RedactKeys` filter on each of ``targets`` (default:
+    uvicorn's loggers) that has none. A logger's filter sees the records logged on it; a handler's,
     every record it writes."""
     for target in targets or tuple(logging.getLogger(name) for name in UVICORN_LOGGERS):
         if not any(isinstance(f, RedactKeys) for f in target.filters):

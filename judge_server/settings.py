@@ -22,8 +22,8 @@ from pydantic_settings import (
 
 from trainer_client.types import RunSettings
 
-from .assembly import DEFAULT_GROUP_SIZE, DEFAULT_TIMEOUT_S, AssemblyOptions
-from .validation import Limits
+from .core.validation import Limits
+from .transports.assembly import DEFAULT_GROUP_SIZE, DEFAULT_TIMEOUT_S, AssemblyOptions
 
 
 class ServerSettings(BaseSettings):
@@ -267,7 +267,7 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_security(self) -> ServerSettings:
-        from .tenants import check_api_keys
+        from .transports.tenants import check_api_keys
 
         check_api_keys(self.api_keys)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -280,7 +280,7 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_run_defaults(self) -> ServerSettings:
-        from .validation import check_settings
+        from .core.validation import check_settings
 
         check_settings(self.run_defaults(), self.limits())  # fails at start-up, not later
         return self

@@ -17,7 +17,7 @@ from judge_server.comparators.base import Comparator
 from judge_server.server import JudgeServer
 from judge_server.settings import ServerSettings
 from judge_server.store.base import Store
-from judge_server.tenants import Authenticator
+from judge_server.transports.tenants import Authenticator
 
 START_TIMEOUT_S = 60.0
 

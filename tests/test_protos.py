@@ -29,7 +29,7 @@ def test_committed_stubs_are_current(tmp_path):
 def test_one_contract_the_proto_the_dataclasses_and_the_http_bodies_have_the_same_fields():
     import dataclasses
 
-    from judge_server.http_protocol import (
+    from judge_server.transports.http_protocol import (
         GroupResultOut,
         RunSettingsIn,
         RunSettingsOut,

@@ -246,7 +246,7 @@ class GrpcTransport:
 
 
 def group_to_body(group: Group) -> dict:
-    """A group as JSON (judge_server.http_protocol.GroupIn, columnar)."""
+    """A group as JSON (judge_server.transports.http_protocol.GroupIn, columnar)."""
     body: dict = {
         "group_id": group.group_id,
         "prompt_id": group.prompt_id,
@@ -269,7 +269,7 @@ def _floats(values: object) -> tuple[float, ...]:
 
 
 def result_from_body(body: object) -> GroupResult:
-    """A GroupResult from JSON (judge_server.http_protocol.GroupResultOut); raises
+    """A GroupResult from JSON (judge_server.transports.http_protocol.GroupResultOut); raises
     :class:`MalformedResponse` when it is not one. An older server's result (no
     ``comparisons``) is read as :func:`result_from_proto` reads one."""
     try:

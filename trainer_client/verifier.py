@@ -1,8 +1,8 @@
 """The answer verifier: a response against its label, 1.0 or 0.0. One for every reward route.
 
 The judge server's per-sample route (OpenRLHF's remote reward URL, verl's reward loop:
-:func:`judge_server.assembly.math_verifier`) and the trainer side's OpenRLHF ``.py`` route
-(:func:`trainer_client.integrations.openrlhf.answer_verifier`) both call
+:func:`judge_server.transports.assembly.math_verifier`) and the trainer side's OpenRLHF ``.py``
+route (:func:`trainer_client.integrations.openrlhf.answer_verifier`) both call
 :func:`verify_answer`, so a sample gets the same reward whichever way it travels.
 
 The final answer of a text (:func:`final_answer`) is its last marked answer, by position:

@@ -17,8 +17,8 @@ quality (the pure simulator, cheap, many trials)
     on its curve (with the budget that gives them).
 cost (a real vLLM engine: the tiny random model of :mod:`.tiny_model`, on the CPU)
     Each design, at the budget it needs, ranks the groups through the server's own path (an
-    :class:`~judge_server.service.ArenaService` and its
-    :class:`~judge_server.scheduler.JudgeScheduler`, every group in flight at once, so rounds
+    :class:`~judge_server.core.service.ArenaService` and its
+    :class:`~judge_server.core.scheduler.JudgeScheduler`, every group in flight at once, so rounds
     of several groups share batches, no pool anchors). Every batch goes to the engine, whose
     verdicts are ignored: the simulated judge answers (:class:`EngineCost`), so the design
     plays as it would with a judge of known quality, and the engine's prefix-cache counters

@@ -189,8 +189,8 @@ def http_routes() -> frozenset[str]:
     from starlette.routing import Mount, Route, WebSocketRoute
 
     from judge_server.app import build_service
-    from judge_server.http_api import build_app
     from judge_server.settings import ServerSettings
+    from judge_server.transports.http_api import build_app
 
     service = build_service(ServerSettings(comparator="instant", store="memory"))
     return frozenset(

@@ -13,17 +13,17 @@ import time
 import httpx
 import pytest
 
-from judge_server.assembly import (
+from judge_server.comparators.simulated import SimulatedComparator
+from judge_server.errors import JudgeError
+from judge_server.server import JudgeServer
+from judge_server.settings import ServerSettings
+from judge_server.transports.assembly import (
     AssemblyOptions,
     GroupAssembler,
     Sample,
     math_verifier,
     response_of,
 )
-from judge_server.comparators.simulated import SimulatedComparator
-from judge_server.errors import JudgeError
-from judge_server.server import JudgeServer
-from judge_server.settings import ServerSettings
 
 TEMPLATE = "<|user|>\n{}\n<|assistant|>\n"
 EOS = "</s>"

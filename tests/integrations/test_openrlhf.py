@@ -81,8 +81,8 @@ SAMPLES = [  # (response, label): the issue's two, and one of each kind the veri
 def test_both_routes_give_a_sample_the_same_reward(response, label):
     """The ``.py`` route's verifier and the URL route's (the server's), on the sample as each
     route cuts it out of OpenRLHF's query."""
-    from judge_server.assembly import math_verifier
-    from judge_server.assembly import response_of as server_response_of
+    from judge_server.transports.assembly import math_verifier
+    from judge_server.transports.assembly import response_of as server_response_of
 
     query = TEMPLATE.format("?") + response + "</s>"
     prompt = TEMPLATE.format("?")

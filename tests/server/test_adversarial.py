@@ -29,7 +29,7 @@ import pytest
 
 from judge_server.comparators.base import Comparison
 from judge_server.comparators.prompt import JudgePrompt
-from judge_server.tenants import hash_key
+from judge_server.transports.tenants import hash_key
 
 from ..background import make_server
 from ..ports import free_port

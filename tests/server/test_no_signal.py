@@ -15,7 +15,7 @@ import pytest
 
 from judge_server.comparators.base import UNREAD, Comparator, Comparison
 from judge_server.comparators.simulated import SimulatedComparator
-from judge_server.stats import UNREAD_LOG_EVERY
+from judge_server.core.stats import UNREAD_LOG_EVERY
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
 
@@ -68,7 +68,7 @@ async def http_to(start_server):
 
 async def test_a_dead_group_judged_by_an_unreadable_judge_is_tied_and_counted(http_to, caplog):
     http = await http_to(SwitchingJudge(UNREAD))
-    caplog.set_level(logging.WARNING, logger="judge_server.service")
+    caplog.set_level(logging.WARNING, logger="judge_server.core.service")
     result = await rank(http, "r", dead("g", (0.5, -1.0, 2.0, 0.0)))
     assert result["status"] == "ok" and result["routed"] and result["tied"]
     assert result["advantages"] == [0.0] * 4

@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from judge_server.comparators.simulated import SimulatedComparator
+from judge_server.core.service import ArenaService
 from judge_server.metrics import Metrics
-from judge_server.service import ArenaService
 from judge_server.store.memory import MemoryStore
 from judge_server.store.redis import RedisStore
 from judge_server.store.sqlite import SqliteStore

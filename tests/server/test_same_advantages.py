@@ -9,7 +9,7 @@ values are pinned as they are now). A change that moves them changes what traine
 import pytest
 
 from judge_server.comparators.simulated import SimulatedComparator
-from judge_server.service import ArenaService
+from judge_server.core.service import ArenaService
 from judge_server.store.memory import MemoryStore
 from trainer_client.types import Group, RunSettings, Trace
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from judge_server.comparators.base import Answers, Comparator, Comparison
+from judge_server.core.scheduler import JudgeScheduler
 from judge_server.errors import JudgeError
-from judge_server.scheduler import JudgeScheduler
 
 
 class ManualJudge(Comparator):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from judge_server.scheduling import FairQueue, FifoQueue, Round, make_queue
+from judge_server.core.scheduling import FairQueue, FifoQueue, Round, make_queue
 
 RUNS = ("a", "b", "c")
 

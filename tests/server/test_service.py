@@ -11,8 +11,8 @@ from scipy.stats import kendalltau
 from judge_server.comparators.base import Comparator
 from judge_server.comparators.cached import CachedComparator
 from judge_server.comparators.simulated import SimulatedComparator
+from judge_server.core.service import ArenaService
 from judge_server.errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
-from judge_server.service import ArenaService
 from judge_server.store.memory import MemoryStore
 from trainer_client.types import Group, RunSettings, Trace
 

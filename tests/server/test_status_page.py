@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from judge_server.tenants import hash_key
+from judge_server.transports.tenants import hash_key
 
 from ..background import ServerThread
 from .groups import dead, live

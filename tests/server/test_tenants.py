@@ -12,7 +12,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from judge_server.tenants import Authenticator, hash_key
+from judge_server.transports.tenants import Authenticator, hash_key
 from trainer_client import ArenaClient, AsyncArenaClient
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc

@@ -1,9 +1,9 @@
 """What the integrations share: texts out of trainer data, stable ids, the per-sample route.
 
 No trainer is imported here. :class:`SampleScorer` posts samples to the judge server's
-per-sample route (``POST /v1/openrlhf/{run_id}``, :mod:`judge_server.assembly`), which buffers
-them into groups; on any failure it answers with the verifiable reward, so that a judge that
-is down or slow never stops training.
+per-sample route (``POST /v1/openrlhf/{run_id}``, :mod:`judge_server.transports.assembly`),
+which buffers them into groups; on any failure it answers with the verifiable reward, so that
+a judge that is down or slow never stops training.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from .errors import Overloaded
+from ..errors import Overloaded
 from .stats import Statistics
 
 DONE_CACHE_SIZE = 10_000  # results kept by request id, so that a retried group is not judged twice

@@ -5,12 +5,12 @@ One dead group's way through the server, in the order it happens:
 1. :meth:`ArenaService.rank` checks the request (:mod:`.validation`) and finds the run's
    settings (:class:`~.runs.RunRegistry`: tenants, creation on first use when allowed).
 2. Each group's rewards decide: a live group gets the standard group-relative advantages at
-   once (:mod:`.arena.advantages`); a dead group takes an admission slot
+   once (:mod:`..arena.advantages`); a dead group takes an admission slot
    (:class:`~.admission.Admission`, refused whole with :class:`Overloaded` when the run or the
    server is at capacity) and, under a request id, is ranked once however often it is retried
    (:class:`~.admission.SingleFlight`).
 3. The group draws anchors from its prompt's pool (:class:`~.anchor_pools.AnchorPools`) and
-   plays its tournament (:func:`.arena.ranking.rank_dead_group`), whose rounds go to the judge
+   plays its tournament (:func:`..arena.ranking.rank_dead_group`), whose rounds go to the judge
    through the :class:`JudgeScheduler` (batched with every other group in flight, fair across
    runs).
 4. Its traces enter the prompt's pool, and the run's statistics and metrics count the group
@@ -39,17 +39,17 @@ import numpy as np
 
 from trainer_client.types import Group, GroupResult, RunSettings
 
+from ..arena import advantages
+from ..arena.pools import Anchor
+from ..arena.ranking import rank_dead_group
+from ..comparators.base import Answers, Comparator, Comparison
+from ..metrics import Metrics
+from ..store.base import Store
 from .admission import Admission, SingleFlight
 from .anchor_pools import AnchorPools
-from .arena import advantages
-from .arena.pools import Anchor
-from .arena.ranking import rank_dead_group
-from .comparators.base import Answers, Comparator, Comparison
-from .metrics import Metrics
 from .runs import RunRegistry
 from .scheduler import JudgeScheduler
 from .stats import Statistics
-from .store.base import Store
 from .streaming import rank_stream
 from .validation import Limits, check_group, check_groups, check_id
 

@@ -1,7 +1,7 @@
 """A run's anchor pools in the store: the anchors a dead group draws, and its traces let in.
 
-The rules are pure and live in :mod:`.arena.pools`; this module applies them to the store. A
-pool is written by an atomic read-modify-write (:meth:`~.store.base.Store.update_anchors`), so
+The rules are pure and live in :mod:`..arena.pools`; this module applies them to the store. A
+pool is written by an atomic read-modify-write (:meth:`~..store.base.Store.update_anchors`), so
 that replicas sharing a store never lose each other's anchors. A run without a pool
 (``anchors_per_group`` 0, the default, or ``pool_per_prompt`` 0) reads and writes nothing.
 """
@@ -12,10 +12,10 @@ import functools
 
 from trainer_client.types import Group, RunSettings
 
-from .arena import pools
-from .arena.ranking import Ranked
-from .metrics import Metrics
-from .store.base import Store
+from ..arena import pools
+from ..arena.ranking import Ranked
+from ..metrics import Metrics
+from ..store.base import Store
 
 
 class AnchorPools:
@@ -35,7 +35,7 @@ class AnchorPools:
     async def let_in(
         self, settings: RunSettings, group: Group, prompt_id: str, ranked: Ranked
     ) -> None:
-        """The group's traces try to enter the prompt's pool (:func:`.arena.pools.after_group`:
+        """The group's traces try to enter the prompt's pool (:func:`..arena.pools.after_group`:
         the anchors it drew keep their strengths, a later fit never writes back)."""
         if settings.pool_per_prompt == 0 or settings.anchors_per_group == 0:
             return  # no pool: nothing would ever draw from it

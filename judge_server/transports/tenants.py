@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 
-from .errors import Unauthenticated
+from ..errors import Unauthenticated
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 REDACTED = "[redacted]"

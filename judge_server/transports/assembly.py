@@ -58,9 +58,9 @@ from trainer_client.integrations.openrlhf import response_of
 from trainer_client.types import Group, GroupResult, Trace
 from trainer_client.verifier import verify_answer
 
-from .errors import InvalidRequest
-from .service import ArenaService
-from .validation import _utf8_size, check_id
+from ..core.service import ArenaService
+from ..core.validation import _utf8_size, check_id
+from ..errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from trainer_client.types import GroupResult
 
-from .metrics import Metrics
+from ..metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

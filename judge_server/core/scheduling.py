@@ -2,7 +2,7 @@
 
 Every run's groups hand their tournament rounds to one judge. The judge is most efficient with
 large batches, so rounds from every run share each batch; who gets the room in a batch is
-decided here. No asyncio and no I/O: :mod:`judge_server.scheduler` drives these queues.
+decided here. No asyncio and no I/O: :mod:`judge_server.core.scheduler` drives these queues.
 
 :class:`FairQueue`
     Start-time fair queuing (Goyal, Vin and Cheng, 1996) over runs, in comparisons. Each run

@@ -43,7 +43,9 @@ from trainer_client.protocol import arena_pb2 as pb
 from trainer_client.protocol import arena_pb2_grpc as pb_grpc
 from trainer_client.types import Group, GroupResult, RunSettings
 
-from .errors import (
+from ..core.service import ArenaService
+from ..core.validation import group_from_wire
+from ..errors import (
     ArenaError,
     InvalidRequest,
     Overloaded,
@@ -52,9 +54,7 @@ from .errors import (
     ShuttingDown,
     Unauthenticated,
 )
-from .service import ArenaService
 from .tenants import Authenticator
-from .validation import group_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def group_from_proto(message: pb.Group, field: str = "group") -> Group:
-    """A :class:`Group` from its message (:func:`~.validation.group_from_wire`)."""
+    """A :class:`Group` from its message (:func:`~..core.validation.group_from_wire`)."""
     return group_from_wire(
         message, field,
         reference=message.reference if message.HasField("reference") else None,

@@ -15,9 +15,9 @@ from typing import Protocol
 
 from trainer_client.protocol import Group, RunSettings, Trace
 
-from .arena.advantages import NORMALISATIONS
-from .arena.tournaments import DESIGNS, ORDERS
-from .errors import InvalidRequest
+from ..arena.advantages import NORMALISATIONS
+from ..arena.tournaments import DESIGNS, ORDERS
+from ..errors import InvalidRequest
 
 MAX_ID_CHARS = 256
 MAX_TEMPLATE_CHARS = 64 * 1024

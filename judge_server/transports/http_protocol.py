@@ -15,7 +15,8 @@ Every route and its bodies (the OpenAPI page at ``/docs`` shows the same):
     GET    /metrics            Prometheus text
     POST   /v1/openrlhf/{run_id}[?group_size=8&timeout_s=120]
                                OpenRLHFRewardRequest -> OpenRLHFRewardResponse: samples scored
-                               one at a time, judged as groups (:mod:`judge_server.assembly`)
+                               one at a time, judged as groups
+                               (:mod:`judge_server.transports.assembly`)
 
 Every error, whatever its status, has one body, :class:`ErrorBody`::
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 from trainer_client.types import Group, GroupResult
 
-from .errors import InvalidRequest, Overloaded, PermissionDenied, RunNotFound
+from ..errors import InvalidRequest, Overloaded, PermissionDenied, RunNotFound
 
 RankGroup = Callable[[str, Group], Awaitable[GroupResult]]
 

@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 from trainer_client.types import RunSettings
 
-from .comparators.base import Comparator
-from .errors import InvalidRequest, PermissionDenied, RunExists, RunNotFound
-from .store.base import Store, StoredRun
+from ..comparators.base import Comparator
+from ..errors import InvalidRequest, PermissionDenied, RunExists, RunNotFound
+from ..store.base import Store, StoredRun
 from .validation import Limits, check_id, check_settings
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """The HTTP transport (FastAPI): JSON bodies in, :class:`ArenaService` calls, JSON out.
 
 :func:`build_app` makes the app for one service; there is no module-level app or settings.
-The routes only convert :mod:`judge_server.http_protocol` bodies to :mod:`trainer_client.types`
-objects and back. Every error goes through :func:`error_response`: a
+The routes only convert :mod:`judge_server.transports.http_protocol` bodies to
+:mod:`trainer_client.types` objects and back. Every error goes through :func:`error_response`: a
 :mod:`judge_server.errors` class answers with the HTTP status its class carries
 (``http_status``; the body's ``code`` is its gRPC code in lower case: the one table is in
 :mod:`judge_server.errors`), and the rest here:
@@ -45,8 +45,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainer_client.types import Group, GroupResult, RunSettings
 
+from ..core.service import ArenaService
+from ..core.validation import group_from_wire
+from ..errors import ArenaError, InvalidRequest, Overloaded, ShuttingDown, Unauthenticated
 from .assembly import AssemblyOptions, GroupAssembler, Sample, SampleScore, response_of
-from .errors import ArenaError, InvalidRequest, Overloaded, ShuttingDown, Unauthenticated
 from .http_protocol import (
     CreateRunRequest,
     DeleteRunResponse,
@@ -65,10 +67,8 @@ from .http_protocol import (
     ServerStatsOut,
     Status,
 )
-from .service import ArenaService
 from .status_page import STATUS_PAGE
 from .tenants import Authenticator
-from .validation import group_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def group_from_body(body: GroupIn, field: str = "group") -> Group:
-    """A :class:`Group` from its body (:func:`~.validation.group_from_wire`)."""
+    """A :class:`Group` from its body (:func:`~..core.validation.group_from_wire`)."""
     return group_from_wire(body, field, reference=body.reference, step=body.step)
 
 
@@ -213,7 +213,7 @@ class _ArenaRoute(APIRoute):
 
 # -- per-sample rewards: OpenRLHF's remote reward URL, and any trainer that scores one sample
 # at a time. The route translates the body into samples and calls the GroupAssembler
-# (judge_server.assembly), which buffers them into groups and ranks each group once. -------
+# (judge_server.transports.assembly), which buffers them into groups and ranks each group once.
 
 OPENRLHF_COLUMNS = {
     "response": "query",

@@ -2,7 +2,7 @@
 
 Each group's tournament hands its round of comparisons to :meth:`JudgeScheduler.compare` with
 its run's id, weight and cap, and waits. Rounds wait in one queue
-(:mod:`judge_server.scheduling`: fair by run, or FIFO) and leave it in batches of at most
+(:mod:`judge_server.core.scheduling`: fair by run, or FIFO) and leave it in batches of at most
 ``max_batch`` comparisons, whole rounds from every run together, because a model-backed
 judge is most efficient with large batches.
 
@@ -34,8 +34,8 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 
-from .comparators.base import Answers, Comparator, Comparison, as_verdict
-from .errors import JudgeError
+from ..comparators.base import Answers, Comparator, Comparison, as_verdict
+from ..errors import JudgeError
 from .scheduling import Policy, Round, make_queue
 
 DEFAULT_MAX_BATCH = 1024
@@ -45,7 +45,7 @@ DEFAULT_BATCHES_IN_FLIGHT = 2
 async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> Answers:
     """The comparator's ``p`` for each comparison, and whether a verdict cache gave it,
     checked: every failure is a JudgeError. An unread verdict stays
-    :data:`~.comparators.base.UNREAD`, so that it can be counted."""
+    :data:`~..comparators.base.UNREAD`, so that it can be counted."""
     try:
         answers, cached = await comparator.compare_with_hits(comparisons)
         answers = [as_verdict(p) for p in answers]
