@@ -8,8 +8,8 @@ and end with UNAVAILABLE once their groups in flight are answered), then the ser
 
 Readiness: the gRPC health service's Check answers NOT_SERVING, like ``/readyz`` 503, while
 the judge or the store is not ready (:meth:`ArenaService.readiness`). Retention: while it runs,
-the server expires idle runs every :attr:`ArenaService.sweep_every_s` (off when runs are kept
-for good).
+the server expires idle runs every :attr:`~.core.runs.RunRegistry.sweep_every_s` (off when
+runs are kept for good).
 """
 
 from __future__ import annotations
@@ -190,15 +190,15 @@ class JudgeServer:
         except BaseException:
             await self._grpc.stop(None)
             raise
-        if self.service.sweep_every_s is not None:
-            self._sweeper = asyncio.create_task(self._sweep(self.service.sweep_every_s))
+        if self.service.runs.sweep_every_s is not None:
+            self._sweeper = asyncio.create_task(self._sweep(self.service.runs.sweep_every_s))
 
     async def _sweep(self, every_s: float) -> None:
         """Expire idle runs every ``every_s`` until the server stops."""
         while True:
             await asyncio.sleep(every_s)
             try:
-                await self.service.expire_idle_runs()
+                await self.service.runs.expire_idle()
             except Exception:  # noqa: BLE001 - the next sweep tries again
                 logger.warning("expiring idle runs failed", exc_info=True)
 

@@ -9,6 +9,11 @@ Tenants: every call takes the caller's ``tenant`` (``None`` on a server without 
 checks). A run belongs to the tenant that created it; any other tenant gets
 :class:`PermissionDenied` for it, whatever the call.
 
+Retention: with a store made with ``idle_ttl_s``, :meth:`RunRegistry.expire_idle` (called
+every :attr:`RunRegistry.sweep_every_s` by the server) deletes the runs idle that long and
+forgets them here: their statistics, their judge prompt and all their metric series.
+Readiness (:func:`readiness`) asks the judge and the store.
+
 A run's own judge prompt (``judge_template``) goes to the comparator when the run is created
 or first seen by this process; a template the judge refuses is an error naming the field.
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from trainer_client.types import RunSettings
 
@@ -44,6 +49,7 @@ class RunRegistry:
         defaults: RunSettings,
         auto_create: bool = True,
         on_forget: Callable[[str], None] = lambda run_id: None,
+        also_known: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.store = store
         self.comparator = comparator
@@ -51,6 +57,7 @@ class RunRegistry:
         self.defaults = defaults
         self.auto_create = auto_create
         self.on_forget = on_forget
+        self.also_known = also_known  # runs this process keeps figures of elsewhere
         self._runs: dict[str, StoredRun] = {}  # this process's copy, unless the store is shared
 
     async def create(self, settings: RunSettings, *, tenant: str | None = None) -> RunSettings:
@@ -124,13 +131,28 @@ class RunRegistry:
         await self.store.touch_run(run_id)
         return run
 
-    def known(self) -> tuple[str, ...]:
-        """The runs this process holds a copy of."""
-        return tuple(self._runs)
+    @property
+    def sweep_every_s(self) -> float | None:
+        """How often :meth:`expire_idle` should run; None: runs never expire."""
+        ttl = self.store.idle_ttl_s
+        return min(300.0, max(0.05, ttl / 10)) if ttl > 0 else None
 
-    def forget(self, run_id: str) -> None:
-        """Drop what this process holds of a run the store no longer has (expired)."""
-        self._forget(run_id)
+    async def expire_idle(self) -> Sequence[str]:
+        """Delete the runs idle longer than the store's ``idle_ttl_s`` and forget them here
+        (their judge prompt, and through ``on_forget`` their statistics and metric series);
+        with a shared store, also forget the runs another replica deleted or expired. Returns
+        the ids forgotten."""
+        known = set(self._runs) | set(self.also_known())
+        gone = set(await self.store.expire_idle_runs())
+        if gone:
+            logger.info("%d runs idle for %.0f s expired: %s", len(gone),
+                        self.store.idle_ttl_s, ", ".join(sorted(gone)[:20]))
+        if self.store.shared and known - gone:
+            alive = {run.run_id for run in await self.store.list_runs()}
+            gone |= known - alive
+        for run_id in sorted(gone):
+            self._forget(run_id)
+        return sorted(gone)
 
     def _forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
@@ -144,9 +166,27 @@ class RunRegistry:
             raise InvalidRequest("settings.judge_template", str(exc)) from None
 
 
+async def readiness(comparator: Comparator, store: Store) -> str | None:
+    """None when the server is ready to rank: the judge answers and the store reads and
+    writes; else what is not ("judge unavailable", "store unavailable"), logged with why."""
+    try:
+        judge = await comparator.check_health()
+    except Exception:  # noqa: BLE001 - a failing health check means "not ready"
+        logger.warning("judge health check failed", exc_info=True)
+        judge = False
+    if not judge:
+        return "judge unavailable"
+    try:
+        await store.check_health()
+    except Exception as exc:  # noqa: BLE001 - a failing health check means "not ready"
+        logger.warning("store health check failed: %s", exc)
+        return "store unavailable"
+    return None
+
+
 def _authorise(run: StoredRun, tenant: str | None) -> None:
     if tenant is not None and run.tenant != tenant:
         raise PermissionDenied(run.run_id)
 
 
-__all__ = ["RunRegistry"]
+__all__ = ["RunRegistry", "readiness"]

@@ -20,10 +20,8 @@ A judge failure fails only its groups (``status="judge_failed"``, the advantages
 have had without the judge); a store failure is an error for the caller: nothing accepted is
 silently lost.
 
-Retention: with a store made with ``idle_ttl_s``, :meth:`ArenaService.expire_idle_runs`
-(called every :attr:`ArenaService.sweep_every_s` by the server) deletes the runs idle that
-long and forgets them here: their statistics, their judge prompt and all their metric series.
-Readiness (:meth:`ArenaService.readiness`) asks the judge and the store.
+Retention and readiness are the run registry's (:class:`~.runs.RunRegistry`,
+:func:`~.runs.readiness`).
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ from ..metrics import Metrics
 from ..store.base import Store
 from .admission import Admission, SingleFlight
 from .anchor_pools import AnchorPools
-from .runs import RunRegistry
+from .runs import RunRegistry, readiness
 from .scheduler import JudgeScheduler
 from .stats import Statistics
 from .streaming import rank_stream
@@ -87,6 +85,7 @@ class ArenaService:
             store, comparator, limits=self.limits,
             defaults=defaults or RunSettings(run_id="default"),
             auto_create=auto_create_runs, on_forget=self.stats.forget,
+            also_known=lambda: [*self.metrics.runs(), *self.stats.runs()],
         )
         self.admission = Admission(
             self.stats, max_groups_in_flight=max_groups_in_flight,
@@ -233,46 +232,11 @@ class ArenaService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def readiness(self) -> str | None:
-        """None when ready to rank: the judge answers and the store reads and writes; else
-        what is not ("judge unavailable", "store unavailable"), logged with why."""
-        try:
-            judge = await self.comparator.check_health()
-        except Exception:  # noqa: BLE001 - a failing health check means "not ready"
-            logger.warning("judge health check failed", exc_info=True)
-            judge = False
-        if not judge:
-            return "judge unavailable"
-        try:
-            await self.store.check_health()
-        except Exception as exc:  # noqa: BLE001 - a failing health check means "not ready"
-            logger.warning("store health check failed: %s", exc)
-            return "store unavailable"
-        return None
+        """None when ready to rank; else what is not (:func:`.runs.readiness`)."""
+        return await readiness(self.comparator, self.store)
 
     async def check_health(self) -> bool:
         return await self.readiness() is None
-
-    @property
-    def sweep_every_s(self) -> float | None:
-        """How often :meth:`expire_idle_runs` should run; None: runs never expire."""
-        ttl = self.store.idle_ttl_s
-        return min(300.0, max(0.05, ttl / 10)) if ttl > 0 else None
-
-    async def expire_idle_runs(self) -> list[str]:
-        """Delete the runs idle longer than the store's ``idle_ttl_s`` and forget them here;
-        with a shared store, also forget the runs another replica deleted or expired. Returns
-        the ids forgotten."""
-        known = set(self.metrics.runs()) | set(self.stats.runs()) | set(self.runs.known())
-        gone = set(await self.store.expire_idle_runs())
-        if gone:
-            logger.info("%d runs idle for %.0f s expired: %s", len(gone),
-                        self.store.idle_ttl_s, ", ".join(sorted(gone)[:20]))
-        if self.store.shared and known - gone:
-            alive = {run.run_id for run in await self.store.list_runs()}
-            gone |= known - alive
-        for run_id in sorted(gone):
-            self.runs.forget(run_id)
-        return sorted(gone)
 
     async def aclose(self) -> None:
         await self.single_flight.cancel()

@@ -101,9 +101,9 @@ async def test_an_idle_run_expires_with_its_pool_statistics_and_series():
     assert (await service.pools.size("idle"))[1] > 0
     clock.now += 60
     await service.rank("busy", [live("g2")])
-    assert await service.expire_idle_runs() == []
+    assert await service.runs.expire_idle() == []
     clock.now += 60  # idle: 120 s unused; busy: 60 s
-    assert await service.expire_idle_runs() == ["idle"]
+    assert await service.runs.expire_idle() == ["idle"]
     assert [r.run_id for r in await service.list_runs()] == ["busy"]
     assert await service.store.pool_size("idle") == (0, 0)
     assert set(run_series(service.metrics)) == {"busy"}
@@ -120,7 +120,7 @@ async def test_a_run_only_looked_up_stays():
     for _ in range(5):
         clock.now += 60
         await service.run_stats("r")
-        assert await service.expire_idle_runs() == []
+        assert await service.runs.expire_idle() == []
 
 
 async def test_a_replica_forgets_the_runs_another_replica_expired(redis_url):
@@ -130,7 +130,7 @@ async def test_a_replica_forgets_the_runs_another_replica_expired(redis_url):
     await two.rank("r", [live("g2")])
     assert "r" in run_series(two.metrics)
     await one.delete_run("r")  # as an expiry elsewhere would leave it
-    assert await two.expire_idle_runs() == ["r"]
+    assert await two.runs.expire_idle() == ["r"]
     assert run_series(two.metrics) == {}
     await one.aclose()
     await two.aclose()
