@@ -6,6 +6,10 @@ gracefully. Stopping: the health service says NOT_SERVING and ``/readyz`` 503, b
 stop accepting, groups in flight get ``grace`` seconds to finish (streams take no new groups
 and end with UNAVAILABLE once their groups in flight are answered), then the service closes.
 
+Requests: a caller without a valid key is refused before its request is read, on both
+transports, and no request larger than ``max_request_bytes`` is read (see
+:class:`~.transports.grpc_api.KeyGate` and :class:`~.transports.http_api.BodyGuard`).
+
 Readiness: the gRPC health service's Check answers NOT_SERVING, like ``/readyz`` 503, while
 the judge or the store is not ready (:meth:`ArenaService.readiness`). Retention: while it runs,
 the server expires idle runs every :attr:`~.core.runs.RunRegistry.sweep_every_s` (off when
@@ -31,7 +35,7 @@ from .app import build_service
 from .core.service import ArenaService
 from .settings import ServerSettings
 from .transports.assembly import AssemblyOptions
-from .transports.grpc_api import build_grpc_server, host_port
+from .transports.grpc_api import MAX_MESSAGE_BYTES, build_grpc_server, host_port
 from .transports.http_api import build_app
 from .transports.tenants import Authenticator, RedactKeys
 
@@ -124,6 +128,7 @@ class JudgeServer:
         assembly: AssemblyOptions | None = None,
         authenticator: Authenticator | None = None,
         tls: tuple[Path, Path] | None = None,
+        max_request_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.service = service
         self.host = host
@@ -132,7 +137,11 @@ class JudgeServer:
         self.access_log = access_log
         self.authenticator = authenticator or Authenticator()
         self.tls = tls  # (certificate chain, private key), PEM files
-        self.app = build_app(service, assembly=assembly, authenticator=self.authenticator)
+        self.max_request_bytes = max_request_bytes  # largest gRPC message, HTTP body
+        self.app = build_app(
+            service, assembly=assembly, authenticator=self.authenticator,
+            max_body_bytes=max_request_bytes,
+        )
         self._draining = asyncio.Event()
         self._health: health.aio.HealthServicer | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -165,6 +174,7 @@ class JudgeServer:
             draining=self._draining,
             authenticator=self.authenticator,
             tls=None if self.tls is None else (self.tls[1].read_bytes(), self.tls[0].read_bytes()),
+            max_message_bytes=self.max_request_bytes,
         )
         await self._grpc.start()
         redact_keys_in_logs()  # request lines show query strings: ?api_key= (OpenRLHF)
@@ -260,6 +270,7 @@ async def serve(settings: ServerSettings, *, service: ArenaService | None = None
         tls=(settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_cert_file and settings.tls_key_file  # both or neither (settings)
         else None,
+        max_request_bytes=settings.max_request_bytes,
     )
     try:
         await server.start()

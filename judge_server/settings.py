@@ -149,6 +149,13 @@ class ServerSettings(BaseSettings):
         True, description="Create an unknown run with the default settings on first use."
     )
     max_trace_bytes: int = Field(256 * 1024, gt=0, description="Largest trace accepted (UTF-8).")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest gRPC message or HTTP body accepted (bytes; larger: refused before "
+        "it is read). Bodies of callers without a valid key are never read when the server has "
+        "keys.",
+    )
     max_prompt_bytes: int = Field(
         256 * 1024, gt=0, description="Largest prompt or reference accepted."
     )

@@ -60,6 +60,7 @@ def make_server(
         tls=(settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_cert_file and settings.tls_key_file  # both or neither (settings)
         else None,
+        max_request_bytes=settings.max_request_bytes,
     )
 
 

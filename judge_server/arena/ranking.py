@@ -15,10 +15,18 @@ need (:class:`Ranked`).
 3. The Bradley-Terry fit gives the traces' strengths; :func:`.advantages.from_strengths` turns
    them into advantages. A judge that preferred nothing in any verdict gives zeros (``tied``):
    anchors alone must not tell the traces apart.
+
+The design's selection and the fit are CPU work (at G = 1024, tens of milliseconds a round and
+up to half a second a fit): for a tournament of at least :data:`THREAD_ITEMS` items they run in
+a worker thread, so that the event loop (both transports, every other group) keeps answering.
+Only one step of a tournament runs at a time, in the same order, so the results are the same
+wherever it runs; small groups stay on the loop, where a thread hop would cost more than the
+work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +43,10 @@ from .tournaments import Verdict, make_tournament
 
 Ask = Callable[[list[Comparison]], Awaitable[Answers]]
 """One round's comparisons to the judge; their verdicts, and which a verdict cache gave."""
+
+THREAD_ITEMS = 128
+"""Tournaments of at least this many items (traces and anchors) select rounds and fit in a
+worker thread (at 128 items a round's selection takes about a millisecond)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,8 +87,12 @@ async def rank_dead_group(
     salt = seed(run_id, "prefix cache").to_bytes(8, "little").hex()
     rounds = cached = unread = 0
     preferred = False
+    off_loop = tournament.n_items >= THREAD_ITEMS
     try:
-        while pairs := tournament.next_round():
+        while pairs := (
+            await asyncio.to_thread(tournament.next_round) if off_loop
+            else tournament.next_round()
+        ):
             rounds += 1
             answers, hits = await ask([
                 Comparison(
@@ -98,7 +114,7 @@ async def rank_dead_group(
             anchors_used=len(anchors), status="judge_failed", error=str(exc),
         )
         return Ranked(result, np.zeros(0), np.zeros(0), False, unread)
-    fit = tournament.fit()
+    fit = await asyncio.to_thread(tournament.fit) if off_loop else tournament.fit()
     strengths, stderr = fit.strengths[:n], fit.stderr[:n]
     adv = advantages.from_strengths(
         strengths,
@@ -125,4 +141,4 @@ async def rank_dead_group(
     return Ranked(result, strengths, stderr, preferred, unread)
 
 
-__all__ = ["Ask", "Ranked", "rank_dead_group", "seed"]
+__all__ = ["THREAD_ITEMS", "Ask", "Ranked", "rank_dead_group", "seed"]

@@ -340,6 +340,21 @@ def preference(score_first: float, score_second: float, *, temperature: float = 
     return 1.0 - loser if margin > 0 else loser
 
 
+THREAD_CHARS = 4096
+"""A batch with this much text is assessed in a worker thread, whatever its length (a
+pathological trace of 4 KiB, all computations, takes about 0.2 s)."""
+
+
+def _text_chars(comparisons: Sequence[Comparison], enough: int) -> int:
+    """The characters of the comparisons' texts, counted until ``enough``."""
+    total = 0
+    for c in comparisons:
+        total += len(c.first) + len(c.second) + len(c.prompt) + len(c.reference or "")
+        if total >= enough:
+            break
+    return total
+
+
 class BuiltinComparator(Comparator):
     """The default judge: rule-based, CPU only, deterministic, and explainable via :func:`assess`.
 
@@ -354,8 +369,12 @@ class BuiltinComparator(Comparator):
         Assessments kept, keyed by (trace, prompt, reference), so that a trace compared with
         several anchors is assessed once. 0 disables the cache.
     thread_threshold
-        Batches of at least this many comparisons are assessed in a worker thread, so that a
-        large batch does not stall the event loop. ``None`` never uses a thread.
+        Batches of at least this many comparisons, or with at least ``thread_chars`` characters
+        of text, are assessed in a worker thread, so that a large batch (or one of long traces:
+        up to tens of microseconds a character, seconds for a trace at the size limit) does not
+        stall the event loop. ``None`` never uses a thread.
+    thread_chars
+        See ``thread_threshold``: the text of a batch's traces, prompts and references.
     """
 
     name = "builtin"
@@ -367,6 +386,7 @@ class BuiltinComparator(Comparator):
         weights: Weights = DEFAULT_WEIGHTS,
         cache_size: int = 4096,
         thread_threshold: int | None = 16,
+        thread_chars: int = THREAD_CHARS,
     ) -> None:
         if not temperature > 0:
             raise ValueError("temperature must be positive")
@@ -374,6 +394,7 @@ class BuiltinComparator(Comparator):
         self.weights = weights
         self.cache_size = cache_size
         self.thread_threshold = thread_threshold
+        self.thread_chars = thread_chars
         self._cache: OrderedDict[tuple[str, str, str | None], Assessment] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -403,7 +424,10 @@ class BuiltinComparator(Comparator):
         return out
 
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
-        if self.thread_threshold is not None and len(comparisons) >= self.thread_threshold:
+        if self.thread_threshold is not None and (
+            len(comparisons) >= self.thread_threshold
+            or _text_chars(comparisons, self.thread_chars) >= self.thread_chars
+        ):
             return await asyncio.to_thread(self.compare_sync, comparisons)
         return self.compare_sync(comparisons)
 

@@ -14,7 +14,13 @@ sent: every trainer client reads the standard one.) The caller's API key is the 
 
 The status message is the exception's message (``"field: reason"``), never a stack trace. A
 request that cannot be deserialized (for example a string field holding invalid UTF-8, which a
-non-Python client can send) is INVALID_ARGUMENT naming the field when it can be found.
+non-Python client can send) is INVALID_ARGUMENT naming the field when it can be found (within
+:data:`WALK_FIELDS` fields: a longer search would hold the event loop).
+
+A caller without a valid key (the server has keys) is refused with UNAUTHENTICATED before its
+message is read (:class:`KeyGate`, an interceptor: it sees the metadata before the handler), so
+that it costs neither memory nor parsing; a message larger than ``max_message_bytes`` (the
+``max_request_bytes`` setting) is refused by gRPC with RESOURCE_EXHAUSTED.
 
 :func:`build_grpc_server` adds the standard health service (``grpc.health.v1``) and server
 reflection next to the Arena service, so ``grpcurl`` and Kubernetes gRPC probes work. The
@@ -29,7 +35,7 @@ import dataclasses
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -58,9 +64,11 @@ from .tenants import Authenticator
 
 logger = logging.getLogger(__name__)
 
-# Large enough for a full group at the default limits (1024 traces of 256 KiB is 256 MiB),
-# with room for the protobuf framing.
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+# The default largest message received (the ``max_request_bytes`` setting): a group of 1024
+# traces of 64 KiB. Results sent are far smaller than requests; the send limit stays large.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_SEND_BYTES = 512 * 1024 * 1024
+WALK_FIELDS = 50_000  # fields looked at to name a string field with invalid UTF-8 (~50 ms)
 
 STREAM_DRAIN_S = 5.0  # longest wait for a refused stream's client to finish sending
 SHUTTING_DOWN = (
@@ -131,11 +139,25 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _bad_utf8(descriptor: Descriptor, data: bytes, prefix: str) -> InvalidRequest | None:
-    """The first string field of ``data`` (a ``descriptor`` message) that is not UTF-8."""
+class _TooLong(Exception):
+    """The search for a field with invalid UTF-8 gave up (:data:`WALK_FIELDS`)."""
+
+
+def _bad_utf8(
+    descriptor: Descriptor, data: bytes, prefix: str, budget: list[int] | None = None
+) -> InvalidRequest | None:
+    """The first string field of ``data`` (a ``descriptor`` message) that is not UTF-8.
+
+    ``budget``: fields still to look at, shared by the nested messages; raises
+    :class:`_TooLong` when they are spent.
+    """
+    budget = [WALK_FIELDS] if budget is None else budget
     counts: dict[int, int] = {}
     pos = 0
     while pos < len(data):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooLong()
         key, pos = _varint(data, pos)
         number, wire_type = key >> 3, key & 7
         if wire_type == 0:
@@ -162,7 +184,7 @@ def _bad_utf8(descriptor: Descriptor, data: bytes, prefix: str) -> InvalidReques
                     at = len(chunk[: exc.start].decode("utf-8"))
                     return InvalidRequest(path, f"invalid UTF-8 at character {at}")
             elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                found = _bad_utf8(field.message_type, chunk, path)
+                found = _bad_utf8(field.message_type, chunk, path, budget)
                 if found is not None:
                     return found
         else:
@@ -173,7 +195,7 @@ def _bad_utf8(descriptor: Descriptor, data: bytes, prefix: str) -> InvalidReques
 def _decode_error(cls: type[protobuf_message.Message], data: bytes) -> InvalidRequest:
     try:
         found = _bad_utf8(cls.DESCRIPTOR, data, "")
-    except IndexError:  # truncated: not even the wire format holds
+    except (IndexError, _TooLong):  # truncated (not even the wire format holds), or too long
         found = None
     if found is not None:
         return found
@@ -200,6 +222,55 @@ def _checked(request: Any) -> Any:
     if isinstance(request, Undecodable):
         raise request.error
     return request
+
+
+# -- callers without a key: refused before their message is read -----------------------------
+
+
+class KeyGate(grpc.aio.ServerInterceptor):
+    """Refuses a call of the Arena service without a valid key (UNAUTHENTICATED) before its
+    request is read or parsed.
+
+    The handler that refuses reads no request: for a unary method, a handler that takes a
+    request stream it never iterates (so gRPC does not receive the message before calling it)
+    and whose deserializer is the identity. Health and reflection need no key.
+    """
+
+    def __init__(self, authenticator: Authenticator, service: ArenaService | None = None) -> None:
+        self.authenticator = authenticator
+        self.service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = getattr(handler_call_details, "method", "")
+        if self.authenticator.open or not method.startswith(f"/{SERVICE_NAME}/"):
+            return await continuation(handler_call_details)
+        metadata = getattr(handler_call_details, "invocation_metadata", None) or ()
+        found = [v for k, v in metadata if k == "authorization" and isinstance(v, str)]
+        try:
+            self.authenticator.tenant(found[0] if found else None)
+        except Unauthenticated as exc:
+            if self.service is not None:
+                self.service.metrics.unauthorised.labels("grpc").inc()
+            return _refusal(await continuation(handler_call_details), exc)
+        return await continuation(handler_call_details)
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler | None, error: Unauthenticated
+) -> grpc.RpcMethodHandler:
+    """A handler that answers ``error`` without reading a request."""
+
+    async def refuse(requests: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+
+    serializer = None if handler is None else handler.response_serializer
+    if handler is not None and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, None, serializer)
+    return grpc.stream_unary_rpc_method_handler(refuse, None, serializer)
 
 
 # -- the servicer --------------------------------------------------------------------------
@@ -431,6 +502,7 @@ async def build_grpc_server(
     draining: asyncio.Event | None = None,
     authenticator: Authenticator | None = None,
     tls: tuple[bytes, bytes] | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.aio.Server, int]:
     """An unstarted ``grpc.aio`` server with the Arena, health and reflection services.
 
@@ -438,14 +510,17 @@ async def build_grpc_server(
     SERVING for the server ("") and for the Arena service. Pass ``health_servicer`` and
     ``draining`` to control them when stopping (see :class:`judge_server.server.JudgeServer`).
     ``tls``: (PEM private key, PEM certificate chain) to serve over TLS. Health and
-    reflection need no API key (probes and grpcurl).
+    reflection need no API key (probes and grpcurl). ``max_message_bytes``: the largest request
+    message received (larger: RESOURCE_EXHAUSTED, from gRPC).
     """
+    authenticator = authenticator or Authenticator()
     server = grpc.aio.server(
+        interceptors=[KeyGate(authenticator, service)],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),  # a second server on the port is an error, not a twin
-        ]
+        ],
     )
     pb_grpc.add_ArenaServicer_to_server(
         ArenaServicer(service, draining=draining, authenticator=authenticator),
@@ -475,6 +550,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "SERVICE_NAME",
     "ArenaServicer",
+    "KeyGate",
     "Undecodable",
     "build_grpc_server",
     "group_from_proto",

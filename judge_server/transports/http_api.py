@@ -23,6 +23,11 @@ keys; the OpenRLHF route also takes ``?api_key=``, as OpenRLHF sends no headers)
 spec declares the header as the ``bearer`` security scheme (and the query parameter as
 ``apiKeyQuery``, on that route) for the routes that take a key; the schemes only document:
 :class:`Authenticator` checks the key and its errors are the table's.
+
+Before any route reads a body, :class:`BodyGuard` (pure ASGI, outside FastAPI) refuses a
+request to ``/v1/`` without a valid key (401) and a body larger than ``max_body_bytes`` (the
+``max_request_bytes`` setting; 413 ``too_large``, by its Content-Length or while it streams):
+a caller without a key costs neither memory nor parsing.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +48,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyQuery, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trainer_client.types import Group, GroupResult, RunSettings
 
@@ -211,6 +218,83 @@ class _ArenaRoute(APIRoute):
         return route
 
 
+# -- before the body: the key and the size ----------------------------------------------------
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # the max_request_bytes setting's default
+KEYED_PREFIX = "/v1/"  # the paths that take a key (the rest: health, metrics, docs, status)
+QUERY_KEY_PREFIX = "/v1/openrlhf/"  # the paths that also take ?api_key=
+
+
+def _too_large(limit: int) -> StarletteHTTPException:
+    return StarletteHTTPException(413, f"larger than the limit of {limit} bytes")
+
+
+class BodyGuard:
+    """Pure ASGI middleware: the key and the body's size, checked before the body is read.
+
+    A request to a keyed path (``/v1/...``) without a valid key (the ``authorization`` header,
+    or ``?api_key=`` on the OpenRLHF route) is answered 401 at once; its body is never read.
+    A body larger than ``max_body_bytes`` is answered 413: by its Content-Length before it is
+    read, or as soon as what has been read passes the limit. The routes check the key again
+    (for its tenant): this only refuses early.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        service: ArenaService | None = None,
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", ())}
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        limit, seen = self.max_body_bytes, 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> Response | None:
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            if length.isdigit():
+                return error_response(_too_large(self.max_body_bytes))
+            return error_response(StarletteHTTPException(400, "invalid Content-Length"))
+        path: str = scope.get("path", "")
+        if self.authenticator.open or not path.startswith(KEYED_PREFIX):
+            return None
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        if path.startswith(QUERY_KEY_PREFIX):
+            keys = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key")
+            if keys:
+                authorization = f"Bearer {keys[0]}"
+        try:
+            self.authenticator.tenant(authorization)
+        except Unauthenticated as exc:
+            return error_response(exc, self.service)
+        return None
+
+
 # -- per-sample rewards: OpenRLHF's remote reward URL, and any trainer that scores one sample
 # at a time. The route translates the body into samples and calls the GroupAssembler
 # (judge_server.transports.assembly), which buffers them into groups and ranks each group once.
@@ -304,8 +388,12 @@ def build_app(
     *,
     assembly: AssemblyOptions | None = None,
     authenticator: Authenticator | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The HTTP API of ``service``. Set ``app.state.draining`` to make ``/readyz`` answer 503.
+
+    Callers without a valid key and bodies over ``max_body_bytes`` are refused before the body
+    is read (:class:`BodyGuard`).
 
     ``authenticator`` holds the API keys (none: the server is open). ``assembly`` configures
     the per-sample route's group buffer (``app.state.assembler``; close
@@ -321,6 +409,9 @@ def build_app(
     app.state.service = service
     app.state.draining = False
     auth = authenticator or Authenticator()
+    app.add_middleware(
+        BodyGuard, authenticator=auth, max_body_bytes=max_body_bytes, service=service
+    )
 
     def caller(request: Request, authorization: str | None = None) -> str | None:
         """The tenant of the request's key (None: the server is open)."""
@@ -449,6 +540,7 @@ def build_app(
 
 
 __all__ = [
+    "BodyGuard",
     "build_app",
     "error_response",
     "group_from_body",
