@@ -337,3 +337,203 @@ def test_a_bad_configuration_does_not_print_its_keys():
     for caught in (raw_key, other_error):
         assert "s3cret" not in str(caught.value)
     assert "not a SHA-256 hex digest" in str(raw_key.value)
+
+
+# -- one request must not freeze the server ---------------------------------------------------
+
+API_KEY = "s3cret-load-key"
+KEYED = {"team": [hash_key(API_KEY)]}
+BEARER = {"authorization": f"Bearer {API_KEY}"}
+# Generous bounds: these tests check that the event loop keeps answering, not how fast.
+ANSWER_S = 5.0
+
+
+async def _timed(coro):
+    start = time.perf_counter()
+    result = await coro
+    return result, time.perf_counter() - start
+
+
+async def test_a_dead_group_of_1024_leaves_healthz_and_a_bystander_group_answering(start_server):
+    """The tournament of a G = 1024 group (selection and fit) runs off the event loop."""
+    import asyncio
+
+    from .groups import dead
+
+    server = await start_server(api_keys=KEYED)
+    big = dead("big", strengths=[k % 17 / 4 for k in range(1024)])
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=120,
+                                 headers=BEARER) as http:
+        ranking = asyncio.ensure_future(http.post("/v1/rank", json={"run_id": "big-run",
+                                                                    "group": big}))
+        health: list[float] = []
+        bystanders: list[float] = []
+        while not ranking.done():
+            response, took = await _timed(http.get("/healthz"))
+            assert response.status_code == 200
+            health.append(took)
+            response, took = await _timed(http.post(
+                "/v1/rank", json={"run_id": "bystander", "group": dead(f"g{len(bystanders)}")}))
+            assert response.status_code == 200 and response.json()["routed"], response.text
+            bystanders.append(took)
+        big_result = (await ranking).json()
+    assert big_result["routed"] and len(big_result["advantages"]) == 1024, big_result["status"]
+    assert health and max(health) < ANSWER_S and max(bystanders) < ANSWER_S, (health, bystanders)
+
+
+async def test_builtin_judge_assesses_long_traces_off_the_event_loop():
+    """A batch of two long traces (well under 16 comparisons) goes to a worker thread."""
+    import threading
+
+    from judge_server.comparators.builtin import BuiltinComparator
+
+    threads = []
+
+    class Recording(BuiltinComparator):
+        def compare_sync(self, comparisons):
+            threads.append(threading.get_ident())
+            return super().compare_sync(comparisons)
+
+    judge = Recording()
+    short = Comparison(prompt="2 + 2?", first="2 + 2 = 4", second="2 + 2 = 5")
+    long = Comparison(prompt="2 + 2?", first="2 + 2 = 4\n" * 500, second="2 + 2 = 5\n" * 500)
+    await judge.compare([short])
+    await judge.compare([long])
+    assert threads[0] == threading.get_ident()  # small: on the loop, a thread costs more
+    assert threads[1] != threading.get_ident()
+
+
+def _raw_unary(channel, method: str):
+    """A unary call that sends bytes as they are (no serializing)."""
+    return channel.unary_unary(
+        f"/reasoning_arena.v1.Arena/{method}",
+        request_serializer=lambda b: b, response_deserializer=lambda b: b,
+    )
+
+
+def _bad_utf8_message(size: int) -> bytes:
+    """A RankRequest of ``size`` bytes: many short string fields with invalid UTF-8, the
+    slowest message to search for the field at fault."""
+    field = b"\x0a\x02\xff\xfe"  # run_id (field 1, string) = b"\xff\xfe"
+    return field * (size // len(field))
+
+
+async def test_an_unparseable_grpc_message_without_a_key_is_refused_before_parsing(
+    start_server, monkeypatch
+):
+    import grpc
+
+    from judge_server.transports import grpc_api
+
+    from .conftest import CHANNEL_OPTIONS
+
+    walked: list[bytes] = []
+    real = grpc_api._bad_utf8
+
+    def recording(descriptor, data, *rest):
+        walked.append(data)
+        return real(descriptor, data, *rest)
+
+    monkeypatch.setattr(grpc_api, "_bad_utf8", recording)
+    server = await start_server(api_keys=KEYED)
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _raw_unary(ch, "Rank")(_bad_utf8_message(32 * 1024 * 1024), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert not walked  # never parsed, never searched
+        # With a key the message is parsed and refused naming the field, in bounded time.
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await _raw_unary(ch, "Rank")(_bad_utf8_message(1024), metadata=tuple(BEARER.items()),
+                                         timeout=60)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "run_id: invalid UTF-8" in (invalid.value.details() or "")
+
+
+def test_the_search_for_invalid_utf8_is_bounded():
+    from judge_server.transports.grpc_api import WALK_FIELDS, _decode_error
+    from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
+
+    error = _decode_error(pb.RankRequest, b"\x10\x01" * (WALK_FIELDS + 1) + b"\x0a\x01\xff")
+    assert error.field == "request"  # gave up: the generic message
+    error = _decode_error(pb.RankRequest, b"\x0a\x01\xff")
+    assert error.field == "run_id"
+
+
+async def test_a_grpc_message_over_the_limit_is_refused(start_server):
+    import grpc
+
+    from .conftest import CHANNEL_OPTIONS
+
+    server = await start_server(api_keys=KEYED, max_request_bytes=1024 * 1024)
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _raw_unary(ch, "Rank")(b"\x0a\x01a" * (1024 * 1024),
+                                         metadata=tuple(BEARER.items()), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def _raw_http(url: str, head: str, body: bytes = b"") -> tuple[int, dict]:
+    """Send a request's head and the start of its body; the status and JSON body answered
+    (the rest of the body is never sent: a server that read it would wait for ever)."""
+    import asyncio
+
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head.encode("latin-1") + b"\r\n" + body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), ANSWER_S)
+        length = 0
+        while (line := await asyncio.wait_for(reader.readline(), ANSWER_S)) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await asyncio.wait_for(reader.readexactly(length), ANSWER_S)
+        return int(status_line.split()[1]), json.loads(payload)
+    finally:
+        writer.close()
+
+
+async def test_a_huge_http_body_without_a_key_is_refused_unread(start_server):
+    server = await start_server(api_keys=KEYED)
+    for path in ("/v1/rank", "/v1/openrlhf/r1?group_size=2", "/v1/openrlhf/r1?api_key=wrong"):
+        status, body = await _raw_http(
+            server.http_url,
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {32 * 1024 * 1024}\r\n",
+            b'{"run_id": "r", "group": {"traces": ["' + b"x" * 65536,
+        )
+        assert status == 401, body
+        assert body["error"]["code"] == "unauthenticated"
+        assert body["error"]["field"] == "authorization"
+    health = await _raw_http(server.http_url, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    assert health[0] == 200  # no key needed
+
+
+async def test_an_oversize_http_body_is_refused_with_413(start_server):
+    server = await start_server(api_keys=KEYED, max_request_bytes=1024 * 1024)
+    key = f"Authorization: Bearer {API_KEY}\r\n"
+    # By its Content-Length, before it is read.
+    status, body = await _raw_http(
+        server.http_url,
+        f"POST /v1/rank HTTP/1.1\r\nHost: x\r\n{key}Content-Type: application/json\r\n"
+        f"Content-Length: {200 * 1024 * 1024}\r\n",
+    )
+    assert status == 413
+    assert body["error"] == {"code": "too_large", "field": "body",
+                             "message": "body: larger than the limit of 1048576 bytes"}
+    # While it streams (no Content-Length): refused once the limit is passed.
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=60) as http:
+
+        async def chunks():
+            for _ in range(64):
+                yield b" " * 65536
+
+        response = await http.post("/v1/rank", content=chunks(),
+                                   headers={**BEARER, "content-type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "too_large"
+        small = await http.post("/v1/rank", headers=BEARER,
+                                json={"run_id": "r", "group": {"group_id": "g", "traces": [
+                                    {"text": "a", "reward": 1.0}, {"text": "b", "reward": 0.0}]}})
+        assert small.status_code == 200, small.text
