@@ -23,7 +23,14 @@ from pydantic_settings import (
 from trainer_client.types import RunSettings
 
 from .core.validation import Limits
-from .transports.assembly import DEFAULT_GROUP_SIZE, DEFAULT_TIMEOUT_S, AssemblyOptions
+from .transports.assembly import (
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_MAX_RUN_SAMPLES,
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_MAX_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    AssemblyOptions,
+)
 
 
 class ServerSettings(BaseSettings):
@@ -185,7 +192,15 @@ class ServerSettings(BaseSettings):
         1024, ge=1, description="Dead groups of one run being judged at once; more: refused."
     )
     max_run_weight: float = Field(
-        8.0, gt=0, description="Largest fair-queuing weight a run may ask for."
+        8.0, ge=1, le=1e6, description="Largest fair-queuing weight a run may ask for "
+        "(the smallest is 0.001)."
+    )
+    max_budget: int = Field(
+        16_384,
+        ge=1,
+        le=2**31 - 1,
+        description="Largest judge-call budget per group a run may ask for (round robin in "
+        "both orders of 128 traces fits).",
     )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, time given to groups in flight."
@@ -200,7 +215,9 @@ class ServerSettings(BaseSettings):
         description="Default strengths-to-advantages mapping: evidence, minmax, zscore, raw.",
     )
     scale: float = Field(1.0, description="Default scale of judge-derived advantages.")
-    lam: float = Field(1.0, gt=0, description="Default Bradley-Terry prior precision.")
+    lam: float = Field(
+        1.0, gt=0, description="Default Bradley-Terry prior precision (1e-06 to 1e+06)."
+    )
     anchors_per_group: int = Field(
         0, ge=0, description="Default pool anchors per tournament (0: no anchor pool)."
     )
@@ -214,6 +231,24 @@ class ServerSettings(BaseSettings):
         DEFAULT_TIMEOUT_S,
         gt=0,
         description="Seconds a group of the per-sample route waits for its samples.",
+    )
+    assembly_max_timeout_s: float = Field(
+        DEFAULT_MAX_TIMEOUT_S,
+        gt=0,
+        le=24 * 3600,
+        description="Longest wait a caller of the per-sample route may ask for (?timeout_s=); "
+        "default: OpenRLHF's HTTP timeout.",
+    )
+    assembly_max_samples: int = Field(
+        DEFAULT_MAX_SAMPLES,
+        ge=1,
+        description="Samples of the per-sample route waiting for their groups, all runs; "
+        "more: refused (429).",
+    )
+    assembly_max_run_samples: int = Field(
+        DEFAULT_MAX_RUN_SAMPLES,
+        ge=1,
+        description="Samples of one run waiting for their groups; more: refused (429).",
     )
 
     @classmethod
@@ -286,6 +321,15 @@ class ServerSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_assembly(self) -> ServerSettings:
+        if self.assembly_timeout_s > self.assembly_max_timeout_s:
+            raise ValueError(
+                f"assembly_timeout_s: {self.assembly_timeout_s} is more than "
+                f"assembly_max_timeout_s ({self.assembly_max_timeout_s})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_run_defaults(self) -> ServerSettings:
         from .core.validation import check_settings
 
@@ -299,11 +343,14 @@ class ServerSettings(BaseSettings):
             max_groups_per_request=self.max_groups_per_request,
             max_prompt_bytes=self.max_prompt_bytes,
             max_run_weight=self.max_run_weight,
+            max_budget=self.max_budget,
         )
 
     def assembly_options(self) -> AssemblyOptions:
         return AssemblyOptions(
-            group_size=self.assembly_group_size, timeout_s=self.assembly_timeout_s
+            group_size=self.assembly_group_size, timeout_s=self.assembly_timeout_s,
+            max_timeout_s=self.assembly_max_timeout_s, max_samples=self.assembly_max_samples,
+            max_run_samples=self.assembly_max_run_samples,
         )
 
     def run_defaults(self) -> RunSettings:

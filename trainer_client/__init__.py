@@ -14,6 +14,7 @@ in time falls back to zeros. :class:`AsyncArenaClient` is the async twin. Option
 """
 
 from ._core import (
+    MAX_ABS_REWARD,
     STD_EPS,
     BatchResult,
     BatchStats,
@@ -28,6 +29,7 @@ from .errors import ArenaClientError, ClientClosed, InvalidConfig, InvalidGroup
 from .types import Group, GroupResult, RunSettings, Trace
 
 __all__ = [
+    "MAX_ABS_REWARD",
     "STD_EPS",
     "ArenaClient",
     "ArenaClientError",

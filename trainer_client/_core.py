@@ -37,6 +37,13 @@ logger = logging.getLogger("trainer_client")
 DEFAULT_TARGET = "localhost:50051"
 TRANSPORTS = ("grpc", "http")
 STD_EPS = 1e-4  # TRL's guard against a zero standard deviation (the server uses this one)
+MAX_ABS_REWARD = 1e30
+"""Largest ``|reward|`` accepted, here and by the server (which imports it). Far beyond any
+real reward (a larger one is a bug upstream), and small enough that every advantage stays
+finite, ``r - mean`` included (at most ``2e30``, inside even float32's ``3.4e38``), and that
+sums of squares stay far from float64's overflow: ``[1.7e308, 1.7e308, 0]`` overflowed into
+NaN advantages. Refusing is the only way to keep ``r - mean`` finite for every float; scaling
+before subtracting would keep the std-divided advantages finite, not the others."""
 MAX_ID_CHARS = 256  # the server's limit on ids
 # rank() returns at most this long after its deadline (time to cancel the sends in flight).
 DEADLINE_SLACK_S = 0.25
@@ -297,8 +304,14 @@ def group_relative(rewards: Sequence[float], *, divide_by_std: bool = True) -> t
     """Standard GRPO advantages ``(r - mean) / (std + 1e-4)`` (population std), or ``r - mean``.
 
     Pure Python, the one definition: the server's ``judge_server.arena.advantages`` calls it
-    (and :func:`is_dead`) on its checked rewards.
+    (and :func:`is_dead`) on its checked rewards. Raises ``ValueError`` naming
+    ``rewards[i]`` for a reward that is not finite or beyond ``+-MAX_ABS_REWARD``: within
+    the bound every advantage is finite.
     """
+    for i, r in enumerate(rewards):
+        if not abs(r) <= MAX_ABS_REWARD:  # also refuses nan
+            raise ValueError(f"rewards[{i}]: must be finite and within +-{MAX_ABS_REWARD:g}, "
+                             f"got {r}")
     n = len(rewards)
     mean = math.fsum(rewards) / n
     centred = [r - mean for r in rewards]
@@ -326,6 +339,8 @@ def _reward(value: object, field: str) -> float:
         raise InvalidGroup(field, f"must be a number, got {type(value).__name__}") from None
     if not math.isfinite(reward):
         raise InvalidGroup(field, f"must be finite, got {reward}")
+    if abs(reward) > MAX_ABS_REWARD:
+        raise InvalidGroup(field, f"must be within +-{MAX_ABS_REWARD:g}, got {reward:g}")
     return reward
 
 
@@ -723,6 +738,7 @@ __all__ = [
     "ClientConfig",
     "ClientCore",
     "GroupOutcome",
+    "MAX_ABS_REWARD",
     "Plan",
     "check_group",
     "configure",

@@ -52,6 +52,13 @@ NEWTON_MAX_FREE = 300
 
 METHODS = ("auto", "newton", "newton-cg")
 
+#: The prior precisions the fit accepts. Below ``MIN_LAM`` the Hessian of a group whose judge
+#: always prefers one side (separable outcomes) is numerically singular (``lam = 1e-300``
+#: failed the solve) and the strengths run off towards infinity; above ``MAX_LAM`` every
+#: strength is the prior mean to within rounding.
+MIN_LAM = 1e-6
+MAX_LAM = 1e6
+
 #: Newton stops once the Newton decrement ``g . H^-1 g`` (twice the predicted decrease of the
 #: objective) is at most this, after taking that last step, which in the quadratic region
 #: squares the remaining error; or, not converged, after ``MAX_ITER`` iterations.
@@ -115,8 +122,8 @@ def fit(
     p : array_like of float, shape (m,)
         ``P(first beats second)`` in [0, 1]; 1 and 0 are hard outcomes, 0.5 a tie.
     lam : float, optional
-        Precision of the Gaussian prior, > 0 (default 1.0, the paper's). ``lam = 2 * alpha``
-        for ``choix``'s ``alpha``.
+        Precision of the Gaussian prior, in [``MIN_LAM``, ``MAX_LAM``] (default 1.0, the
+        paper's). ``lam = 2 * alpha`` for ``choix``'s ``alpha``.
     prior_mean : float or array_like, shape (n_items,), optional
         Mean of the prior, per item or one for all (default 0).
     fixed : mapping, optional
@@ -147,8 +154,8 @@ def fit(
     n_items, first, second, p, mean, fixed_mask, fixed_values = _checked(
         n_items, first, second, p, prior_mean, fixed
     )
-    if not (isinstance(lam, numbers.Real) and math.isfinite(lam) and lam > 0):
-        raise _error("lam", f"must be a finite number > 0, got {lam!r}")
+    if not (isinstance(lam, numbers.Real) and MIN_LAM <= lam <= MAX_LAM):
+        raise _error("lam", f"must be a number in [{MIN_LAM:g}, {MAX_LAM:g}], got {lam!r}")
     if method not in METHODS:
         raise _error("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
     free = np.flatnonzero(~fixed_mask)
@@ -388,4 +395,4 @@ def _precision(precision: object, n_items: int, free: np.ndarray) -> np.ndarray:
     return arr
 
 
-__all__ = ["MAX_ITER", "METHODS", "NEWTON_MAX_FREE", "TOL", "Fit", "fit"]
+__all__ = ["MAX_ITER", "MAX_LAM", "METHODS", "MIN_LAM", "NEWTON_MAX_FREE", "TOL", "Fit", "fit"]

@@ -10,7 +10,10 @@ keeps it from holding the judge.
 
 :class:`SingleFlight`: a group sent again under the same request id (a trainer's retry) is
 ranked once; the retry waits for the first try or gets its result, kept for the last
-:data:`DONE_CACHE_SIZE` request ids. Each group is ranked in a task of its own, so that a
+:data:`DONE_CACHE_SIZE` request ids. A try is known by a digest of its group
+(:func:`group_digest`: prompt, reference, step, traces and rewards): a request id sent again
+with a different group is refused (:class:`InvalidRequest` naming ``request_id``) instead of
+being answered with the first group's result. Each group is ranked in a task of its own, so that a
 client giving up on one try (cancelling it) does not cancel a retry waiting on the same work.
 """
 
@@ -18,11 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import struct
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-from ..errors import Overloaded
+from trainer_client.types import Group
+
+from ..errors import InvalidRequest, Overloaded
 from .stats import Statistics
 
 DONE_CACHE_SIZE = 10_000  # results kept by request id, so that a retried group is not judged twice
@@ -68,6 +75,18 @@ class Admission:
         self.stats.in_flight(run_id, -1)
 
 
+def group_digest(group: Group) -> bytes:
+    """What identifies a group's try, whatever its ``group_id`` (a retry may rename it): its
+    prompt id, prompt, reference, step, and traces with their rewards, exactly."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (group.prompt_id, group.prompt, group.reference, group.step):
+        h.update(repr(part).encode("utf-8", "surrogatepass") + b"\0")
+    for trace in group.traces:
+        text = trace.text.encode("utf-8", "surrogatepass")
+        h.update(struct.pack("<dQ", trace.reward, len(text)) + text)
+    return h.digest()
+
+
 class SingleFlight(Generic[T]):
     """Work done once per key; its result kept for the last ``keep`` keys (module doc)."""
 
@@ -75,21 +94,65 @@ class SingleFlight(Generic[T]):
         self.keep = keep
         self._running: dict[Hashable, asyncio.Task[T]] = {}
         self._done: OrderedDict[Hashable, T] = OrderedDict()
+        self._digests: dict[Hashable, bytes] = {}  # of every key running or done
+
+    def check(self, key: Hashable, digest: bytes, field: str = "request_id") -> None:
+        """Raise :class:`InvalidRequest` naming ``field`` when ``key`` is done or under way
+        for work of another digest (a request id reused for a different group)."""
+        known = self._digests.get(key)
+        if known is not None and known != digest:
+            raise InvalidRequest(
+                field,
+                f"request id {key[-1] if isinstance(key, tuple) else key!r} was used for a "
+                "different "
+                "group (its traces, rewards, prompt, reference or step differ): a retry must "
+                "send the same group; a new group needs a new request id",
+            )
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key``'s work is done or under way."""
         return key in self._done or key in self._running
+
+    def check_groups(self, run_id: str, groups: Sequence[Group], fields: list[str]) -> list[bytes]:
+        """The digests of a request's groups under their request ids ``(run_id, request_id)``
+        (``b""`` without one); :class:`InvalidRequest` naming ``fields[k].request_id``, before
+        anything is accepted, when a request id was used for a different group, earlier or
+        in this request."""
+        digests: list[bytes] = []
+        here: dict[tuple[str, str], bytes] = {}
+        for group, field in zip(groups, fields):
+            if not group.request_id:
+                digests.append(b"")
+                continue
+            digest, key = group_digest(group), (run_id, group.request_id)
+            self.check(key, digest, f"{field}.request_id")
+            if here.setdefault(key, digest) != digest:
+                raise InvalidRequest(
+                    f"{field}.request_id",
+                    f"request id {group.request_id!r} is given to two different groups",
+                )
+            digests.append(digest)
+        return digests
 
     async def do(
         self,
         key: Hashable,
         work: Callable[[], Awaitable[T]],
         *,
+        digest: bytes = b"",
+        field: str = "request_id",
         release: Callable[[], None] | None = None,
     ) -> T:
         """The result of ``work()`` for ``key``, started only if no try of ``key`` is done or
-        under way. ``release`` is called once this try no longer needs its admission slot: at
-        once when another try does the work, else when the work ends."""
+        under way; refused (:meth:`check`) when that try's ``digest`` differs. ``release`` is
+        called once this try no longer needs its admission slot: at once when another try
+        does the work (or it is refused), else when the work ends."""
+        try:
+            self.check(key, digest, field)
+        except InvalidRequest:
+            if release is not None:
+                release()
+            raise
         if key in self._done:
             if release is not None:
                 release()
@@ -98,6 +161,7 @@ class SingleFlight(Generic[T]):
         if task is None:
             task = asyncio.ensure_future(work())
             self._running[key] = task
+            self._digests[key] = digest
             task.add_done_callback(functools.partial(self._finished, key, release))
         elif release is not None:
             release()
@@ -110,10 +174,13 @@ class SingleFlight(Generic[T]):
         if release is not None:
             release()
         if task.cancelled() or task.exception() is not None:
+            self._digests.pop(key, None)
             return
         self._done[key] = task.result()
         while len(self._done) > self.keep:
-            self._done.popitem(last=False)
+            old, _ = self._done.popitem(last=False)
+            if old not in self._running:
+                self._digests.pop(old, None)
 
     async def cancel(self) -> None:
         """Cancel the work under way (the server is stopping) and wait for it to end."""
@@ -123,4 +190,4 @@ class SingleFlight(Generic[T]):
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["DONE_CACHE_SIZE", "Admission", "SingleFlight"]
+__all__ = ["DONE_CACHE_SIZE", "Admission", "SingleFlight", "group_digest"]

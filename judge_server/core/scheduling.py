@@ -39,6 +39,12 @@ from typing import Generic, Literal, TypeVar
 T = TypeVar("T")
 
 POLICIES = ("fair", "fifo")
+MIN_WEIGHT = 1e-3
+"""Smallest weight a round may carry. A tag grows by ``size / weight``: a denormal weight
+(``1e-320``) made a finish tag infinite, and a tiny one a tag so large that the other runs'
+increments vanish in its rounding; either way every weight was ignored after it, server-wide.
+At ``1e-3`` a tag grows by at most 1000 per comparison: about 2**53 / 1000 comparisons before
+the increments of the smallest round lose precision."""
 Policy = Literal["fair", "fifo"]
 
 
@@ -131,14 +137,14 @@ class _RoundQueue(Generic[T]):
     ) -> Round[T]:
         """Queue a round of ``size`` comparisons for ``run_id``; returns its handle.
 
-        ``weight`` (> 0) is the run's share of the judge relative to other runs; ``cap`` (None
-        or >= 1) the most comparisons it may have in flight. The latest values given for a run
-        hold for all of its waiting rounds.
+        ``weight`` (finite, >= :data:`MIN_WEIGHT`) is the run's share of the judge relative to
+        other runs; ``cap`` (None or >= 1) the most comparisons it may have in flight. The
+        latest values given for a run hold for all of its waiting rounds.
         """
         if size < 1:
             raise ValueError(f"size: a round has at least one comparison, got {size}")
-        if not (weight > 0 and math.isfinite(weight)):
-            raise ValueError(f"weight: must be finite and > 0, got {weight}")
+        if not (weight >= MIN_WEIGHT and math.isfinite(weight)):  # also refuses nan
+            raise ValueError(f"weight: must be finite and >= {MIN_WEIGHT:g}, got {weight}")
         if cap is not None and cap < 1:
             raise ValueError(f"cap: must be None or >= 1, got {cap}")
         waiting = Round(run_id, item, size)
@@ -344,4 +350,4 @@ def make_queue(policy: Policy = "fair") -> FairQueue | FifoQueue:
     raise ValueError(f"policy: must be one of {POLICIES}, got {policy!r}")
 
 
-__all__ = ["POLICIES", "FairQueue", "FifoQueue", "Policy", "Round", "make_queue"]
+__all__ = ["MIN_WEIGHT", "POLICIES", "FairQueue", "FifoQueue", "Policy", "Round", "make_queue"]

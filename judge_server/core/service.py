@@ -8,7 +8,7 @@ One dead group's way through the server, in the order it happens:
    once (:mod:`..arena.advantages`); a dead group takes an admission slot
    (:class:`~.admission.Admission`, refused whole with :class:`Overloaded` when the run or the
    server is at capacity) and, under a request id, is ranked once however often it is retried
-   (:class:`~.admission.SingleFlight`).
+   (:class:`~.admission.SingleFlight`; a request id reused for a different group is refused).
 3. The group draws anchors from its prompt's pool (:class:`~.anchor_pools.AnchorPools`) and
    plays its tournament (:func:`..arena.ranking.rank_dead_group`), whose rounds go to the judge
    through the :class:`JudgeScheduler` (batched with every other group in flight, fair across
@@ -134,25 +134,29 @@ class ArenaService:
         """
         check_id(run_id, "run_id")
         check_groups(list(groups), self.limits)
-        return await self._rank_checked(run_id, groups, tenant)
+        return await self._rank_checked(
+            run_id, groups, tenant, [f"groups[{k}]" for k in range(len(groups))]
+        )
 
     async def rank_group(
         self, run_id: str, group: Group, *, tenant: str | None = None
     ) -> GroupResult:
         check_id(run_id, "run_id")
         check_group(group, self.limits)
-        (result,) = await self._rank_checked(run_id, [group], tenant)
+        (result,) = await self._rank_checked(run_id, [group], tenant, ["group"])
         return result
 
     async def _rank_checked(
-        self, run_id: str, groups: Sequence[Group], tenant: str | None
+        self, run_id: str, groups: Sequence[Group], tenant: str | None, fields: list[str]
     ) -> list[GroupResult]:
         settings = await self.runs.open(run_id, tenant=tenant)
+        digests = self.single_flight.check_groups(settings.run_id, groups, fields)
         slots = [self._needs_slot(settings, g) for g in groups]
         self.admission.admit(settings.run_id, sum(slots))
-        return list(await asyncio.gather(
-            *(self._rank_once(settings, g, slot) for g, slot in zip(groups, slots))
-        ))
+        return list(await asyncio.gather(*(
+            self._rank_once(settings, g, slot, digest, f"{field}.request_id")
+            for g, slot, digest, field in zip(groups, slots, digests, fields)
+        )))
 
     def rank_stream(
         self, requests: AsyncIterable[tuple[str, Group]], *, tenant: str | None = None
@@ -168,8 +172,11 @@ class ArenaService:
             return False
         return advantages.is_dead([t.reward for t in group.traces], eps=settings.dead_eps)
 
-    async def _rank_once(self, settings: RunSettings, group: Group, slot: bool) -> GroupResult:
-        """Rank a group, or return the result of an earlier try with the same request id.
+    async def _rank_once(
+        self, settings: RunSettings, group: Group, slot: bool, digest: bytes, field: str
+    ) -> GroupResult:
+        """Rank a group, or return the result of an earlier try with the same request id
+        (and ``digest``; ``field`` names the request id when another group used it).
         ``slot``: the group holds an admission slot, given back when its ranking ends."""
         release = functools.partial(self.admission.release, settings.run_id) if slot else None
         if not group.request_id:
@@ -180,7 +187,7 @@ class ArenaService:
                     release()
         result = await self.single_flight.do(
             (settings.run_id, group.request_id), lambda: self._rank(settings, group),
-            release=release,
+            digest=digest, field=field, release=release,
         )
         return dataclasses.replace(result, group_id=group.group_id)
 

@@ -13,14 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from trainer_client import MAX_ABS_REWARD
 from trainer_client.protocol import Group, RunSettings, Trace
 
 from ..arena.advantages import NORMALISATIONS
+from ..arena.bradley_terry import MAX_LAM, MIN_LAM
 from ..arena.tournaments import DESIGNS, ORDERS
 from ..errors import InvalidRequest
+from .scheduling import MIN_WEIGHT
 
 MAX_ID_CHARS = 256
 MAX_TEMPLATE_CHARS = 64 * 1024
+INT32_MAX = 2**31 - 1  # the proto's int32 fields: a larger value could not be sent back
+MIN_RUN_WEIGHT = MIN_WEIGHT  # the fair queue's (a denormal weight made a finish tag infinite)
+MAX_SCALE = 1e6  # |scale|: judge advantages stay far from overflow (|a| <= scale under evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class Limits:
     max_groups_per_request: int = 1024
     max_prompt_bytes: int = 256 * 1024
     max_run_weight: float = 8.0
+    max_budget: int = 16_384
 
 
 def _utf8_size(text: str, field: str) -> int:
@@ -75,6 +82,11 @@ def check_group(group: Group, limits: Limits, field: str = "group") -> None:
         if not math.isfinite(trace.reward):
             raise InvalidRequest(
                 f"{field}.traces[{i}].reward", f"must be finite, got {trace.reward}"
+            )
+        if abs(trace.reward) > MAX_ABS_REWARD:  # the client's bound: advantages stay finite
+            raise InvalidRequest(
+                f"{field}.traces[{i}].reward",
+                f"must be within +-{MAX_ABS_REWARD:g}, got {trace.reward:g}",
             )
         size = _utf8_size(trace.text, f"{field}.traces[{i}].text")
         if size > limits.max_trace_bytes:
@@ -176,8 +188,12 @@ def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
         value = getattr(settings, name)
         if not math.isfinite(value):
             raise InvalidRequest(f"{f}.{name}", f"must be finite, got {value}")
-    if settings.lam <= 0:
-        raise InvalidRequest(f"{f}.lam", f"must be > 0, got {settings.lam}")
+    if not MIN_LAM <= settings.lam <= MAX_LAM:  # the fitter's range: a tiny lam is singular
+        raise InvalidRequest(
+            f"{f}.lam", f"must be in [{MIN_LAM:g}, {MAX_LAM:g}], got {settings.lam}"
+        )
+    if abs(settings.scale) > MAX_SCALE:
+        raise InvalidRequest(f"{f}.scale", f"must be within +-{MAX_SCALE:g}, got {settings.scale}")
     if len(settings.judge_template) > MAX_TEMPLATE_CHARS:
         raise InvalidRequest(
             f"{f}.judge_template", f"longer than {MAX_TEMPLATE_CHARS} characters"
@@ -192,15 +208,25 @@ def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
         )
     if settings.dead_eps < 0:
         raise InvalidRequest(f"{f}.dead_eps", f"must be >= 0, got {settings.dead_eps}")
+    # the proto's fields are int32 (a larger value stored over HTTP could not be read back
+    # over gRPC); the budget and the anchors also bound a group's work
+    highest = {
+        "budget": (limits.max_budget, "the server's max_budget"),
+        "anchors_per_group": (limits.max_traces_per_group, "the server's max_traces_per_group"),
+    }
     for name in ("budget", "anchors_per_group", "pool_per_prompt", "pool_per_run", "pool_max_age",
                  "max_calls_in_flight"):
-        if getattr(settings, name) < 0:
-            raise InvalidRequest(f"{f}.{name}", f"must be >= 0, got {getattr(settings, name)}")
-    if not (0 < settings.weight <= limits.max_run_weight):  # also refuses nan
+        value = getattr(settings, name)
+        if value < 0:
+            raise InvalidRequest(f"{f}.{name}", f"must be >= 0, got {value}")
+        most, what = highest.get(name, (INT32_MAX, "2**31 - 1"))
+        if value > most:
+            raise InvalidRequest(f"{f}.{name}", f"must be at most {what} ({most}), got {value}")
+    if not (MIN_RUN_WEIGHT <= settings.weight <= limits.max_run_weight):  # also refuses nan
         raise InvalidRequest(
             f"{f}.weight",
-            f"must be > 0 and at most the server's max_run_weight ({limits.max_run_weight:g}), "
-            f"got {settings.weight}",
+            f"must be between {MIN_RUN_WEIGHT:g} and the server's max_run_weight "
+            f"({limits.max_run_weight:g}), got {settings.weight}",
         )
 
 

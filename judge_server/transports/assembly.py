@@ -32,6 +32,14 @@ closed as it stands:
   and each gets its value;
 - one sample: it gets its verifiable reward only.
 
+Bounds. A caller's ``timeout_s`` is at most ``max_timeout_s`` (option
+``assembly_max_timeout_s``, 180 s: OpenRLHF's HTTP timeout; a longer wait outlives its
+caller, and the samples it holds stay buffered for nothing), and at most ``max_samples``
+samples wait on the server (``assembly_max_samples``) and ``max_run_samples`` of one run
+(``assembly_max_run_samples``): past either, a request is refused whole with
+:class:`~judge_server.errors.Overloaded` (429 and a retry-after hint) before anything of it is
+buffered. A sample holds its place from its request's check until its group closes.
+
 Samples of a closed group that arrive later (for ``timeout_s`` after the close) get their
 verifiable reward at once instead of waiting for a group that will never fill. A sample that
 arrives when its group is already complete (a prompt that appears twice in one batch) starts
@@ -50,17 +58,17 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable
 
+from trainer_client import MAX_ABS_REWARD
 from trainer_client.integrations.openrlhf import response_of
 from trainer_client.types import Group, GroupResult, Trace
 from trainer_client.verifier import verify_answer
 
 from ..core.service import ArenaService
 from ..core.validation import _utf8_size, check_id
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +77,12 @@ DEFAULT_GROUP_SIZE = 8
 DEFAULT_TIMEOUT_S = 120.0
 """How long a group waits for its samples: below OpenRLHF's 180 s HTTP timeout, so that a
 waiting request is answered before the trainer gives up on it and sends it again."""
+DEFAULT_MAX_TIMEOUT_S = 180.0
+"""The longest ``timeout_s`` a caller may ask for: OpenRLHF's HTTP timeout."""
+DEFAULT_MAX_SAMPLES = 65_536
+"""Samples waiting on the server, all runs (each holds its response, prompt and label)."""
+DEFAULT_MAX_RUN_SAMPLES = 16_384
+"""Samples waiting for one run: two OpenRLHF rollout batches of 1024 prompts x 8 samples."""
 
 Verifier = Callable[[str, "str | None"], float]
 """``verifier(response, label) -> reward``."""
@@ -87,10 +101,15 @@ def math_verifier(response: str, label: str | None) -> float:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AssemblyOptions:
-    """Defaults of the group buffer (options ``assembly_group_size``, ``assembly_timeout_s``)."""
+    """Defaults and bounds of the group buffer (options ``assembly_group_size``,
+    ``assembly_timeout_s``, ``assembly_max_timeout_s``, ``assembly_max_samples``,
+    ``assembly_max_run_samples``)."""
 
     group_size: int = DEFAULT_GROUP_SIZE
     timeout_s: float = DEFAULT_TIMEOUT_S
+    max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    max_run_samples: int = DEFAULT_MAX_RUN_SAMPLES
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -168,6 +187,8 @@ class GroupAssembler:
         self._tasks: set[asyncio.Task] = set()
         self._ids = itertools.count()
         self._closing = False
+        self._held: dict[str, int] = {}  # run id -> samples checked in and not yet ranked
+        self._held_total = 0
 
     async def score(
         self,
@@ -183,6 +204,7 @@ class GroupAssembler:
         size, timeout = self._options(group_size, timeout_s)
         self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
         await self.service.open_run(run_id, tenant=tenant)
+        self._hold(run_id, 1)
         return await self._score_checked(run_id, sample, size, timeout, tenant)
 
     async def score_many(
@@ -211,6 +233,7 @@ class GroupAssembler:
 
             self._check(run_id, sample, size, timeout, name)
         await self.service.open_run(run_id, tenant=tenant)
+        self._hold(run_id, len(samples))
         return list(
             await asyncio.gather(
                 *(self._score_checked(run_id, s, size, timeout, tenant) for s in samples)
@@ -223,9 +246,51 @@ class GroupAssembler:
             self.options.timeout_s if timeout_s is None else timeout_s,
         )
 
+    def _hold(self, run_id: str, n: int) -> None:
+        """Take ``n`` places in the buffer for ``run_id``'s samples, or refuse them all."""
+        run = self._held.get(run_id, 0)
+        # as admission does: a request larger than a cap still gets in once nothing waits
+        if (run and run + n > self.options.max_run_samples) or (
+            self._held_total and self._held_total + n > self.options.max_samples
+        ):
+            retry_after = min(10.0, self.options.timeout_s)
+            raise Overloaded(
+                f"run {run_id!r}: the per-sample buffer is full for {n} more samples ({run} of "
+                f"this run waiting, limit {self.options.max_run_samples}; {self._held_total} in "
+                f"all, limit {self.options.max_samples}); try again in {retry_after:.2f} s",
+                retry_after_s=retry_after,
+            )
+        self._held[run_id] = run + n
+        self._held_total += n
+
+    def _release(self, run_id: str, n: int) -> None:
+        left = self._held.get(run_id, 0) - n
+        if left > 0:
+            self._held[run_id] = left
+        else:
+            self._held.pop(run_id, None)
+        self._held_total -= n
+
     async def _score_checked(
         self, run_id: str, sample: Sample, size: int, timeout: float, tenant: str | None
     ) -> SampleScore:
+        """The sample holds a place (:meth:`_hold`): given back here unless it joins a
+        buffer, whose close gives back its samples' places."""
+        try:
+            placed = await self._place(run_id, sample, size, timeout, tenant)
+        except BaseException:
+            self._release(run_id, 1)
+            raise
+        if isinstance(placed, SampleScore):  # answered at once: it joined no buffer
+            self._release(run_id, 1)
+            return placed
+        # The group is ranked in a task of its own: a caller that goes away does not cancel it.
+        return await asyncio.shield(placed)
+
+    async def _place(
+        self, run_id: str, sample: Sample, size: int, timeout: float, tenant: str | None
+    ) -> SampleScore | asyncio.Future:
+        """The sample's score when it is answered at once, else the future of its group."""
         reward = sample.reward
         if reward is None:
             reward = float(await asyncio.to_thread(self.verifier, sample.response, sample.label))
@@ -252,8 +317,7 @@ class GroupAssembler:
         buffer.slots.append(_Slot(sample, reward, future))
         if len(buffer.slots) >= buffer.size:
             self._close(key, buffer)
-        # The group is ranked in a task of its own: a caller that goes away does not cancel it.
-        return await asyncio.shield(future)
+        return future
 
     def _check(
         self, run_id: str, sample: Sample, size: int, timeout: float, name: Callable[[str], str]
@@ -264,8 +328,12 @@ class GroupAssembler:
             raise InvalidRequest(
                 "group_size", f"must be between 2 and {limits.max_traces_per_group}, got {size}"
             )
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise InvalidRequest("timeout_s", f"must be > 0, got {timeout}")
+        if not 0 < timeout <= self.options.max_timeout_s:  # also refuses nan
+            raise InvalidRequest(
+                "timeout_s",
+                f"must be > 0 and at most the server's assembly_max_timeout_s "
+                f"({self.options.max_timeout_s:g}), got {timeout}",
+            )
         size_of = _utf8_size(sample.response, name("response"))
         if size_of > limits.max_trace_bytes:
             raise InvalidRequest(
@@ -276,8 +344,11 @@ class GroupAssembler:
             value = getattr(sample, attr)
             if value is not None and _utf8_size(value, name(attr)) > limits.max_prompt_bytes:
                 raise InvalidRequest(name(attr), f"longer than {limits.max_prompt_bytes} bytes")
-        if sample.reward is not None and not math.isfinite(sample.reward):
-            raise InvalidRequest(name("reward"), f"must be finite, got {sample.reward}")
+        if sample.reward is not None and not abs(sample.reward) <= MAX_ABS_REWARD:
+            raise InvalidRequest(
+                name("reward"), f"must be finite and within +-{MAX_ABS_REWARD:g}, "
+                f"got {sample.reward}"
+            )
 
     def _group_id(self, key: str) -> str:
         return f"asm-{_digest(key)}-{next(self._ids)}"
@@ -301,6 +372,7 @@ class GroupAssembler:
             del self._buffers[key]
         if buffer.timer is not None:
             buffer.timer.cancel()
+        self._release(buffer.run_id, len(buffer.slots))
         task = asyncio.get_running_loop().create_task(self._rank(buffer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -366,6 +438,9 @@ class GroupAssembler:
 
 __all__ = [
     "DEFAULT_GROUP_SIZE",
+    "DEFAULT_MAX_RUN_SAMPLES",
+    "DEFAULT_MAX_SAMPLES",
+    "DEFAULT_MAX_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "AssemblyOptions",
     "GroupAssembler",

@@ -404,6 +404,8 @@ BAD_INPUTS = [
     ({"lam": -1.0}, "lam"),
     ({"lam": NAN}, "lam"),
     ({"lam": INF}, "lam"),
+    ({"lam": 1e-300}, "lam"),  # issue 14: a singular Hessian (a 500 for every dead group)
+    ({"lam": 1e300}, "lam"),
     ({"lam": "1"}, "lam"),
     ({"method": "lbfgs"}, "method"),
 ]

@@ -51,8 +51,8 @@ def test_public_surface():
     assert set(trainer_client.__all__) == {
         "ArenaClient", "ArenaClientError", "AsyncArenaClient", "BatchResult", "BatchStats",
         "ClientClosed", "ClientConfig", "Group", "GroupOutcome", "GroupResult", "InvalidConfig",
-        "InvalidGroup", "RunSettings", "STD_EPS", "Trace", "group_relative", "is_dead",
-        "make_group",
+        "InvalidGroup", "MAX_ABS_REWARD", "RunSettings", "STD_EPS", "Trace", "group_relative",
+        "is_dead", "make_group",
     }
     for name in trainer_client.__all__:
         assert getattr(trainer_client, name) is not None

@@ -226,7 +226,8 @@ def test_idle_runs_are_forgotten():
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(size=0), dict(weight=0.0), dict(weight=float("nan")), dict(cap=0)]
+    "bad", [dict(size=0), dict(weight=0.0), dict(weight=float("nan")), dict(cap=0),
+            dict(weight=1e-320), dict(weight=float("inf"))]  # 1e-320: an infinite finish tag
 )
 def test_push_refuses_bad_sizes_weights_and_caps(bad):
     args = {"size": 1, "weight": 1.0, "cap": None, **bad}

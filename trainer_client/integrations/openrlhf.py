@@ -46,7 +46,6 @@ for a verifier that must run on the trainer side. A file for it::
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -107,10 +106,42 @@ def answer_verifier(response: str, label: Any) -> float:
     return verify_answer(response, label)
 
 
-# Special tokens a trainer leaves at the end of a decoded query (skip_special_tokens=False).
-_TRAILING_SPECIAL = re.compile(
-    r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$"
-)
+# Special tokens a trainer leaves at the end of a decoded query (skip_special_tokens=False):
+# these, and any ``<|name|>`` (a name of 1 to 40 characters, none of them ``|<>`` or space).
+_TRAILING_TOKENS = ("</s>", "<eos>", "<end_of_turn>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
+_NAMED_TOKEN_MAX = 40
+
+
+def _special_token_before(text: str, end: int) -> int:
+    """The length of the special token that ends at ``text[end]`` (0: none)."""
+    for token in _TRAILING_TOKENS:
+        if text.endswith(token, 0, end):
+            return len(token)
+    if not text.endswith("|>", 0, end):
+        return 0
+    bar = text.rfind("|", max(0, end - 3 - _NAMED_TOKEN_MAX), end - 2)  # the name has no "|"
+    name = text[bar + 1 : end - 2]
+    if bar < 1 or text[bar - 1] != "<" or not name:
+        return 0
+    if any(c in "<>" or c.isspace() for c in name):
+        return 0
+    return end - bar + 1
+
+
+def strip_trailing_special(text: str) -> str:
+    """``text`` without the special tokens at its end, nor the whitespace around them (text
+    that ends in no special token keeps its trailing whitespace). Linear time: peeled from the
+    end, each token once; the regex it replaces was quadratic in a run of whitespace (a 120 KB
+    query took 73 s and held the server's event loop)."""
+    end, stripped = len(text), False
+    while True:
+        stop = end
+        while stop and text[stop - 1].isspace():
+            stop -= 1
+        size = _special_token_before(text, stop)
+        if not size:
+            return text[:stop] if stripped else text
+        end, stripped = stop - size, True
 
 
 def response_of(query: str, prompt: str | None) -> str:
@@ -128,7 +159,7 @@ def response_of(query: str, prompt: str | None) -> str:
             text = query[len(prompt) :]
         elif (at := query.rfind(prompt)) >= 0:
             text = query[at + len(prompt) :]
-    return _TRAILING_SPECIAL.sub("", text)
+    return strip_trailing_special(text)
 
 
 def make_reward_func(
