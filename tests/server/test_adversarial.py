@@ -9,12 +9,18 @@ with zero-width characters between them) must not read as a marker line once ren
 
 Logs: an API key is never written, at any level: a real server process at debug level (its
 access log on) gets an OpenRLHF-style ``?api_key=`` request and a bearer header.
+
+Unbounded settings and wrong answers: every setting that could loop or overflow is refused
+beyond its bound with a 400 naming the field, no answer carries a non-finite number, a request
+id reused for a different group is refused, and the per-sample route parses in linear time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -24,15 +30,22 @@ import time
 import unicodedata
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
 from judge_server.comparators.base import Comparison
 from judge_server.comparators.prompt import JudgePrompt
 from judge_server.transports.tenants import hash_key
+from trainer_client import MAX_ABS_REWARD, InvalidGroup, group_relative, make_group
+from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
+from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
+from trainer_client.integrations.openrlhf import response_of
 
 from ..background import make_server
 from ..ports import free_port
+from .conftest import CHANNEL_OPTIONS
+from .groups import dead, live, to_proto
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = b"0123456789abcdef"
@@ -537,3 +550,197 @@ async def test_an_oversize_http_body_is_refused_with_413(start_server):
                                 json={"run_id": "r", "group": {"group_id": "g", "traces": [
                                     {"text": "a", "reward": 1.0}, {"text": "b", "reward": 0.0}]}})
         assert small.status_code == 200, small.text
+
+
+# -- unbounded settings -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def http(start_server):
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as c:
+        yield c
+
+
+def refused(response: httpx.Response, field: str) -> str:
+    """The message of a 400 that names ``field``."""
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_argument", field)
+    return error["message"]
+
+
+async def create(http, **settings):
+    return await http.post("/v1/runs", json={"settings": {"run_id": "r", **settings}})
+
+
+async def test_a_budget_of_a_billion_is_refused(http):
+    """It held its group's admission slot for good (a tournament that never ends)."""
+    message = refused(await create(http, budget=10**9), "settings.budget")
+    assert "max_budget (16384)" in message
+    assert (await create(http, budget=16_384)).status_code == 201
+
+
+async def test_a_budget_of_two_to_the_forty_is_refused_and_get_run_answers(start_server):
+    """Stored over HTTP, it made gRPC's GetRun answer INTERNAL (the proto's int32)."""
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as http:
+        refused(await create(http, budget=2**40), "settings.budget")
+        for name in ("pool_per_run", "pool_per_prompt", "pool_max_age", "max_calls_in_flight"):
+            refused(await create(http, **{name: 2**40}), f"settings.{name}")
+        refused(await create(http, anchors_per_group=2**20), "settings.anchors_per_group")
+        assert (await create(http, pool_per_run=2**31 - 1)).status_code == 201
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch:
+        stub = pb_grpc.ArenaStub(ch)
+        assert (await stub.GetRun(pb.GetRunRequest(run_id="r"))).pool_per_run == 2**31 - 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.CreateRun(pb.CreateRunRequest(settings=pb.RunSettings(
+                run_id="g", budget=2**31 - 1)))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_denormal_weight_is_refused(http):
+    """``1e-320`` made a finish tag infinite, after which weights were ignored server-wide."""
+    from judge_server.core.scheduling import FairQueue
+
+    assert "between 0.001 and" in refused(await create(http, weight=1e-320), "settings.weight")
+    with pytest.raises(ValueError, match="^weight: "):
+        FairQueue[None]().push("a", None, 2, weight=1e-320)
+    assert (await create(http, weight=0.001)).status_code == 201
+
+
+async def test_a_tiny_lam_is_refused_and_the_smallest_ranks_a_dead_group(http):
+    """``lam = 1e-300`` gave every dead group a 500 (a singular fit)."""
+    refused(await create(http, lam=1e-300), "settings.lam")
+    refused(await create(http, lam=1e300), "settings.lam")
+    assert (await create(http, lam=1e-6)).status_code == 201
+    response = await http.post("/v1/rank", json={"run_id": "r", "group": dead("d")})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["status"] == "ok" and all(map(math.isfinite, result["advantages"]))
+
+
+async def test_a_per_sample_timeout_beyond_the_bound_is_refused(http):
+    """Any finite ``timeout_s`` was accepted: the waits outlived their callers."""
+    body = {"query": ["2 + 2 = 4"], "prompts": ["2 + 2 = "], "labels": ["4"]}
+    for timeout in (1e9, 181):
+        response = await http.post("/v1/openrlhf/r", json=body,
+                                    params={"timeout_s": timeout, "group_size": 2})
+        assert "assembly_max_timeout_s (180)" in refused(response, "timeout_s")
+
+
+async def test_samples_buffered_are_capped_per_run_and_server_and_freed(start_server):
+    """10,000 abandoned samples held 662 MB, never freed: now at most so many wait, the rest
+    are refused with 429 before anything of their request is buffered, and a group that
+    closes frees its samples' places."""
+    server = await start_server(assembly_max_run_samples=3, assembly_max_samples=4)
+    assembler = server.app.state.assembler
+
+    def body(k: int) -> dict:
+        return {"query": [f"q{k} 4"], "prompts": [f"q{k} "], "labels": ["4"]}
+
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as http:
+
+        async def post(run_id: str, k: int, timeout_s: float = 60) -> httpx.Response:
+            return await http.post(f"/v1/openrlhf/{run_id}", json=body(k),
+                                   params={"group_size": 8, "timeout_s": timeout_s})
+
+        waiting = [asyncio.ensure_future(post("a", k, 0.5)) for k in range(3)]
+        while assembler.pending < 3:
+            await asyncio.sleep(0.01)
+        full = await post("a", 9)
+        assert full.status_code == 429 and "retry-after" in full.headers
+        other = asyncio.ensure_future(post("b", 0, 0.5))  # the server has room for one more
+        while assembler.pending < 4:
+            await asyncio.sleep(0.01)
+        assert (await post("b", 1)).status_code == 429  # the server is full
+        for response in await asyncio.gather(*waiting, other):  # closed alone by the timeout
+            assert response.status_code == 200, response.text
+        assert assembler.pending == 0 and assembler._held_total == 0
+        many = await http.post("/v1/openrlhf/a", json={
+            "query": ["1 4", "2 4"], "prompts": ["1 ", "2 "], "labels": ["4", "4"]},
+            params={"group_size": 2, "timeout_s": 0.5})
+        assert many.status_code == 200  # the places were given back
+
+
+# -- wrong answers with 200 ---------------------------------------------------------------------
+
+
+async def test_huge_rewards_are_refused_not_answered_with_nan(http):
+    """``[1.7e308, 1.7e308, 0]`` gave null (NaN) advantages."""
+    group = live("g", rewards=(1.7e308, 1.7e308, 0.0))
+    response = await http.post("/v1/rank", json={"run_id": "r", "group": group})
+    assert "within +-1e+30" in refused(response, "group.traces[0].reward")
+    with pytest.raises(InvalidGroup, match=r"^rewards\[0\]: must be within"):
+        make_group("g", ["a", "b", "c"], [1.7e308, 1.7e308, 0.0])
+    with pytest.raises(ValueError, match=r"^rewards\[0\]: "):
+        group_relative([1.7e308, 1.7e308, 0.0])
+    # at the bound every advantage is finite, on both sides, with or without the std
+    edge = (MAX_ABS_REWARD, -MAX_ABS_REWARD, -MAX_ABS_REWARD)
+    for divide_by_std in (True, False):
+        assert all(map(math.isfinite, group_relative(edge, divide_by_std=divide_by_std)))
+    response = await http.post("/v1/rank", json={"run_id": "r", "group": live("g", edge)})
+    assert response.status_code == 200, response.text
+    local = group_relative(edge)
+    assert response.json()["advantages"] == pytest.approx(local)
+
+
+async def test_a_request_id_reused_for_another_group_is_refused_over_http(http):
+    """It answered the first group's result: a 3-trace answer to an 8-trace group."""
+    first = {**dead("g8", strengths=tuple(range(8))), "request_id": "q"}
+    other = {**dead("g3", strengths=(0.0, 1.0, 2.0)), "request_id": "q"}
+    ok = await http.post("/v1/rank", json={"run_id": "r", "group": first})
+    assert ok.status_code == 200 and len(ok.json()["advantages"]) == 8
+    message = refused(await http.post("/v1/rank", json={"run_id": "r", "group": other}),
+                      "group.request_id")
+    assert "'q' was used for a different group" in message
+    # another reward, the same texts: refused too; the same group again: the first result
+    changed = {**first, "traces": [{**t, "reward": 0.0} for t in first["traces"]]}
+    refused(await http.post("/v1/rank", json={"run_id": "r", "groups": [changed]}),
+            "groups[0].request_id")
+    again = await http.post("/v1/rank", json={"run_id": "r", "group": first})
+    assert again.json()["advantages"] == ok.json()["advantages"]
+    # two different groups under one request id in one request
+    twice = {"run_id": "r", "groups": [{**other, "request_id": "n"},
+                                       {**other, "group_id": "x", "request_id": "n",
+                                        "prompt": "another"}]}
+    refused(await http.post("/v1/rank", json=twice), "groups[1].request_id")
+
+
+async def test_a_request_id_reused_for_another_group_is_refused_over_grpc(server):
+    first = to_proto({**dead("g8", strengths=tuple(range(8))), "request_id": "q"})
+    other = to_proto({**dead("g3", strengths=(0.0, 1.0, 2.0)), "request_id": "q"})
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch:
+        stub = pb_grpc.ArenaStub(ch)
+        ok = await stub.Rank(pb.RankRequest(run_id="r", groups=[first]))
+        assert len(ok.results[0].advantages) == 8
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Rank(pb.RankRequest(run_id="r", groups=[other]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("groups[0].request_id: request id 'q' was used")
+
+
+# -- linear-time parsing ------------------------------------------------------------------------
+
+
+def test_a_120_kb_query_is_cut_by_the_linear_strip():
+    """The trailing-token regex was quadratic in a run of whitespace: a 120 KB query took
+    73 s and blocked ``/healthz`` for 60 s. The results, checked (not the time)."""
+    prompt = "What is 2 + 2? "
+    spaces = " \t\n" * 40_000  # 120 KB of whitespace, then no special token
+    assert response_of(prompt + "4" + spaces + "!", prompt) == "4" + spaces + "!"
+    assert response_of(prompt + "4" + spaces, prompt) == "4" + spaces  # no token: kept
+    assert response_of(prompt + "4" + spaces + "<|im_end|>", prompt) == "4"
+    tokens = "</s> <|eot_id|>\n" * 8_000  # 120 KB of special tokens
+    assert response_of(prompt + "The answer is 4." + tokens, prompt) == "The answer is 4."
+    assert response_of(prompt + "4 <|not a token|>" + spaces, prompt) == (
+        "4 <|not a token|>" + spaces)
+
+
+async def test_a_120_kb_query_is_answered_by_the_per_sample_route(http):
+    query = "2 + 2 = 4" + " " * 120_000 + "<|im_end|>"
+    response = await http.post("/v1/openrlhf/r", json={
+        "query": [query], "prompts": ["2 + 2 = "], "labels": ["4"]},
+        params={"group_size": 2, "timeout_s": 0.1})
+    assert response.status_code == 200, response.text
+    assert response.json()["scores"] == [1.0]
