@@ -136,6 +136,7 @@ def build_service(
             window_s=settings.batch_window_ms / 1e3,
             batches_in_flight=settings.judge_batches_in_flight,
             policy=settings.scheduler,
+            stall_s=settings.judge_timeout_s,
         ),
         limits=settings.limits(),
         defaults=settings.run_defaults(),

@@ -11,7 +11,13 @@ need (:class:`Ranked`).
    group is ranked the same way.
 2. Round by round its presentations go to the judge as :class:`Comparison` s; the verdicts are
    recorded. A judge failure ends the group as ``judge_failed`` with the advantages it would
-   have had without the judge (zeros) and the cost of the rounds answered before it.
+   have had without the judge (zeros) and its cost: the rounds answered before it and the
+   round that failed (its comparisons, and the requests the judge received for them).
+
+A result's ``judge_requests`` counts every request the judge received for the group, retries
+included (HTTP retries, malformed answers asked again), apart from ``comparisons`` (what the
+tournament needed) and ``cached_comparisons`` (what a verdict cache answered): without
+retries, ``judge_requests == comparisons - cached_comparisons``.
 3. The Bradley-Terry fit gives the traces' strengths; :func:`.advantages.from_strengths` turns
    them into advantages. A judge that preferred nothing in any verdict gives zeros (``tied``):
    anchors alone must not tell the traces apart.
@@ -35,7 +41,7 @@ import numpy as np
 
 from trainer_client.types import Group, GroupResult, RunSettings
 
-from ..comparators.base import NO_PREFERENCE, Answers, Comparison, is_unread
+from ..comparators.base import NO_PREFERENCE, Answers, Comparison, FailedComparisons, is_unread
 from ..errors import JudgeError
 from . import advantages
 from .pools import Anchor
@@ -85,7 +91,7 @@ async def rank_dead_group(
         rng=np.random.default_rng(seed(run_id, group.group_id, *texts)),
     )
     salt = seed(run_id, "prefix cache").to_bytes(8, "little").hex()
-    rounds = cached = unread = 0
+    rounds = cached = requests = unread = 0
     preferred = False
     off_loop = tournament.n_items >= THREAD_ITEMS
     try:
@@ -94,7 +100,7 @@ async def rank_dead_group(
             else tournament.next_round()
         ):
             rounds += 1
-            answers, hits = await ask([
+            answered = await ask([
                 Comparison(
                     prompt=group.prompt, first=texts[i], second=texts[j],
                     reference=group.reference, run_id=run_id,
@@ -102,16 +108,22 @@ async def rank_dead_group(
                 )
                 for i, j in pairs
             ])
+            answers = answered.p
             unread += sum(map(is_unread, answers))
             preferred = preferred or any(p != NO_PREFERENCE for p in answers)
             tournament.record(Verdict(i, j, p) for (i, j), p in zip(pairs, answers))
-            cached += sum(hits)
+            cached += sum(answered.cached)
+            requests += sum(answered.requests_each())
     except JudgeError as exc:
+        # The failed round was needed too; its requests are known when the judge failed
+        # some comparisons only (a judge that failed as a whole may have received none).
+        failed = exc.answers if isinstance(exc, FailedComparisons) else None
         result = GroupResult(
             group_id=group.group_id, advantages=(0.0,) * n, routed=True,
-            comparisons=tournament.calls, cached_comparisons=cached,
-            judge_requests=tournament.calls - cached, rounds=rounds,
-            anchors_used=len(anchors), status="judge_failed", error=str(exc),
+            comparisons=tournament.calls + len(pairs),
+            cached_comparisons=cached + (sum(failed.cached) if failed else 0),
+            judge_requests=requests + (sum(failed.requests_each()) if failed else 0),
+            rounds=rounds, anchors_used=len(anchors), status="judge_failed", error=str(exc),
         )
         return Ranked(result, np.zeros(0), np.zeros(0), False, unread)
     fit = await asyncio.to_thread(tournament.fit) if off_loop else tournament.fit()
@@ -133,7 +145,7 @@ async def rank_dead_group(
         stderr=tuple(stderr.tolist()),
         comparisons=tournament.calls,
         cached_comparisons=cached,
-        judge_requests=tournament.calls - cached,
+        judge_requests=requests,
         rounds=rounds,
         anchors_used=len(anchors),
         tied=not adv.any(),

@@ -14,11 +14,16 @@ caller, that the service recognises with :func:`is_unread` and counts per run, w
 backend. Wrappers pass an answer on as they got it (:func:`as_verdict`), so that it stays
 recognisable.
 
+A judge that fails some comparisons of a batch and answers the others raises
+:class:`FailedComparisons` (a :class:`JudgeError`) with the answers it has and the failure of
+each comparison that has none: the scheduler fails only the rounds (groups) that needed those.
+
 A verdict cache in front of a judge answers some comparisons without asking it. The service
 counts those apart (a group's ``cached_comparisons`` against its ``judge_requests``), so the
 scheduler asks for :meth:`Comparator.compare_with_hits`: the answers and, for each, whether a
-cache gave it (:class:`Answers`). By default no answer is cached; only a cache
-(:class:`~.cached.CachedComparator`) overrides it, and a comparator that implements
+cache gave it (:class:`Answers`), and how many requests each took (retries included). By
+default no answer is cached; only a cache (:class:`~.cached.CachedComparator`) overrides it,
+and a comparator that implements
 :meth:`~Comparator.compare` alone needs nothing more.
 """
 
@@ -28,6 +33,8 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from ..errors import JudgeError
 
 NO_PREFERENCE = 0.5
 
@@ -76,11 +83,32 @@ class Comparison:
 
 
 class Answers(NamedTuple):
-    """One batch's answers: ``p[i]`` for comparison ``i``, and ``cached[i]`` when a verdict
-    cache gave it (then no request for it reached the judge)."""
+    """One batch's answers: ``p[i]`` for comparison ``i``, ``cached[i]`` when a verdict cache
+    gave it (then no request for it reached the judge), and ``requests[i]``: the requests the
+    judge received for it, retries included (``None``: one per answer not cached)."""
 
     p: list[float]
     cached: list[bool]
+    requests: list[int] | None = None
+
+    def requests_each(self) -> list[int]:
+        """``requests``, or one per answer not cached when the judge did not say."""
+        if self.requests is not None:
+            return list(self.requests)
+        return [0 if hit else 1 for hit in self.cached]
+
+
+class FailedComparisons(JudgeError):
+    """Some comparisons of a batch failed: ``errors[i]`` is comparison ``i``'s failure
+    (``None`` where it was answered) and ``answers`` the batch's answers (``p`` is
+    :data:`NO_PREFERENCE` where it failed), with the requests each took."""
+
+    def __init__(self, answers: Answers, errors: Sequence[JudgeError | None]) -> None:
+        failed = [e for e in errors if e is not None]
+        first = failed[0] if failed else "none"
+        super().__init__(f"{len(failed)} of {len(errors)} comparisons failed: {first}")
+        self.answers = answers
+        self.errors = list(errors)
 
 
 class Comparator(abc.ABC):
@@ -97,7 +125,7 @@ class Comparator(abc.ABC):
         """:meth:`compare`, and which of its answers a verdict cache gave: none, unless the
         comparator is a cache (:class:`~.cached.CachedComparator` overrides this)."""
         p = await self.compare(comparisons)
-        return Answers(p, [False] * len(p))
+        return Answers(p, [False] * len(p), [1] * len(p))
 
     def set_run_template(self, run_id: str, template: str | None) -> None:
         """Judge ``run_id``'s comparisons with its own prompt template (``None``: the
@@ -123,6 +151,7 @@ __all__ = [
     "Answers",
     "Comparator",
     "Comparison",
+    "FailedComparisons",
     "Unread",
     "as_verdict",
     "is_unread",

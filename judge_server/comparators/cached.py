@@ -6,9 +6,12 @@ judge's position bias makes them). :class:`CachedComparator` keeps the answers i
 ``max_entries`` keyed by ``(run_id, hash of the rest)``; the judge is the wrapped comparator,
 so a cache never mixes judges. Within a batch, repeated questions are sent once; a question
 already being judged by a concurrent batch is waited for rather than sent again. A failed
-batch caches nothing, and every caller waiting on it gets the same :class:`JudgeError`.
+batch caches nothing, and every caller waiting on it gets the same :class:`JudgeError`; when
+the judge fails only some comparisons (:class:`~.base.FailedComparisons`), the others are
+cached, and only the comparisons that asked a failed question fail.
 :meth:`CachedComparator.compare_with_hits` says which answers the cache gave (each of those
-three ways), so that the service counts the requests that reached the judge.
+three ways) and how many requests the judge received for the others, so that the service
+counts the requests that reached the judge.
 
 Where repeats come from: pool anchors meet the same traces again in later tournaments of a
 prompt, a trainer retries a group, ``order="both"`` designs that revisit a pair, and
@@ -22,7 +25,8 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from .base import Answers, Comparator, Comparison, as_verdict
+from ..errors import JudgeError
+from .base import NO_PREFERENCE, Answers, Comparator, Comparison, FailedComparisons, as_verdict
 
 Key = tuple[str, bytes]
 
@@ -89,17 +93,26 @@ class CachedComparator(Comparator):
             else:
                 to_ask[key] = i
                 self.misses += 1
+        requests = [0] * len(comparisons)
+        errors: list[JudgeError | None] = [None] * len(comparisons)
+        failed: dict[Key, JudgeError] = {}
         if to_ask:
             loop = asyncio.get_running_loop()
             mine = {key: loop.create_future() for key in to_ask}
             self._pending.update(mine)
             try:
-                answers, inner_cached = await self.inner.compare_with_hits(
-                    [comparisons[i] for i in to_ask.values()]
-                )
-                if len(answers) != len(to_ask) or len(inner_cached) != len(to_ask):
+                try:
+                    answered = await self.inner.compare_with_hits(
+                        [comparisons[i] for i in to_ask.values()]
+                    )
+                    inner_errors: list[JudgeError | None] = [None] * len(to_ask)
+                except FailedComparisons as exc:
+                    answered, inner_errors = exc.answers, exc.errors
+                inner_requests = answered.requests_each()
+                if {len(answered.p), len(answered.cached), len(inner_requests),
+                        len(inner_errors)} != {len(to_ask)}:
                     raise ValueError(
-                        f"{self.name}: {len(answers)} verdicts for {len(to_ask)} comparisons"
+                        f"{self.name}: {len(answered.p)} verdicts for {len(to_ask)} comparisons"
                     )
             except BaseException as exc:
                 for key, future in mine.items():
@@ -108,17 +121,37 @@ class CachedComparator(Comparator):
                         future.set_exception(exc)
                         future.exception()  # retrieved: a waiter may or may not exist
                 raise
-            for (key, i), p, hit in zip(to_ask.items(), answers, inner_cached):
+            for (key, i), p, hit, n, error in zip(
+                to_ask.items(), answered.p, answered.cached, inner_requests, inner_errors
+            ):
                 self._pending.pop(key, None)
+                cached[i] = bool(hit)
+                requests[i] = n
+                if error is not None:  # not cached: the next asking tries again
+                    failed[key] = error
+                    mine[key].set_exception(error)
+                    mine[key].exception()
+                    continue
                 mine[key].set_result(p)
                 got[key] = p
-                cached[i] = bool(hit)
                 self._store(key, p)
         for i, future in waiting.items():
-            out[i] = await future
+            try:
+                out[i] = await future
+            except JudgeError as error:
+                errors[i] = error
+        for i, key in enumerate(keys):
+            if out[i] is None and key in failed:
+                errors[i] = failed[key]
         # None: asked in this batch, maybe more than once
-        answered = [got[key] if p is None else p for p, key in zip(out, keys)]
-        return Answers([as_verdict(p) for p in answered], cached)
+        answered_p = [
+            NO_PREFERENCE if errors[i] is not None else got[key] if p is None else p
+            for i, (p, key) in enumerate(zip(out, keys))
+        ]
+        answers = Answers([as_verdict(p) for p in answered_p], cached, requests)
+        if any(e is not None for e in errors):
+            raise FailedComparisons(answers, errors)
+        return answers
 
     def _store(self, key: Key, p: float) -> None:
         self._answers[key] = p

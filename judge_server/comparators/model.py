@@ -9,20 +9,29 @@
 2. renders every comparison with :class:`~.prompt.JudgePrompt` (off the event loop: the
    tokenizer works in a thread);
 3. orders the batch so that prompts sharing prefixes are adjacent (:func:`~.prompt.prefix_order`)
-   and hands it to the backend's ``_score``, which returns one ``p`` per prompt, read from the
-   verdict token's log-probabilities (:mod:`.verdict`);
-4. puts the answers back in the caller's order.
+   and hands it to the backend's ``_score``, which returns, per prompt, ``p`` read from the
+   verdict token's log-probabilities (:mod:`.verdict`) or that prompt's :class:`JudgeError`;
+4. asks again, up to ``malformed_retries`` times, for the prompts whose answer was malformed
+   (:class:`MalformedAnswer`: a judge that garbles one answer in a thousand costs a request,
+   not a group);
+5. puts the answers back in the caller's order, with the requests each took.
 
-Whatever goes wrong inside (server down, timeout, malformed response, engine crash, a
-missing package) leaves :meth:`~ModelComparator.compare` as :class:`JudgeError`; nothing else
-does, cancellation apart.
+A failure of one comparison fails that comparison only: when some fail, the others' answers
+leave :meth:`~ModelComparator.compare_with_hits` in a :class:`~.base.FailedComparisons`, so
+that only the groups that needed a failed one fail. Whatever else goes wrong (engine crash, a
+missing package) fails the batch. Every failure is a :class:`JudgeError`; nothing else
+leaves, cancellation apart.
 
 :class:`HTTPModelComparator` adds what the HTTP backends share: one ``httpx.AsyncClient``
 connection pool, at most ``max_concurrency`` requests in flight, a timeout per request, and
 bounded retries (tenacity) with exponential backoff and full jitter for failures that may pass
 (connection errors, timeouts, HTTP 408, 429, 500, 502, 503, 504; ``Retry-After``, in seconds or
-as an HTTP date, is honoured up to :data:`MAX_BACKOFF_S`). Other HTTP errors and malformed
-responses are not retried.
+as an HTTP date, is honoured up to :data:`MAX_BACKOFF_S`). Other HTTP errors are not retried;
+malformed responses are asked again as above. A hung judge fails a batch in a bounded time,
+whatever its size: when no request of the batch has finished for :data:`STALL_FACTOR` times the
+timeout, the judge is taken as down for this batch, and the requests still in flight or waiting
+for a connection fail at once (rather than each waiting its own timeouts, ``max_concurrency`` at
+a time). Every request sent counts, per comparison and in ``stats.calls``.
 
 Heavy packages are imported when a backend starts, never at import time; :func:`require`
 names the extra to install when one is missing.
@@ -43,7 +52,7 @@ import tenacity
 from trainer_client.protocol import parse_retry_after
 
 from ..errors import JudgeError
-from .base import Comparator, Comparison, as_verdict
+from .base import Answers, Comparator, Comparison, FailedComparisons, as_verdict
 from .prompt import JudgeInput, JudgePrompt, PromptTemplate, prefix_order
 from .verdict import NO_PREFERENCE, JudgeStats
 
@@ -51,6 +60,17 @@ logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 10.0
+MALFORMED_RETRIES = 2
+"""Times a prompt whose answer was malformed is asked again (by default)."""
+STALL_FACTOR = 1.5
+"""A batch whose requests have all gone unanswered for this many timeouts is given up."""
+
+Scored = float | JudgeError
+"""A prompt's outcome from a backend: its ``p``, or its failure."""
+
+
+class MalformedAnswer(JudgeError):
+    """A response that lacks what a verdict needs; asking again may help."""
 
 
 class MissingDependency(ImportError):
@@ -94,12 +114,13 @@ class ModelComparator(Comparator, abc.ABC):
     """An LLM judge: one prefill and one scored verdict token per comparison.
 
     Subclasses implement :meth:`_load` (start the backend, return its tokenizer or ``None``)
-    and :meth:`_score` (one ``p`` per rendered prompt, recording into :attr:`stats`), and may
-    override :meth:`_healthy` and :meth:`_close`.
+    and :meth:`_score` (one ``p`` or :class:`JudgeError` per rendered prompt, recording into
+    :attr:`stats`), and may override :meth:`_healthy` and :meth:`_close`.
 
     Prompt options (every backend): ``template`` (a :class:`~.prompt.PromptTemplate` or its
     text), ``prompt_format`` (``"auto"``, ``"plain"``, ``"chat"``), ``nonce_key`` and
-    ``chat_template_kwargs`` (see :class:`~.prompt.JudgePrompt`).
+    ``chat_template_kwargs`` (see :class:`~.prompt.JudgePrompt`); ``malformed_retries``: times
+    a prompt whose answer was malformed is asked again.
     """
 
     name = "model"
@@ -115,7 +136,11 @@ class ModelComparator(Comparator, abc.ABC):
         prompt_format: Literal["auto", "plain", "chat"] = "auto",
         nonce_key: bytes | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        malformed_retries: int = MALFORMED_RETRIES,
     ) -> None:
+        if malformed_retries < 0:
+            raise ValueError("malformed_retries must not be negative")
+        self.malformed_retries = malformed_retries
         if isinstance(template, str):
             template = PromptTemplate(template)
         self._prompt_options: dict[str, Any] = {
@@ -216,26 +241,65 @@ class ModelComparator(Comparator, abc.ABC):
     # -- judging -----------------------------------------------------------------------------
 
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:
+        return (await self.compare_with_hits(comparisons)).p
+
+    async def compare_with_hits(self, comparisons: Sequence[Comparison]) -> Answers:
+        """The answers (none cached) and the requests each took; raises
+        :class:`~.base.FailedComparisons` when some comparisons failed (module doc)."""
         if not comparisons:
-            return []
+            return Answers([], [], [])
         try:
             await self.start()
             assert self.prompt is not None
             inputs = await asyncio.to_thread(self.prompt.render_all, comparisons)
             order = prefix_order(inputs)
-            answers = await self._score([inputs[i] for i in order])
-            if len(answers) != len(order):
-                raise JudgeError(
-                    f"{self.name}: {len(answers)} verdicts for {len(order)} comparisons"
-                )
+            scored, requests = await self._score_again([inputs[i] for i in order])
         except JudgeError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of the judge is a JudgeError
             raise JudgeError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
-        out = [NO_PREFERENCE] * len(comparisons)
+        n = len(comparisons)
+        out = [NO_PREFERENCE] * n
+        errors: list[JudgeError | None] = [None] * n
+        each = [0] * n
         for k, i in enumerate(order):
-            out[i] = as_verdict(answers[k])
-        return out
+            answer = scored[k]
+            if isinstance(answer, JudgeError):
+                errors[i] = answer
+            else:
+                out[i] = as_verdict(answer)
+            each[i] = requests[k]
+        answers = Answers(out, [False] * n, each)
+        if any(e is not None for e in errors):
+            raise FailedComparisons(answers, errors)
+        return answers
+
+    async def _score_again(self, inputs: list[JudgeInput]) -> tuple[list[Scored], list[int]]:
+        """:meth:`_score_counted`, asking again for malformed answers (at most
+        ``malformed_retries`` times each)."""
+        scored: list[Scored] = [NO_PREFERENCE] * len(inputs)
+        requests = [0] * len(inputs)
+        todo = list(range(len(inputs)))
+        for attempt in range(self.malformed_retries + 1):
+            if attempt:
+                self.stats.malformed_retries += len(todo)
+                logger.debug("%s: %d malformed answers; asking again", self.name, len(todo))
+            answers, sent = await self._score_counted([inputs[k] for k in todo])
+            if len(answers) != len(todo) or len(sent) != len(todo):
+                raise JudgeError(f"{self.name}: {len(answers)} verdicts for {len(todo)} prompts")
+            for k, answer, n in zip(todo, answers, sent):
+                scored[k] = answer
+                requests[k] += n
+            todo = [k for k in todo if isinstance(scored[k], MalformedAnswer)]
+            if not todo:
+                break
+        return scored, requests
+
+    async def _score_counted(self, inputs: Sequence[JudgeInput]) -> tuple[list[Scored], list[int]]:
+        """:meth:`_score`, and the requests each prompt took: one, unless the backend knows
+        better (:class:`HTTPModelComparator` counts its retries)."""
+        answers = list(await self._score(inputs))
+        return answers, [1] * len(answers)
 
     def render(self, comparisons: Sequence[Comparison]) -> list[JudgeInput]:
         """The prompts this judge sends for ``comparisons`` (after :meth:`start`)."""
@@ -250,8 +314,9 @@ class ModelComparator(Comparator, abc.ABC):
         """Start the backend; return its tokenizer (``None`` when unknown)."""
 
     @abc.abstractmethod
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
-        """One ``p`` per prompt, in order."""
+    async def _score(self, inputs: Sequence[JudgeInput]) -> Sequence[Scored]:
+        """One ``p`` per prompt, in order, or the prompt's failure (:class:`MalformedAnswer`
+        when asking again may help); raising fails the whole batch."""
 
     async def _healthy(self) -> bool:
         return True
@@ -271,6 +336,9 @@ class HTTPModelComparator(ModelComparator):
     ``base_url`` is the server's root (``http://host:8000``; a trailing ``/v1`` is dropped).
     ``api_key``, when given, is sent as ``Authorization: Bearer ...`` and never logged or
     shown. ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+
+    Subclasses say what to send for one prompt (:meth:`_call`) and how to read the answer
+    (:meth:`_read`); this class sends a batch's requests and gives a stalled batch up.
     """
 
     def __init__(
@@ -332,12 +400,69 @@ class HTTPModelComparator(ModelComparator):
         if client is not None:
             await client.aclose()
 
+    @property
+    def stall_s(self) -> float:
+        """How long a batch may go without any of its requests finishing."""
+        return STALL_FACTOR * self.timeout_s
+
+    def _call(self, prompt: JudgeInput) -> tuple[str, Mapping[str, Any]]:
+        """The path and JSON body of the request for one prompt."""
+        raise NotImplementedError
+
+    def _read(self, answer: Any) -> float:
+        """``p`` from one answer; :class:`MalformedAnswer` when it has none."""
+        raise NotImplementedError
+
+    async def _score(self, inputs: Sequence[JudgeInput]) -> Sequence[Scored]:
+        return (await self._score_counted(inputs))[0]
+
+    async def _score_counted(self, inputs: Sequence[JudgeInput]) -> tuple[list[Scored], list[int]]:
+        """One request per prompt, concurrently, and the requests each took. When none of
+        them finishes for :attr:`stall_s`, the judge is down for this batch: the rest fail now."""
+        sent = [[0] for _ in inputs]
+        tasks = [asyncio.ensure_future(self._ask(p, n)) for p, n in zip(inputs, sent)]
+        pending: set[asyncio.Future] = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    logger.warning(
+                        "%s: no answer to %d requests for %.1fs: the judge is taken as down "
+                        "for this batch", self.name, len(pending), self.stall_s,
+                    )
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        stalled = JudgeError(
+            f"{self.name}: no request of the batch answered in {self.stall_s:g}s "
+            f"(the judge seems hung)"
+        )
+        out: list[Scored] = []
+        for task in tasks:
+            if task.cancelled():
+                out.append(stalled)
+            elif (exc := task.exception()) is not None:
+                out.append(exc if isinstance(exc, JudgeError) else JudgeError(
+                    f"{self.name}: {type(exc).__name__}: {exc}"
+                ))
+            else:
+                out.append(task.result())
+        return out, [n[0] for n in sent]
+
+    async def _ask(self, prompt: JudgeInput, sent: list[int]) -> float:
+        path, body = self._call(prompt)
+        return self._read(await self.request("POST", path, body, sent=sent))
+
     async def request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-        parse: bool = True,
+        parse: bool = True, sent: list[int] | None = None,
     ) -> Any:
         """The JSON answer to one request (``parse=False``: the raw text), with retries;
-        :class:`JudgeError` when it fails."""
+        :class:`JudgeError` when it fails. ``sent[0]`` counts the tries sent."""
         self._open_client()
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.retries + 1),
@@ -350,22 +475,25 @@ class HTTPModelComparator(ModelComparator):
             reraise=True,
         )
         try:
-            return await retrying(self._send, method, path, body, parse)
+            return await retrying(self._send, method, path, body, parse, sent)
         except _Retryable as exc:  # the last try's failure: tenacity stopped
             raise JudgeError(
                 f"{self.name}: {method} {path}: {exc} (after {self.retries + 1} tries)"
             ) from exc
 
     async def _send(
-        self, method: str, path: str, body: Mapping[str, Any] | None, parse: bool
+        self, method: str, path: str, body: Mapping[str, Any] | None, parse: bool,
+        sent: list[int] | None = None,
     ) -> Any:
         """One try: the answer; :class:`_Retryable` when trying again may help, else
         :class:`JudgeError`."""
         import httpx
 
         assert self._client is not None and self._slots is not None
-        self.stats.calls += 1
         async with self._slots:
+            self.stats.calls += 1
+            if sent is not None:
+                sent[0] += 1
             try:
                 response = await self._client.request(method, path, json=body)
             except httpx.TransportError as exc:
@@ -381,7 +509,7 @@ class HTTPModelComparator(ModelComparator):
         try:
             return response.json()
         except ValueError as exc:
-            raise JudgeError(
+            raise MalformedAnswer(
                 f"{self.name}: {method} {path}: malformed response (not JSON: {exc})"
             ) from exc
 
@@ -422,20 +550,24 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def malformed(name: str, what: str, exc: Exception | None = None) -> JudgeError:
+def malformed(name: str, what: str, exc: Exception | None = None) -> MalformedAnswer:
     """The error of a response that lacks what a verdict needs."""
     detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
-    return JudgeError(f"{name}: malformed response: {what}{detail}")
+    return MalformedAnswer(f"{name}: malformed response: {what}{detail}")
 
 
 __all__ = [
+    "MALFORMED_RETRIES",
     "MAX_BACKOFF_S",
     "RETRY_STATUS",
+    "STALL_FACTOR",
     "HTTPModelComparator",
+    "MalformedAnswer",
     "MissingDependency",
     "ModelComparator",
     "gather_all",
     "load_tokenizer",
     "malformed",
     "require",
+    "Scored",
 ]

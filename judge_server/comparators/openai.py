@@ -21,12 +21,11 @@ HTTP client (httpx) is a base dependency.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import JudgeError
-from .model import HTTPModelComparator, gather_all, load_tokenizer, malformed
+from .model import HTTPModelComparator, load_tokenizer, malformed
 from .prompt import JudgeInput, JudgePrompt
 from .verdict import verdict_from_top
 
@@ -126,11 +125,10 @@ class OpenAIComparator(HTTPModelComparator):
             body["cache_salt"] = prompt.cache_salt
         return body
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
-        return await gather_all([self._one(prompt) for prompt in inputs])
+    def _call(self, prompt: JudgeInput) -> tuple[str, dict[str, Any]]:
+        return self.path, self.body(prompt)
 
-    async def _one(self, prompt: JudgeInput) -> float:
-        answer = await self.request("POST", self.path, self.body(prompt))
+    def _read(self, answer: Any) -> float:
         return self.verdict(answer)
 
     def verdict(self, answer: Any) -> float:

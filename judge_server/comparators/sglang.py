@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 from .model import (
     HTTPModelComparator,
+    MalformedAnswer,
     ModelComparator,
-    gather_all,
+    Scored,
     load_tokenizer,
     malformed,
     require,
@@ -72,6 +73,8 @@ def generate_verdict(
     entries: list[tuple[int, float]] | list[tuple[str, float]]  # by token id, or by text
     try:
         meta = answer["meta_info"]
+        if not isinstance(meta, dict):
+            raise TypeError("meta_info is not an object")
         if verdict_ids is not None:
             rows = meta["output_token_ids_logprobs"][0]
             entries = [(int(row[1]), float(row[0])) for row in rows]
@@ -127,12 +130,10 @@ class SGLangComparator(HTTPModelComparator):
         await self.request("GET", "/health", parse=False)  # an empty 200
         return True
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
-        return await gather_all([self._one(prompt) for prompt in inputs])
+    def _call(self, prompt: JudgeInput) -> tuple[str, dict[str, Any]]:
+        return "/generate", generate_request(prompt, self.verdict_ids, self.top_logprobs)
 
-    async def _one(self, prompt: JudgeInput) -> float:
-        body = generate_request(prompt, self.verdict_ids, self.top_logprobs)
-        answer = await self.request("POST", "/generate", body)
+    def _read(self, answer: Any) -> float:
         assert self.prompt is not None
         return generate_verdict(
             self.name, answer, self.verdict_ids, self.prompt.verdict_texts, self.stats
@@ -178,7 +179,7 @@ class SGLangEngineComparator(ModelComparator):
         if engine is not None:
             await asyncio.to_thread(engine.shutdown)
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
+    async def _score(self, inputs: Sequence[JudgeInput]) -> list[Scored]:
         requests = [generate_request(p, self.verdict_ids, 0) for p in inputs]
         batch: dict[str, Any] = {
             "input_ids": [r["input_ids"] for r in requests],
@@ -194,9 +195,14 @@ class SGLangEngineComparator(ModelComparator):
             raise malformed(self.name, f"not one answer per prompt ({len(inputs)} prompts)")
         assert self.prompt is not None
         texts = self.prompt.verdict_texts
-        return [
-            generate_verdict(self.name, a, self.verdict_ids, texts, self.stats) for a in answers
-        ]
+        out: list[Scored] = []
+        for answer in answers:  # a malformed answer fails its comparison only
+            try:
+                out.append(generate_verdict(self.name, answer, self.verdict_ids, texts,
+                                            self.stats))
+            except MalformedAnswer as exc:
+                out.append(exc)
+        return out
 
 
 __all__ = [

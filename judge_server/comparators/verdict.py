@@ -131,7 +131,8 @@ class JudgeStats:
     with its bound); ``prompt_tokens`` and
     ``cached_prompt_tokens``: as the engine reported them, over ``reported_tokens``
     comparisons (the engines that report them); ``calls``: HTTP requests made, retries
-    included; ``retries``.
+    included; ``retries``: HTTP retries; ``malformed_retries``: prompts asked again after a
+    malformed answer.
     """
 
     comparisons: int = 0
@@ -144,6 +145,7 @@ class JudgeStats:
     reported_tokens: int = 0
     calls: int = 0
     retries: int = 0
+    malformed_retries: int = 0
 
     def add_top(self, verdict: TopVerdict) -> float:
         self.comparisons += 1

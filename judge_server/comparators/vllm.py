@@ -22,7 +22,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .model import ModelComparator, gather_all, load_tokenizer, malformed, require
+from .model import (
+    MalformedAnswer,
+    ModelComparator,
+    Scored,
+    gather_all,
+    load_tokenizer,
+    malformed,
+    require,
+)
 from .prompt import JudgeInput
 from .verdict import verdict_from_top
 
@@ -111,7 +119,7 @@ class VLLMComparator(ModelComparator):
             return False
         return bool(await self.engine.reset_prefix_cache())
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[float]:
+    async def _score(self, inputs: Sequence[JudgeInput]) -> list[Scored]:
         prompts: list[Any] = [
             {"prompt_token_ids": list(p.token_ids or ())}
             | ({"cache_salt": p.cache_salt} if p.cache_salt else {})
@@ -121,12 +129,15 @@ class VLLMComparator(ModelComparator):
         if hasattr(renderer, "render_cmpl"):  # vLLM >= 0.1x: engine inputs, in one call
             prompts = renderer.render_cmpl(prompts)
 
-        async def one(prompt: Any) -> float:
+        async def one(prompt: Any) -> Scored:
             request_id = f"judge-{self._prefix}-{next(self._ids)}"
             final = None
             async for output in self.engine.generate(prompt, self._params, request_id):
                 final = output
-            return self._verdict(final)
+            try:
+                return self._verdict(final)
+            except MalformedAnswer as exc:  # fails this comparison only
+                return exc
 
         return await gather_all([one(prompt) for prompt in prompts])
 

@@ -23,18 +23,34 @@ Each round gets its answers back with the comparator's word on which of them a v
 gave (:meth:`JudgeScheduler.compare_with_hits`), so that the service tells the comparisons a
 group needed from the requests that reached the judge.
 
-A comparator failure, or an answer that is not one ``p`` in [0, 1] per comparison, fails
-every round of that batch with :class:`JudgeError`; the service turns it into per-group
+A failure fails only the rounds that needed it: a comparison the judge could not answer
+(:class:`~..comparators.base.FailedComparisons`), or an answer that is not a ``p`` in
+[0, 1], fails its round, with what the judge said of the round's other comparisons; the rest
+of the batch is answered. A comparator that fails as a whole (or answers the wrong number of
+comparisons) fails every round of the batch. The service turns failed rounds into per-group
 failures. A caller that stops waiting (cancelled) withdraws its round if it has not been sent.
+
+A batch at the judge for longer than ``stall_s`` stops holding its place among the
+``batches_in_flight``: a hung judge (or one run's comparisons that hang it) cannot stall every
+other run's rounds behind it. Its rounds are still answered (or failed) when it comes back; a
+model-backed judge gives a hung batch up by itself (:mod:`..comparators.model`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Callable, Sequence
 
-from ..comparators.base import Answers, Comparator, Comparison, as_verdict
+from ..comparators.base import (
+    NO_PREFERENCE,
+    Answers,
+    Comparator,
+    Comparison,
+    FailedComparisons,
+    as_verdict,
+)
 from ..errors import JudgeError
 from .scheduling import Policy, Round, make_queue
 
@@ -43,25 +59,37 @@ DEFAULT_BATCHES_IN_FLIGHT = 2
 
 
 async def ask_judge(comparator: Comparator, comparisons: Sequence[Comparison]) -> Answers:
-    """The comparator's ``p`` for each comparison, and whether a verdict cache gave it,
-    checked: every failure is a JudgeError. An unread verdict stays
-    :data:`~..comparators.base.UNREAD`, so that it can be counted."""
+    """The comparator's ``p`` for each comparison, whether a verdict cache gave it and the
+    requests it took, checked: every failure is a JudgeError, and one that touched some
+    comparisons only is a :class:`FailedComparisons` (a ``p`` outside [0, 1] fails its
+    comparison). An unread verdict stays :data:`~..comparators.base.UNREAD`, so that it can be
+    counted."""
+    errors: list[JudgeError | None] = [None] * len(comparisons)
     try:
-        answers, cached = await comparator.compare_with_hits(comparisons)
-        answers = [as_verdict(p) for p in answers]
-        for what, count in (("verdicts", len(answers)), ("cache marks", len(cached))):
+        try:
+            answers = await comparator.compare_with_hits(comparisons)
+        except FailedComparisons as failed:
+            answers, errors = failed.answers, list(failed.errors)
+        p = [as_verdict(x) for x in answers.p]
+        requests = answers.requests_each()
+        for what, count in (("verdicts", len(p)), ("cache marks", len(answers.cached)),
+                            ("request counts", len(requests)), ("failures", len(errors))):
             if count != len(comparisons):
                 raise JudgeError(
                     f"{comparator.name}: {count} {what} for {len(comparisons)} comparisons"
                 )
-        bad = [p for p in answers if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
-        if bad:
-            raise JudgeError(f"{comparator.name}: verdict {bad[0]} is not in [0, 1]")
+        for i, x in enumerate(p):
+            if errors[i] is None and not (math.isfinite(x) and 0.0 <= x <= 1.0):
+                errors[i] = JudgeError(f"{comparator.name}: verdict {x} is not in [0, 1]")
+                p[i] = NO_PREFERENCE
     except JudgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of the judge is a JudgeError
         raise JudgeError(f"{comparator.name}: {type(exc).__name__}: {exc}") from exc
-    return Answers(answers, [bool(hit) for hit in cached])
+    checked = Answers(p, [bool(hit) for hit in answers.cached], requests)
+    if any(e is not None for e in errors):
+        raise FailedComparisons(checked, errors)
+    return checked
 
 
 _Waiting = tuple[Sequence[Comparison], asyncio.Future]
@@ -79,9 +107,13 @@ class JudgeScheduler:
         batches_in_flight: int = DEFAULT_BATCHES_IN_FLIGHT,
         policy: Policy = "fair",
         observe: Callable[[int], object] | None = None,
+        stall_s: float | None = None,
     ) -> None:
         if max_batch < 1 or batches_in_flight < 1 or window_s < 0:
             raise ValueError("max_batch and batches_in_flight must be >= 1, window_s >= 0")
+        if stall_s is not None and stall_s <= 0:
+            raise ValueError("stall_s must be positive (or None)")
+        self.stall_s = stall_s  # a batch at the judge longer than this frees its place
         self.comparator = comparator
         self.max_batch = max_batch
         self.window_s = window_s
@@ -93,6 +125,7 @@ class JudgeScheduler:
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._in_window = False  # the pending dispatch waits for the window to close
         self._sending: set[asyncio.Task] = set()
+        self._stalled: set[asyncio.Task] = set()  # at the judge for longer than stall_s
         self._closed = False
 
     @property
@@ -139,7 +172,7 @@ class JudgeScheduler:
         share of the judge against other runs'; ``cap``: the most of its comparisons at the
         judge at once (None: no cap)."""
         if not comparisons:
-            return Answers([], [])
+            return Answers([], [], [])
         if self._closed:
             raise JudgeError("the judge scheduler is closed")
         future: asyncio.Future[Answers] = asyncio.get_running_loop().create_future()
@@ -153,8 +186,13 @@ class JudgeScheduler:
             self._queue.remove(waiting)  # not sent yet: nobody needs it; sent: it is answered
             raise
 
+    @property
+    def _busy(self) -> int:
+        """Batches at the judge that hold a place (those not stalled)."""
+        return len(self._sending) - len(self._stalled)
+
     def _arrived(self) -> None:
-        if len(self._sending) >= self.batches_in_flight:
+        if self._busy >= self.batches_in_flight:
             return  # the next batch is formed when one comes back
         if self._timer is None:
             self._dispatch_soon(window=self.window_s > 0 and self.queued < self.max_batch)
@@ -176,13 +214,24 @@ class JudgeScheduler:
         """Send batches from the queue while there is room at the judge."""
         self._timer = None
         loop = asyncio.get_running_loop()
-        while not self._closed and len(self._sending) < self.batches_in_flight:
+        while not self._closed and self._busy < self.batches_in_flight:
             batch = self._queue.pop_batch(self.max_batch)
             if not batch:
                 return  # empty, or only runs at their cap wait: an answer will call again
             task = loop.create_task(self._send(batch))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._stalled.discard)
+            if self.stall_s is not None:
+                timer = loop.call_later(self.stall_s, self._stall, task)
+                task.add_done_callback(functools.partial(_cancel_timer, timer))
+
+    def _stall(self, task: asyncio.Task) -> None:
+        """``task``'s batch has been at the judge for ``stall_s``: it frees its place."""
+        if task.done() or self._closed:
+            return
+        self._stalled.add(task)
+        self._dispatch_soon(window=False)
 
     async def _send(self, batch: list[Round[_Waiting]]) -> None:
         flat = [c for r in batch for c in r.item[0]]
@@ -190,8 +239,12 @@ class JudgeScheduler:
         if self.observe is not None:
             self.observe(len(flat))
         task = asyncio.current_task()
+        errors: list[JudgeError | None] = [None] * len(flat)
         try:
-            answers = await ask_judge(self.comparator, flat)
+            try:
+                answers = await ask_judge(self.comparator, flat)
+            except FailedComparisons as failed:  # checked by ask_judge: one per comparison
+                answers, errors = failed.answers, failed.errors
         except JudgeError as error:
             for r in batch:
                 _fail(r.item[1], error)
@@ -202,15 +255,21 @@ class JudgeScheduler:
                 _fail(r.item[1], JudgeError("the judge scheduler is closed"))
             self._done(task, batch)
             raise
-        now: list[tuple[Round[_Waiting], Answers]] = []
-        later: list[tuple[Round[_Waiting], Answers]] = []
+        now: list[tuple[Round[_Waiting], Answers | JudgeError]] = []
+        later: list[tuple[Round[_Waiting], Answers | JudgeError]] = []
         end = 0
         share = self.max_batch / max(1, self._queue.runs_waiting)
+        requests = answers.requests_each()
         for r in batch:
             # A run with more than an equal share of a batch waiting fills the next batch
             # from its queue: its groups wake once that batch is at the judge (module doc).
             backlogged = self._queue.queued_of(r.run_id) > share
-            mine = Answers(answers.p[end : end + r.size], answers.cached[end : end + r.size])
+            part = slice(end, end + r.size)
+            got = Answers(answers.p[part], answers.cached[part], requests[part])
+            mine: Answers | JudgeError = got
+            if any(e is not None for e in errors[part]):  # the round failed, alone
+                mine = FailedComparisons(got, errors[part])
+                backlogged = False
             (later if backlogged else now).append((r, mine))
             end += r.size
         _answer(now)
@@ -247,11 +306,17 @@ class JudgeScheduler:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
-def _answer(answered: list[tuple[Round[_Waiting], Answers]]) -> None:
+def _answer(answered: list[tuple[Round[_Waiting], Answers | JudgeError]]) -> None:
     for r, answers in answered:
         future = r.item[1]
-        if not future.done():
+        if isinstance(answers, JudgeError):
+            _fail(future, answers)
+        elif not future.done():
             future.set_result(answers)
+
+
+def _cancel_timer(timer: asyncio.TimerHandle, _: object) -> None:
+    timer.cancel()
 
 
 def _fail(future: asyncio.Future, error: JudgeError) -> None:

@@ -141,7 +141,7 @@ async def test_the_cache_says_which_answers_it_gave():
 async def test_a_comparator_caches_nothing_by_default_and_a_cache_behind_a_cache_counts():
     inner = Counting()
     assert await inner.compare_with_hits([c("a", "b"), c("a", "b")]) == ([0.5, 0.5],
-                                                                       [False, False])
+                                                                       [False, False], [1, 1])
     inner = Counting()
     behind = CachedComparator(inner)
     await behind.compare([c("a", "b")])

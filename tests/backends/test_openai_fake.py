@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from judge_server.app import build_service
-from judge_server.comparators.base import Comparison
+from judge_server.comparators.base import Comparison, FailedComparisons
 from judge_server.comparators.model import MAX_BACKOFF_S
 from judge_server.comparators.openai import OpenAIComparator
 from judge_server.errors import JudgeError
@@ -212,15 +212,68 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("garbage", MALFORMED)
-async def test_malformed_responses_are_judge_errors(garbage):
+async def test_malformed_responses_are_judge_errors_after_bounded_retries(garbage):
     async with fake_server(lambda m, p, b: (200, garbage)) as (url, seen):
-        judge = OpenAIComparator(url, "judge")
+        judge = OpenAIComparator(url, "judge", malformed_retries=2)
         try:
-            with pytest.raises(JudgeError, match="malformed|not JSON"):
+            with pytest.raises(FailedComparisons, match="malformed|not JSON") as caught:
                 await judge.compare([COMPARISON])
         finally:
             await judge.aclose()
-    assert len(seen.requests) == 1 and judge.stats.retries == 0  # not retried
+    assert len(seen.requests) == 3 and judge.stats.retries == 0  # asked again, not HTTP-retried
+    assert judge.stats.malformed_retries == 2 and judge.stats.calls == 3
+    assert caught.value.answers.requests == [3]
+
+
+async def test_a_malformed_answer_fails_its_comparison_only_and_is_asked_again():
+    asked: dict[str, int] = {}
+
+    def handler(method, path, body):
+        n = asked[body["prompt"]] = asked.get(body["prompt"], 0) + 1
+        if "bad" in body["prompt"] and n <= 2:  # malformed twice, then a verdict
+            return 200, {"choices": [{}]}
+        if "never" in body["prompt"]:
+            return 200, "not JSON"
+        return 200, completion({" A": -1.0, " B": -2.0})
+
+    other = Comparison("2 + 2?", "4", "5", None, "r1")
+    bad = Comparison("2 + 2?", "bad 4", "5", None, "r1")
+    never = Comparison("2 + 2?", "never 4", "5", None, "r1")
+    async with fake_server(handler) as (url, seen):
+        judge = OpenAIComparator(url, "judge", malformed_retries=2)
+        try:
+            answers = await judge.compare_with_hits([other, bad])
+            assert answers.requests == [1, 3] and len(seen.requests) == 4
+            with pytest.raises(FailedComparisons) as caught:
+                await judge.compare_with_hits([never, other])
+        finally:
+            await judge.aclose()
+    assert answers.p == pytest.approx([1 / (1 + math.exp(-1))] * 2)
+    failed = caught.value
+    assert isinstance(failed.errors[0], JudgeError) and failed.errors[1] is None
+    assert failed.answers.p[1] == pytest.approx(1 / (1 + math.exp(-1)))
+    assert failed.answers.requests == [3, 1]
+
+
+async def test_a_hung_judge_fails_a_batch_in_a_time_independent_of_its_size():
+    release = asyncio.Event()
+
+    async def hung(method, path, body):
+        await release.wait()
+        return 200, completion({" A": -1.0})
+
+    async with fake_server(hung) as (url, seen):
+        judge = OpenAIComparator(url, "judge", timeout_s=0.2, retries=2, max_concurrency=4)
+        judge._sleep = Waits()
+        try:
+            with pytest.raises(FailedComparisons, match="hung") as caught:
+                await asyncio.wait_for(judge.compare([COMPARISON] * 40), 20)  # a hang guard
+        finally:
+            await judge.aclose()
+            release.set()  # the server stops once its handlers return
+    # One wave of max_concurrency requests was sent; the rest failed without waiting.
+    assert caught.value.answers.requests_each().count(0) >= 40 - 2 * 4
+    assert all(e is not None for e in caught.value.errors)
 
 
 async def test_a_server_down_is_a_judge_error_and_unhealthy():

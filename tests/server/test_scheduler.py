@@ -334,7 +334,7 @@ async def test_each_round_gets_the_cache_marks_of_its_own_answers():
     assert [a.cached for a in answers] == [[False, True, False], [True, False], [False]]
     assert answers[1].p == pytest.approx([0.10, 0.11])
     assert await scheduler.compare(round_of("a", 2, 4), run_id="a") == pytest.approx([0.04, 0.05])
-    assert await scheduler.compare_with_hits([], run_id="a") == ([], [])
+    assert await scheduler.compare_with_hits([], run_id="a") == ([], [], [])
 
 
 async def test_cache_marks_that_do_not_match_the_comparisons_are_a_judge_failure():

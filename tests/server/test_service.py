@@ -447,7 +447,7 @@ async def test_a_repeat_in_one_batch_is_sent_once_and_counted_cached_once():
     assert sorted(cost(r) for r in results) == [(6, 0, 6), (6, 6, 0)]
 
 
-async def test_a_judge_failure_reports_the_cost_of_the_rounds_answered_before_it():
+async def test_a_judge_failure_reports_the_cost_of_the_rounds_asked_before_and_at_it():
     class FailsAfterOneBatch(SimulatedComparator):
         async def compare(self, comparisons):
             if self.calls:
@@ -464,9 +464,11 @@ async def test_a_judge_failure_reports_the_cost_of_the_rounds_answered_before_it
     results = one + two
     assert all(r.status == "judge_failed" and r.rounds == 2 for r in results)
     first_round = judge.calls
-    assert first_round > 0
+    failed_round = results[0].comparisons - first_round  # needed too; no request counted
+    assert first_round > 0 and failed_round > 0
+    needed = first_round + failed_round
     assert sorted(cost(r) for r in results) == [
-        (first_round, 0, first_round), (first_round, first_round, 0)]
+        (needed, 0, first_round), (needed, first_round, 0)]
     stats = await svc.run_stats("r")
     assert (stats["judge_failed"], stats["comparisons"], stats["cached_comparisons"],
-            stats["judge_requests"]) == (2, 2 * first_round, first_round, first_round)
+            stats["judge_requests"]) == (2, 2 * needed, first_round, first_round)
