@@ -744,3 +744,125 @@ async def test_a_120_kb_query_is_answered_by_the_per_sample_route(http):
         params={"group_size": 2, "timeout_s": 0.1})
     assert response.status_code == 200, response.text
     assert response.json()["scores"] == [1.0]
+
+
+# -- judge faults: one fault fails only what it touches ----------------------------------------
+
+
+def _verdict_answer() -> dict:
+    top = {" A": math.log(0.6), " B": math.log(0.3)}
+    return {"choices": [{"index": 0, "text": "", "logprobs": {
+        "tokens": [" A"], "token_logprobs": [top[" A"]], "top_logprobs": [top],
+        "text_offset": [0]}}], "usage": {"prompt_tokens": 10}}
+
+
+async def _rank_200_groups(handler, n_groups: int = 200):
+    from judge_server.app import build_service
+    from judge_server.settings import ServerSettings
+    from trainer_client.types import Group, Trace
+
+    from ..backends.fakes import fake_server
+
+    async with fake_server(handler) as (url, _):
+        settings = ServerSettings(store="memory", comparator="openai", judge_base_url=url,
+                                  judge_model="judge", judge_retries=0, judge_timeout_s=5)
+        service = build_service(settings)
+        try:
+            groups = [Group(group_id=f"g{k}", prompt=f"problem {k}", traces=tuple(
+                Trace(f"trace {k}.{i}" + (" poison" if k % 50 == 7 and i == 0 else ""), 1.0)
+                for i in range(4))) for k in range(n_groups)]
+            results = await service.rank("r", groups)
+            stats = await service.run_stats("r")
+        finally:
+            await service.aclose()
+    return results, stats
+
+
+async def test_one_malformed_judge_answer_in_a_thousand_fails_no_group():
+    sent = 0
+
+    def handler(method, path, body):
+        nonlocal sent
+        sent += 1
+        if sent % 1000 == 1:  # 0.1% malformed: the first, the 1001st...
+            return 200, {"choices": [{}]}
+        return 200, _verdict_answer()
+
+    results, stats = await _rank_200_groups(handler)
+    assert all(r.status == "ok" for r in results)  # asked again, answered
+    assert sent > 800  # one malformed answer at least
+    # every request the judge received counts, the malformed ones too
+    assert stats["judge_requests"] == sent
+    assert stats["judge_requests"] > stats["comparisons"] - stats["cached_comparisons"]
+
+
+async def test_malformed_answers_fail_only_the_groups_that_needed_them():
+    sent = 0
+
+    def handler(method, path, body):
+        nonlocal sent
+        sent += 1
+        if "poison" in body["prompt"]:  # always malformed for these comparisons
+            return 200, "<html>not a verdict</html>"
+        return 200, _verdict_answer()
+
+    results, stats = await _rank_200_groups(handler)
+    failed = [r.group_id for r in results if r.status == "judge_failed"]
+    assert failed == [f"g{k}" for k in range(200) if k % 50 == 7]  # 4 of 200
+    assert all("malformed" in r.error for r in results if r.status == "judge_failed")
+    assert all(r.comparisons > 0 and r.judge_requests >= r.comparisons for r in results
+               if r.status == "judge_failed")
+    assert stats["judge_requests"] == sent and stats["judge_failed"] == 4
+
+
+async def test_a_hung_judge_fails_640_requests_within_three_timeouts():
+    from judge_server.comparators.base import FailedComparisons
+    from judge_server.comparators.openai import OpenAIComparator
+
+    from ..backends.fakes import fake_server
+
+    release = asyncio.Event()
+
+    async def hung(method, path, body):
+        await release.wait()
+        return 200, _verdict_answer()
+
+    timeout_s = 1.0
+    async with fake_server(hung) as (url, seen):
+        judge = OpenAIComparator(url, "judge", timeout_s=timeout_s, retries=2,
+                                 max_concurrency=64)
+        try:
+            started = time.perf_counter()
+            with pytest.raises(FailedComparisons, match="hung") as caught:
+                await judge.compare([Comparison("p", f"a{k}", "b") for k in range(640)])
+            took = time.perf_counter() - started
+        finally:
+            await judge.aclose()
+            release.set()
+    assert took < 3 * timeout_s  # the behaviour under test (about 1.5 x the timeout)
+    assert all(e is not None for e in caught.value.errors)
+    assert sum(caught.value.answers.requests_each()) == len(seen.requests) <= 2 * 64
+
+
+async def test_two_hung_batches_do_not_stall_other_runs():
+    from judge_server.comparators.base import Comparator
+    from judge_server.core.scheduler import JudgeScheduler
+
+    class HangsOnRunSlow(Comparator):
+        async def compare(self, comparisons):
+            if any(c.run_id == "slow" for c in comparisons):
+                await asyncio.Event().wait()  # never answers
+            return [0.75] * len(comparisons)
+
+    scheduler = JudgeScheduler(HangsOnRunSlow(), max_batch=2, batches_in_flight=2,
+                               stall_s=0.05)
+    slow = [asyncio.ensure_future(scheduler.compare(
+        [Comparison("p", f"a{k}", "b", run_id="slow")] * 2, run_id="slow")) for k in range(2)]
+    await asyncio.sleep(0)
+    fast = scheduler.compare([Comparison("p", "a", "b", run_id="fast")], run_id="fast")
+    assert await asyncio.wait_for(fast, 10) == [0.75]  # a hang guard, not a bound
+    assert not any(task.done() for task in slow)
+    await scheduler.aclose()
+    for task in slow:
+        with pytest.raises(Exception, match="closed"):
+            await task
