@@ -50,11 +50,12 @@ class GroupResult:
     nothing (it expressed no preference, or the fit left every trace level): the advantages
     are all zero, and the dead group was not rescued.
 
-    What the group cost the judge: ``comparisons``, the comparisons its tournament needed (and
-    recorded: on ``"judge_failed"``, those of the rounds answered before the failure), of
-    which ``cached_comparisons`` a verdict cache answered (a question answered before, one
-    already at the judge for another group, or a repeat sent once) and ``judge_requests``
-    reached the judge: ``comparisons == cached_comparisons + judge_requests``. A server
+    What the group cost the judge: ``comparisons``, the comparisons its tournament needed (on
+    ``"judge_failed"``, those of the rounds asked up to and with the failed one), of which
+    ``cached_comparisons`` a verdict cache answered (a question answered before, one already
+    at the judge for another group, or a repeat sent once); ``judge_requests``: the requests
+    the judge received for the group, retries included (HTTP retries, malformed answers asked
+    again), so ``comparisons == cached_comparisons + judge_requests`` when there were none. A server
     without a verdict cache reports no cached comparisons. ``judge_calls``: the deprecated
     name of ``comparisons`` (read-only).
     """

@@ -135,10 +135,10 @@ RESULT_DESCRIPTIONS = {
     "routed": "Whether the group was dead and went to the judge.",
     "strengths": "Bradley-Terry strengths.",
     "stderr": "Their standard errors.",
-    "comparisons": "Comparisons the group's tournament needed (judge_failed: those recorded "
-    "before the failure): cached_comparisons + judge_requests.",
+    "comparisons": "Comparisons the group's tournament needed (judge_failed: those asked up "
+    "to the failure): cached_comparisons + judge_requests without retries.",
     "cached_comparisons": "Of which the verdict cache answered (no request to the judge).",
-    "judge_requests": "Of which reached the judge.",
+    "judge_requests": "Requests the judge received for them, retries included.",
     "status": '"ok"; "judge_failed" (advantages: the no-judge ones); "overloaded" (refused '
     "for load: send again after retry_after_s).",
     "tied": 'status "ok", but the judge told the traces apart in nothing: all advantages are '
