@@ -59,8 +59,8 @@ class Metrics:
             ["run"], registry=r,
         )
         self.judge_requests = Counter(
-            "arena_judge_requests", "Comparisons that reached the judge, by run.", ["run"],
-            registry=r,
+            "arena_judge_requests", "Requests the judge received (retries included), by run.",
+            ["run"], registry=r,
         )
         self.judge_calls = Counter(  # kept for dashboards written before the three above
             "arena_judge_calls", "Deprecated: arena_comparisons_total (the same count), by run.",

@@ -47,3 +47,8 @@ def test_every_module_of_the_core_is_on_the_page():
     left_out = [m for m in core if not m.endswith("__init__.py") and not m.endswith("__main__.py")
                 and m not in PAGE]
     assert not left_out, f"ARCHITECTURE.md does not say what these modules do: {left_out}"
+
+
+def test_the_service_reads_in_one_sitting():
+    lines = (ROOT / "judge_server/core/service.py").read_text(encoding="utf-8").count("\n")
+    assert lines < 250, f"judge_server/core/service.py has {lines} lines: give a part its module"

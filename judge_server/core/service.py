@@ -40,7 +40,7 @@ from trainer_client.types import Group, GroupResult, RunSettings
 from ..arena import advantages
 from ..arena.pools import Anchor
 from ..arena.ranking import rank_dead_group
-from ..comparators.base import Answers, Comparator, Comparison
+from ..comparators.base import Comparator
 from ..metrics import Metrics
 from ..store.base import Store
 from .admission import Admission, SingleFlight
@@ -128,10 +128,8 @@ class ArenaService:
     async def rank(
         self, run_id: str, groups: Sequence[Group], *, tenant: str | None = None
     ) -> list[GroupResult]:
-        """Rank every group of one request; results in the order of ``groups``.
-
-        Raises :class:`Overloaded` (nothing accepted) when its dead groups do not fit.
-        """
+        """Rank every group of one request, results in its order; raises :class:`Overloaded`
+        (nothing accepted) when its dead groups do not fit."""
         check_id(run_id, "run_id")
         check_groups(list(groups), self.limits)
         return await self._rank_checked(
@@ -166,8 +164,7 @@ class ArenaService:
         return rank_stream(rank_group, requests, max_in_flight=self.max_stream_in_flight)
 
     def _needs_slot(self, settings: RunSettings, group: Group) -> bool:
-        """Whether ranking ``group`` starts new judge work (a dead group not already done or
-        in flight under its request id)."""
+        """Whether ``group`` starts judge work: dead, and not done or under way already."""
         if group.request_id and (settings.run_id, group.request_id) in self.single_flight:
             return False
         return advantages.is_dead([t.reward for t in group.traces], eps=settings.dead_eps)
@@ -212,19 +209,15 @@ class ArenaService:
         prompt_id = group.prompt_id or group.group_id
         drawn = await self.pools.draw(settings, prompt_id)
 
-        async def ask(comparisons: list[Comparison]) -> Answers:
-            return await self.scheduler.compare_with_hits(
-                comparisons, run_id=run_id, weight=settings.weight,
-                cap=settings.max_calls_in_flight or None,
-            )
-
+        ask = functools.partial(
+            self.scheduler.compare_with_hits, run_id=run_id, weight=settings.weight,
+            cap=settings.max_calls_in_flight or None,
+        )
         ranked = await rank_dead_group(group, settings, drawn, ask)
         self.stats.unread(run_id, ranked.unread, self.comparator.name)
         if ranked.result.status == "judge_failed":
-            logger.warning(
-                "judge failed for run %s group %s: %s", run_id, group.group_id,
-                ranked.result.error,
-            )
+            logger.warning("judge failed for run %s group %s: %s",
+                           run_id, group.group_id, ranked.result.error)
         elif ranked.preferred:
             await self.pools.let_in(settings, group, prompt_id, ranked)
         return ranked.result

@@ -207,7 +207,9 @@ class RunStatsOut(BaseModel):
     judge_calls: int = Field(description="Deprecated: the same count as comparisons.")
     comparisons: int = Field(description="What the groups' tournaments needed: cached + requests.")
     cached_comparisons: int = Field(description="Comparisons the verdict cache answered.")
-    judge_requests: int = Field(description="Comparisons that reached the judge.")
+    judge_requests: int = Field(
+        description="Requests the judge received for them, retries included."
+    )
     latency_p50_ms: float
     latency_p90_ms: float
     latency_p99_ms: float
