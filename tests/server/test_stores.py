@@ -35,6 +35,14 @@ def add(anchor):
     return lambda current: [*current, anchor]
 
 
+def write_old_sqlite(path, script: str) -> None:
+    """A state file as an older server left it: ``script`` makes its tables and rows."""
+    old = sqlite3.connect(path)
+    old.executescript(script)
+    old.commit()
+    old.close()
+
+
 async def test_runs_and_pools_round_trip(make_store):
     store = make_store()
     assert await store.create_run(run("r", design="live", scale=2.0))
@@ -156,13 +164,11 @@ async def test_sqlite_survives_a_restart(tmp_path):
 
 async def test_sqlite_opens_a_file_from_before_tenants(tmp_path):
     path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    old.executescript(
+    write_old_sqlite(
+        path,
         "CREATE TABLE runs (run_id TEXT PRIMARY KEY, settings TEXT NOT NULL);"
         """INSERT INTO runs VALUES ('r', '{"run_id": "r", "design": "live"}');"""
     )
-    old.commit()
-    old.close()
     store = SqliteStore(path)
     assert await store.get_run("r") == run("r", design="live")
     await store.aclose()
@@ -215,8 +221,8 @@ async def test_over_capacity_the_stores_evict_as_the_pure_rule_does(make_store):
 
 async def test_sqlite_evicts_from_a_pool_written_before_the_oldest_column(tmp_path):
     path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    old.executescript(
+    write_old_sqlite(
+        path,
         "CREATE TABLE runs (run_id TEXT PRIMARY KEY, settings TEXT NOT NULL);"
         "CREATE TABLE pools (run_id TEXT NOT NULL, prompt_id TEXT NOT NULL, "
         "anchors TEXT NOT NULL, PRIMARY KEY (run_id, prompt_id));"
@@ -224,8 +230,6 @@ async def test_sqlite_evicts_from_a_pool_written_before_the_oldest_column(tmp_pa
         """INSERT INTO pools VALUES ('r', 'new', '[{"text": "n", "strength": 0, "step": 9}]');"""
         """INSERT INTO pools VALUES ('r', 'old', '[{"text": "o", "strength": 0, "step": 1}]');"""
     )
-    old.commit()
-    old.close()
     store = SqliteStore(path)
     await store.update_anchors("r", "p", put([Anchor("a", 0.0, 5)]), per_run=2)
     assert (await store.load_pool("r")).prompts == {
@@ -296,13 +300,11 @@ async def test_a_ttl_of_0_keeps_runs_for_good(kind, tmp_path):
 
 async def test_sqlite_runs_from_before_last_used_count_as_used_when_the_file_opens(tmp_path):
     path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    old.executescript(
+    write_old_sqlite(
+        path,
         "CREATE TABLE runs (run_id TEXT PRIMARY KEY, settings TEXT NOT NULL);"
         """INSERT INTO runs VALUES ('r', '{"run_id": "r"}');"""
     )
-    old.commit()
-    old.close()
     clock = Clock()
     store = SqliteStore(path, idle_ttl_s=100, clock=clock)
     assert await store.expire_idle_runs() == []
