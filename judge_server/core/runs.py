@@ -6,8 +6,14 @@ store; this process keeps a copy unless the store is shared with other replicas 
 read goes to the store, so that a run deleted or changed elsewhere is seen at once).
 
 Tenants: every call takes the caller's ``tenant`` (``None`` on a server without API keys: no
-checks). A run belongs to the tenant that created it; any other tenant gets
-:class:`PermissionDenied` for it, whatever the call.
+checks). Each tenant's runs are a namespace of its own: tenant A's run ``default`` and tenant
+B's are two runs, and another tenant's run id is, to a caller, an id that does not exist
+(:class:`RunNotFound`). Inside the server a run is known by its store id (:func:`run_key`:
+the tenant's name, escaped, ``/`` and the run id; the run id itself on an open server), which
+keys its store records, pool, statistics, metric series, judge prompt, verdict cache,
+request ids and judge queue; the registry's public calls (``create``, ``get``, ``open``,
+``list``) answer with the caller's own run id. A run stored before tenants had namespaces
+(under its plain id) is found by the tenant recorded with it.
 
 Retention: with a store made with ``idle_ttl_s``, :meth:`RunRegistry.expire_idle` (called
 every :attr:`RunRegistry.sweep_every_s` by the server) deletes the runs idle that long and
@@ -30,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from trainer_client.types import RunSettings
 
 from ..comparators.base import Comparator
-from ..errors import InvalidRequest, PermissionDenied, RunExists, RunNotFound
+from ..errors import InvalidRequest, RunExists, RunNotFound
 from ..store.base import Store, StoredRun
 from .validation import Limits, check_id, check_settings
 
@@ -62,32 +68,42 @@ class RunRegistry:
 
     async def create(self, settings: RunSettings, *, tenant: str | None = None) -> RunSettings:
         check_settings(settings, self.limits)
-        run = StoredRun(settings, tenant or "")
+        run_id = settings.run_id
+        key = run_key(run_id, tenant)
+        if key != run_id and await self._owned(run_id, tenant) is not None:
+            raise RunExists(run_id)  # stored before tenants had namespaces
+        stored = dataclasses.replace(settings, run_id=key)
+        run = StoredRun(stored, tenant or "")
         if not await self.store.create_run(run):
-            existing = await self.store.get_run(settings.run_id)
-            if existing is not None:
-                _authorise(existing, tenant)
-            raise RunExists(settings.run_id)
+            raise RunExists(run_id)
         try:
-            self._apply_template(settings)
+            self._apply_template(stored)
         except InvalidRequest:
-            await self.store.delete_run(settings.run_id)
+            await self.store.delete_run(key)
             raise
-        self._runs[settings.run_id] = run
+        self._runs[key] = run
         return settings
 
     async def get(self, run_id: str, *, tenant: str | None = None) -> RunSettings:
         """The run's settings, for ``tenant``; :class:`RunNotFound` when it does not exist."""
         check_id(run_id, "run_id")
-        return (await self._stored(run_id, tenant)).settings
+        return dataclasses.replace(await self.find(run_id, tenant=tenant), run_id=run_id)
 
     async def open(self, run_id: str, *, tenant: str | None = None) -> RunSettings:
         """The run's settings for ``tenant``; a new run gets the defaults when allowed."""
         check_id(run_id, "run_id")
+        settings = await self.find(run_id, tenant=tenant, create=True)
+        return dataclasses.replace(settings, run_id=run_id)
+
+    async def find(
+        self, run_id: str, *, tenant: str | None = None, create: bool = False
+    ) -> RunSettings:
+        """The run's settings under its store id (:func:`run_key`), for the server's own use;
+        with ``create``, a new run gets the defaults when allowed."""
         try:
             return (await self._stored(run_id, tenant)).settings
         except RunNotFound:
-            if not self.auto_create:
+            if not (create and self.auto_create):
                 raise
         try:
             await self.create(self.settings_for_new_run(run_id), tenant=tenant)
@@ -98,37 +114,55 @@ class RunRegistry:
     async def delete(self, run_id: str, *, tenant: str | None = None) -> bool:
         check_id(run_id, "run_id")
         try:
-            await self._stored(run_id, tenant)
+            run = await self._stored(run_id, tenant)
         except RunNotFound:
             return False
-        self._forget(run_id)
-        return await self.store.delete_run(run_id)
+        self._forget(run.run_id)
+        return await self.store.delete_run(run.run_id)
 
     async def list(self, *, tenant: str | None = None) -> list[RunSettings]:
-        return [run.settings for run in await self.store.list_runs(tenant)]
+        return [
+            dataclasses.replace(run.settings, run_id=run_name(run.run_id, tenant))
+            for run in await self.store.list_runs(tenant)
+        ]
 
     def settings_for_new_run(self, run_id: str) -> RunSettings:
         """The server's default settings under a new run id."""
         return dataclasses.replace(self.defaults, run_id=run_id)
 
     async def _stored(self, run_id: str, tenant: str | None) -> StoredRun:
-        """The run, authorised for ``tenant``; read from the store unless this process has it."""
-        run = None if self.store.shared else self._runs.get(run_id)
+        """``tenant``'s run ``run_id``: under its store id, else (a run stored before tenants
+        had namespaces) under ``run_id`` when recorded as the tenant's."""
+        key = run_key(run_id, tenant)
+        run = await self._owned(key, tenant)
+        if run is None and key != run_id:
+            run = await self._owned(run_id, tenant)
         if run is None:
-            run = await self.store.get_run(run_id)
+            raise RunNotFound(run_id)
+        await self.store.touch_run(run.run_id)
+        return run
+
+    async def _owned(self, key: str, tenant: str | None) -> StoredRun | None:
+        """The run stored under ``key`` when it is ``tenant``'s (any run's on an open server)."""
+        run = await self._load(key)
+        return run if run is not None and (tenant is None or run.tenant == tenant) else None
+
+    async def _load(self, key: str) -> StoredRun | None:
+        """The run stored under ``key``; read from the store unless this process has it."""
+        run = None if self.store.shared else self._runs.get(key)
+        if run is None:
+            run = await self.store.get_run(key)
             if run is None:
-                if run_id in self._runs:  # deleted by another replica
-                    self._forget(run_id)
-                raise RunNotFound(run_id)
-            known = self._runs.get(run_id)
+                if key in self._runs:  # deleted by another replica
+                    self._forget(key)
+                return None
+            known = self._runs.get(key)
             if known is None or known.settings != run.settings:
                 try:  # a run new to this process: its template goes to the judge
                     self._apply_template(run.settings)
                 except InvalidRequest as exc:
-                    logger.warning("run %s keeps the server's judge prompt: %s", run_id, exc)
-            self._runs[run_id] = run
-        _authorise(run, tenant)
-        await self.store.touch_run(run_id)
+                    logger.warning("run %s keeps the server's judge prompt: %s", key, exc)
+            self._runs[key] = run
         return run
 
     @property
@@ -184,9 +218,20 @@ async def readiness(comparator: Comparator, store: Store) -> str | None:
     return None
 
 
-def _authorise(run: StoredRun, tenant: str | None) -> None:
-    if tenant is not None and run.tenant != tenant:
-        raise PermissionDenied(run.run_id)
+def run_key(run_id: str, tenant: str | None) -> str:
+    """The store id of ``tenant``'s run ``run_id``: ``run_id`` on an open server (tenant None),
+    else the tenant's name with ``%`` and ``/`` escaped (``%25``, ``%2F``), ``/``, ``run_id``;
+    two tenants' ids never collide (the first ``/`` ends the tenant's name)."""
+    if tenant is None:
+        return run_id
+    return f"{tenant.replace('%', '%25').replace('/', '%2F')}/{run_id}"
 
 
-__all__ = ["RunRegistry", "readiness"]
+def run_name(key: str, tenant: str | None) -> str:
+    """The id ``tenant`` knows the run stored under ``key`` by (the inverse of
+    :func:`run_key`; a run stored before tenants had namespaces keeps its stored id)."""
+    prefix = run_key("", tenant)
+    return key[len(prefix):] if prefix and key.startswith(prefix) else key
+
+
+__all__ = ["RunRegistry", "readiness", "run_key", "run_name"]

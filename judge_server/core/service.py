@@ -45,7 +45,7 @@ from ..metrics import Metrics
 from ..store.base import Store
 from .admission import Admission, SingleFlight
 from .anchor_pools import AnchorPools
-from .runs import RunRegistry, readiness
+from .runs import RunRegistry, readiness, run_name
 from .scheduler import JudgeScheduler
 from .stats import Statistics
 from .streaming import rank_stream
@@ -105,18 +105,18 @@ class ArenaService:
 
     async def run_stats(self, run_id: str, *, tenant: str | None = None) -> dict:
         """The run's figures (the ``RunStats`` message's fields) on this server."""
-        await self.runs.get(run_id, tenant=tenant)
-        return await self._stats_view(run_id)
+        settings = await self.runs.find(run_id, tenant=tenant)
+        return await self._stats_view(settings.run_id, run_id)
 
-    async def _stats_view(self, run_id: str) -> dict:
-        prompts, anchors = await self.pools.size(run_id)
-        return self.stats.of(run_id).view(prompts, anchors)
+    async def _stats_view(self, key: str, run_id: str) -> dict:
+        prompts, anchors = await self.pools.size(key)
+        return {**self.stats.of(key).view(prompts, anchors), "run_id": run_id}
 
     async def server_stats(self, *, tenant: str | None = None) -> dict:
         """Every run ``tenant`` may see, and the judge queue (``GET /v1/stats``)."""
         runs = await self.store.list_runs(tenant)  # already the tenant's: no check per run
         return {
-            "runs": [await self._stats_view(run.run_id) for run in runs],
+            "runs": [await self._stats_view(r.run_id, run_name(r.run_id, tenant)) for r in runs],
             "queued_calls": self.scheduler.queued,
             "calls_in_flight": self.scheduler.in_flight,
             "groups_in_flight": self.admission.groups_in_flight,
@@ -147,7 +147,7 @@ class ArenaService:
     async def _rank_checked(
         self, run_id: str, groups: Sequence[Group], tenant: str | None, fields: list[str]
     ) -> list[GroupResult]:
-        settings = await self.runs.open(run_id, tenant=tenant)
+        settings = await self.runs.find(run_id, tenant=tenant, create=True)  # under its key
         digests = self.single_flight.check_groups(settings.run_id, groups, fields)
         slots = [self._needs_slot(settings, g) for g in groups]
         self.admission.admit(settings.run_id, sum(slots))
@@ -226,8 +226,8 @@ class ArenaService:
         self, run_id: str, *, tenant: str | None = None
     ) -> dict[str, list[Anchor]]:
         """Every prompt's anchors for a run (for tests and status pages)."""
-        await self.runs.get(run_id, tenant=tenant)
-        return await self.pools.snapshot(run_id)
+        settings = await self.runs.find(run_id, tenant=tenant)
+        return await self.pools.snapshot(settings.run_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tenants on a real server: API keys, run ownership on every call, pools kept per run, TLS."""
+"""Tenants on a real server: API keys, a run namespace per tenant, pools kept per run, TLS."""
 
 from __future__ import annotations
 
@@ -63,68 +63,79 @@ async def test_grpc_without_a_valid_key_is_unauthenticated(keyed, metadata):
     assert "key-of-a" not in caught.value.details()
 
 
-async def test_tenant_a_cannot_read_rank_into_or_delete_a_run_of_tenant_b_over_grpc(keyed):
+async def test_tenant_a_cannot_see_or_touch_the_run_of_tenant_b_over_grpc(keyed):
+    """B's run name is, to A, a name that does not exist; A's run of that name is A's own."""
     server, stub, _ = keyed
     a = bearer("team-a")
-    calls = [
-        stub.GetRun(pb.GetRunRequest(run_id="b-run"), metadata=a, timeout=TIMEOUT),
-        stub.GetRunStats(pb.GetRunRequest(run_id="b-run"), metadata=a, timeout=TIMEOUT),
-        stub.Rank(pb.RankRequest(run_id="b-run", groups=[to_proto(dead("x"))]), metadata=a,
-                  timeout=TIMEOUT),
-        stub.DeleteRun(pb.DeleteRunRequest(run_id="b-run"), metadata=a, timeout=TIMEOUT),
-        stub.CreateRun(pb.CreateRunRequest(settings=pb.RunSettings(run_id="b-run")),
-                       metadata=a, timeout=TIMEOUT),
-    ]
-    for call in calls:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call
-        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "b-run" in caught.value.details()
+    for run_id in ("b-run", "nowhere"):
+        for call in (stub.GetRun, stub.GetRunStats):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(pb.GetRunRequest(run_id=run_id), metadata=a, timeout=TIMEOUT)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            assert run_id in caught.value.details() and "team-b" not in caught.value.details()
+        reply = await stub.DeleteRun(pb.DeleteRunRequest(run_id=run_id), metadata=a,
+                                     timeout=TIMEOUT)
+        assert not reply.deleted
+    created = await stub.CreateRun(pb.CreateRunRequest(settings=pb.RunSettings(
+        run_id="b-run", budget=7)), metadata=a, timeout=TIMEOUT)
+    assert (created.run_id, created.budget) == ("b-run", 7)
+    await stub.Rank(pb.RankRequest(run_id="b-run", groups=[to_proto(dead("x"))]), metadata=a,
+                    timeout=TIMEOUT)
     stream = stub.RankStream(
         iter([pb.RankStreamRequest(run_id="b-run", group=to_proto(dead("y")))]),
         metadata=a, timeout=TIMEOUT,
     )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        [r async for r in stream]
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # B's run is as B left it: one judged group, nothing from A.
-    stats = await stub.GetRunStats(pb.GetRunRequest(run_id="b-run"), metadata=bearer("team-b"),
+    assert [r.group_id async for r in stream] == ["y"]
+    stats = await stub.GetRunStats(pb.GetRunRequest(run_id="b-run"), metadata=a,
                                    timeout=TIMEOUT)
-    assert (stats.groups, stats.judged) == (1, 1)
-    assert (await server.service.get_run("b-run")).run_id == "b-run"
+    assert (stats.run_id, stats.groups, stats.judged) == ("b-run", 2, 2)
+    # B's run is as B left it: one judged group, nothing from A, B's settings.
+    b = bearer("team-b")
+    stats = await stub.GetRunStats(pb.GetRunRequest(run_id="b-run"), metadata=b,
+                                   timeout=TIMEOUT)
+    assert (stats.run_id, stats.groups, stats.judged) == ("b-run", 1, 1)
+    got = await stub.GetRun(pb.GetRunRequest(run_id="b-run"), metadata=b, timeout=TIMEOUT)
+    assert (got.run_id, got.budget) == ("b-run", 0)
+    assert (await server.service.get_run("b-run", tenant="team-b")).run_id == "b-run"
+    assert (await stub.DeleteRun(pb.DeleteRunRequest(run_id="b-run"), metadata=a,
+                                 timeout=TIMEOUT)).deleted
+    assert (await stub.GetRun(pb.GetRunRequest(run_id="b-run"), metadata=b,
+                              timeout=TIMEOUT)).run_id == "b-run"
 
 
-async def test_tenant_a_cannot_touch_a_run_of_tenant_b_over_http(keyed):
+async def test_tenant_a_cannot_see_or_touch_the_run_of_tenant_b_over_http(keyed):
     server, _, _ = keyed
     a = {"authorization": f"Bearer {KEYS['team-a']}"}
+    b = {"authorization": f"Bearer {KEYS['team-b']}"}
     async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as http:
         assert (await http.get("/v1/runs/b-run")).status_code == 401
         response = await http.get("/v1/runs/b-run", headers={"authorization": "Bearer nope"})
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
         assert response.json()["error"]["code"] == "unauthenticated"
-        for method, path, body in [
-            ("GET", "/v1/runs/b-run", None),
-            ("GET", "/v1/runs/b-run/stats", None),
-            ("DELETE", "/v1/runs/b-run", None),
-            ("POST", "/v1/rank", {"run_id": "b-run", "group": dead("x")}),
-            ("POST", "/v1/openrlhf/b-run", {"query": ["2 + 2 = 4"], "prompts": ["2 + 2 ="]}),
-        ]:
-            response = await http.request(method, path, json=body, headers=a)
-            assert response.status_code == 403, (method, path)
-            assert response.json()["error"] == {
-                "code": "permission_denied", "field": "run_id",
-                "message": "run_id: run 'b-run' belongs to another tenant",
-            }
-        response = await http.post(
-            "/v1/openrlhf/b-run?api_key=key-of-a", json={"query": ["x"], "prompts": [""]}
-        )
-        assert response.status_code == 403
-        # A sees its own runs only; B sees B's.
+        for method, path in [("GET", "/v1/runs/{}"), ("GET", "/v1/runs/{}/stats")]:
+            theirs = await http.request(method, path.format("b-run"), headers=a)
+            missing = await http.request(method, path.format("nowhere"), headers=a)
+            assert theirs.status_code == missing.status_code == 404, (method, path)
+            assert json.dumps(theirs.json()).replace("b-run", "nowhere") \
+                == json.dumps(missing.json())
+        assert (await http.delete("/v1/runs/b-run", headers=a)).json() == {"deleted": False}
+        # A's "b-run" is A's own run; B's is untouched.
+        response = await http.post("/v1/rank", json={"run_id": "b-run", "group": dead("x")},
+                                   headers=a)
+        assert response.status_code == 200
+        assert (await http.get("/v1/runs/b-run/stats", headers=a)).json()["groups"] == 1
+        assert (await http.get("/v1/runs/b-run/stats", headers=b)).json()["groups"] == 1
+        # A sees its own runs only, by its own ids; B sees B's.
         await http.post("/v1/rank", json={"run_id": "a-run", "group": dead("g")}, headers=a)
         assert [r["run_id"] for r in (await http.get("/v1/runs", headers=a)).json()["runs"]] \
-            == ["a-run"]
+            == ["a-run", "b-run"]
+        assert [r["run_id"] for r in (await http.get("/v1/runs", headers=b)).json()["runs"]] \
+            == ["b-run"]
         stats = (await http.get("/v1/stats", headers=a)).json()
-        assert [r["run_id"] for r in stats["runs"]] == ["a-run"] and stats["open"] is False
+        assert [r["run_id"] for r in stats["runs"]] == ["a-run", "b-run"]
+        assert stats["open"] is False
+        assert [r["run_id"] for r in (await http.get("/v1/stats", headers=b)).json()["runs"]] \
+            == ["b-run"]
         # Probes and metrics need no key (kubelet and Prometheus send none).
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/metrics")).status_code == 200
@@ -153,7 +164,8 @@ async def test_pools_never_cross_runs(start_server):
     assert other.anchors_used == 0  # a's anchors for prompt "p" are not b's
     pool_b = await service.pool_snapshot("b-run", tenant="team-b")
     assert {a.text[0] for a in pool_b["p"]} == {"b"}
-    assert {a.text[0] for a in (await service.pool_snapshot("a-run"))["p"]} == {"a"}
+    assert {a.text[0] for a in (await service.pool_snapshot("a-run", tenant="team-a"))["p"]} \
+        == {"a"}
 
 
 def test_client_with_a_key_ranks_and_without_one_falls_back_counted():
