@@ -13,7 +13,9 @@ ranked once; the retry waits for the first try or gets its result, kept for the 
 :data:`DONE_CACHE_SIZE` request ids. A try is known by a digest of its group
 (:func:`group_digest`: prompt, reference, step, traces and rewards): a request id sent again
 with a different group is refused (:class:`InvalidRequest` naming ``request_id``) instead of
-being answered with the first group's result. Each group is ranked in a task of its own, so that a
+being answered with the first group's result. With ``shared`` (the redis store's claims), the
+first replica to claim a request id ranks its group and the others wait for its result.
+Each group is ranked in a task of its own, so that a
 client giving up on one try (cancelling it) does not cancel a retry waiting on the same work.
 """
 
@@ -25,7 +27,7 @@ import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from trainer_client.types import Group
 
@@ -35,6 +37,16 @@ from .stats import Statistics
 DONE_CACHE_SIZE = 10_000  # results kept by request id, so that a retried group is not judged twice
 
 T = TypeVar("T")
+
+
+class SharedFlights(Protocol):
+    """Claims on request ids that several replicas share (:mod:`..store.redis_shared`): the
+    work is done by the first replica to claim ``key``; the others wait for its result."""
+
+    def do(
+        self, key: tuple[str, str], digest: bytes, work: Callable[[], Awaitable[Any]],
+        field: str, refused: Callable[[], InvalidRequest],
+    ) -> Awaitable[Any]: ...
 
 
 class Admission:
@@ -90,8 +102,9 @@ def group_digest(group: Group) -> bytes:
 class SingleFlight(Generic[T]):
     """Work done once per key; its result kept for the last ``keep`` keys (module doc)."""
 
-    def __init__(self, keep: int = DONE_CACHE_SIZE) -> None:
+    def __init__(self, keep: int = DONE_CACHE_SIZE, *, shared: SharedFlights | None = None) -> None:
         self.keep = keep
+        self.shared = shared  # the claims replicas share (redis store), or None: this process
         self._running: dict[Hashable, asyncio.Task[T]] = {}
         self._done: OrderedDict[Hashable, T] = OrderedDict()
         self._digests: dict[Hashable, bytes] = {}  # of every key running or done
@@ -101,13 +114,17 @@ class SingleFlight(Generic[T]):
         for work of another digest (a request id reused for a different group)."""
         known = self._digests.get(key)
         if known is not None and known != digest:
-            raise InvalidRequest(
-                field,
-                f"request id {key[-1] if isinstance(key, tuple) else key!r} was used for a "
-                "different "
-                "group (its traces, rewards, prompt, reference or step differ): a retry must "
-                "send the same group; a new group needs a new request id",
-            )
+            raise self._refused(key, field)
+
+    @staticmethod
+    def _refused(key: Hashable, field: str) -> InvalidRequest:
+        return InvalidRequest(
+            field,
+            f"request id {key[-1] if isinstance(key, tuple) else key!r} was used for a "
+            "different "
+            "group (its traces, rewards, prompt, reference or step differ): a retry must "
+            "send the same group; a new group needs a new request id",
+        )
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key``'s work is done or under way."""
@@ -159,6 +176,10 @@ class SingleFlight(Generic[T]):
             return self._done[key]
         task = self._running.get(key)
         if task is None:
+            shared = self.shared
+            if shared is not None and isinstance(key, tuple):
+                work = functools.partial(shared.do, key, digest, work, field,
+                                         functools.partial(self._refused, key, field))
             task = asyncio.ensure_future(work())
             self._running[key] = task
             self._digests[key] = digest

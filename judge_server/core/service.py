@@ -43,6 +43,7 @@ from ..arena.ranking import rank_dead_group
 from ..comparators.base import Comparator
 from ..metrics import Metrics
 from ..store.base import Store
+from ..store.redis_shared import shared_state
 from .admission import Admission, SingleFlight
 from .anchor_pools import AnchorPools
 from .runs import RunRegistry, readiness, run_name
@@ -91,7 +92,7 @@ class ArenaService:
             self.stats, max_groups_in_flight=max_groups_in_flight,
             max_run_groups_in_flight=max_run_groups_in_flight,
         )
-        self.single_flight: SingleFlight[GroupResult] = SingleFlight()
+        self.single_flight: SingleFlight[GroupResult] = SingleFlight(shared=shared_state(store)[0])
         self.pools = AnchorPools(store, self.metrics)
         # the run registry's calls, under the names the transports use
         self.create_run = self.runs.create

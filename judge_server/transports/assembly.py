@@ -68,7 +68,8 @@ from trainer_client.verifier import verify_answer
 
 from ..core.service import ArenaService
 from ..core.validation import _utf8_size, check_id
-from ..errors import InvalidRequest, Overloaded
+from ..errors import InvalidRequest, Overloaded, StoreError
+from ..store.redis_shared import POLL_S, decode_error, encode_error, shared_state
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ DEFAULT_MAX_SAMPLES = 65_536
 """Samples waiting on the server, all runs (each holds its response, prompt and label)."""
 DEFAULT_MAX_RUN_SAMPLES = 16_384
 """Samples waiting for one run: two OpenRLHF rollout batches of 1024 prompts x 8 samples."""
+SHARED_RANK_WAIT_S = 600.0
+"""Replicas: how long past its group's timeout a sample waits for the replica that ranks the
+group (one that died leaves it its verifiable reward, ``judge_failed``)."""
 
 Verifier = Callable[[str, "str | None"], float]
 """``verifier(response, label) -> reward``."""
@@ -189,6 +193,12 @@ class GroupAssembler:
         self._closing = False
         self._held: dict[str, int] = {}  # run id -> samples checked in and not yet ranked
         self._held_total = 0
+        # replicas (redis store): the groups are buffered in Redis (:meth:`_place_shared`)
+        self._shared = shared_state(service.store)[1]
+        self._waiting: dict[str, list[tuple[int, asyncio.Future]]] = {}  # group -> callers here
+        # shared group -> its timeout here, its key and timeout_s
+        self._timers: dict[str, tuple[asyncio.TimerHandle, tuple[str, str], float]] = {}
+        self._poller: asyncio.Task | None = None
 
     async def score(
         self,
@@ -297,6 +307,8 @@ class GroupAssembler:
         if self._closing:  # shutting down: no new groups, the sample keeps its own reward
             return SampleScore(reward, reward, 0.0, "alone", "", 1)
         key = (run_id, sample.group_key if sample.group_key is not None else sample.prompt)
+        if self._shared is not None:
+            return await self._place_shared(key, sample, reward, size, timeout, tenant)
 
         late = self._closed.get(key)
         if late is not None:
@@ -421,18 +433,121 @@ class GroupAssembler:
             judge_calls=result.judge_calls,
         )
 
+    # -- replicas: the groups are buffered in Redis ----------------------------------------
+
+    async def _place_shared(
+        self, key: tuple[str, str], sample: Sample, reward: float, size: int, timeout: float,
+        tenant: str | None,
+    ) -> SampleScore:
+        """Append the sample to its group's list in Redis, and wait for whichever replica
+        ranks the group: the one that fills it, or whose timer claims it first."""
+        assert self._shared is not None
+        record = {"response": sample.response, "prompt": sample.prompt, "label": sample.label,
+                  "reward": reward, "tenant": tenant}
+        added = await self._shared.add(key[0], key[1], record, size, timeout)
+        if added.status == "late":
+            return SampleScore(reward, reward, 0.0, "late", "", 1)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._waiting.setdefault(added.group, []).append((added.index, future))
+        if added.status == "close":
+            self._spawn(self._rank_shared(key, added.group))
+        elif added.group not in self._timers:
+            handle = loop.call_later(
+                added.left_s, lambda: self._spawn(self._shared_timed_out(key, added.group,
+                                                                         timeout))
+            )
+            self._timers[added.group] = (handle, key, timeout)
+        if self._poller is None or self._poller.done():
+            self._poller = loop.create_task(self._poll_shared())
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), added.left_s + SHARED_RANK_WAIT_S
+            )
+        except TimeoutError:
+            logger.warning("shared group %s of run %s: no ranking came", added.group, key[0])
+            return SampleScore(reward, reward, 0.0, "judge_failed", "", 1)
+
+    def _spawn(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shared_timed_out(self, key: tuple[str, str], group: str, timeout: float) -> None:
+        self._timers.pop(group, None)
+        assert self._shared is not None
+        if await self._shared.time_out(key[0], key[1], group, timeout):
+            logger.info("shared group %s of run %s closed by its timeout", group, key[0])
+            await self._rank_shared(key, group)
+
+    async def _rank_shared(self, key: tuple[str, str], group: str) -> None:
+        """Rank a shared group this replica closed; every sample's score goes to Redis."""
+        assert self._shared is not None
+        loop = asyncio.get_running_loop()
+        payload: dict
+        try:
+            records = await self._shared.samples(group)
+            slots = [_Slot(Sample(r["response"], r["prompt"], r["label"]), float(r["reward"]),
+                           loop.create_future()) for r in records]
+            buffer = _Buffer(key[0], key[1], f"asm-{_digest(key[1])}-r{group}", len(slots),
+                             0.0, slots, records[0]["tenant"] if records else None)
+            await self._rank(buffer)
+            failed = next((s.future.exception() for s in slots if s.future.exception()), None)
+            payload = encode_error(failed) if failed is not None else {
+                "scores": [dataclasses.asdict(s.future.result()) for s in slots]}
+        except Exception as exc:  # noqa: BLE001 - the group's callers, on every replica
+            payload = encode_error(exc)
+        self._resolve(group, payload)  # this replica's callers, even when Redis fails now
+        try:
+            await self._shared.put_result(group, payload)
+        except StoreError:
+            logger.exception("shared group %s: its scores could not be stored", group)
+
+    def _resolve(self, group: str, payload: dict) -> None:
+        timer = self._timers.pop(group, None)
+        if timer is not None:
+            timer[0].cancel()
+        for index, future in self._waiting.pop(group, []):
+            if future.done():
+                continue
+            if "scores" in payload:
+                future.set_result(SampleScore(**payload["scores"][index]))
+            else:
+                future.set_exception(decode_error(payload))
+
+    async def _poll_shared(self) -> None:
+        """Answer this replica's callers once their groups' scores are in Redis."""
+        assert self._shared is not None
+        while self._waiting:
+            try:
+                found = await self._shared.results(list(self._waiting))
+            except StoreError:
+                logger.exception("shared groups: their scores could not be read")
+                found = {}
+            for group, payload in found.items():
+                self._resolve(group, payload)
+            for group in [g for g, w in self._waiting.items() if all(f.done() for _, f in w)]:
+                self._resolve(group, {})  # every caller of it gave up
+            await asyncio.sleep(POLL_S)
+
     @property
     def pending(self) -> int:
         """Samples waiting for their group."""
-        return sum(len(b.slots) for b in self._buffers.values())
+        return sum(len(b.slots) for b in self._buffers.values()) + sum(
+            len(w) for w in self._waiting.values())
 
     async def aclose(self) -> None:
         """Close every waiting group as it stands (the timeout rule) and wait for the ranks."""
         self._closing = True
         for key, buffer in list(self._buffers.items()):
             self._close(key, buffer)
+        for group, (handle, key, timeout) in list(self._timers.items()):  # callers here
+            handle.cancel()
+            self._spawn(self._shared_timed_out(key, group, timeout))  # its timeout, now
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._poller is not None:
+            self._poller.cancel()
         self._closed.clear()
 
 

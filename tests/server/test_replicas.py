@@ -139,3 +139,57 @@ def test_replicas_racing_on_one_run_lose_and_duplicate_no_anchor(replicas, redis
     sent = {t.text for g in shared for t in g.traces}
     assert {a.text for a in hot} <= sent
     assert prompts == 25 and anchors == sum(len(v) for v in stored.prompts.values())
+
+
+def stats(replica: Replica, run_id: str = "shared") -> dict:
+    response = httpx.get(f"http://127.0.0.1:{replica.http_port}/v1/runs/{run_id}/stats")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_group_split_across_replicas_is_judged_once(replicas):
+    """The per-sample route: the samples of one group reach both replicas, one at a time; the
+    group is ranked once, and every sample gets its value."""
+    samples = [f"answer {k} strength={1.5 * k - 2.25}" for k in range(4)]
+
+    def post(k: int) -> dict:
+        response = httpx.post(
+            f"http://127.0.0.1:{replicas[k % 2].http_port}/v1/openrlhf/shared",
+            params={"group_size": 4, "timeout_s": 60},
+            json={"query": [samples[k]], "prompts": ["what is it?"], "labels": ["7"]},
+            timeout=90,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(post, range(4)))
+    judge = [body["extra_logs"]["arena_judge"][0] for body in bodies]
+    assert all(body["extra_logs"]["arena_judged"] == [1.0] for body in bodies)
+    assert all(body["extra_logs"]["arena_group_size"] == [4.0] for body in bodies)
+    assert abs(sum(judge)) < 1e-6 and judge == sorted(judge)  # zero-mean, by strength
+    figures = [stats(r) for r in replicas]
+    assert sum(f["judged"] for f in figures) == 1  # one replica ranked it, once
+    assert sum(f["comparisons"] for f in figures) == max(f["comparisons"] for f in figures) > 0
+
+
+def test_a_request_id_retried_on_the_other_replica_is_ranked_once(replicas):
+    body: dict = {"run_id": "shared", "groups": [{
+        "group_id": "g", "request_id": "req-1", "prompt_id": "p",
+        "traces": [{"text": f"t{k} strength={k}", "reward": 1.0} for k in range(4)],
+    }]}
+
+    def post(k: int, payload: dict = body) -> httpx.Response:
+        return httpx.post(f"http://127.0.0.1:{replicas[k % 2].http_port}/v1/rank",
+                          json=payload, timeout=90)
+
+    with ThreadPoolExecutor(2) as pool:  # at once: one ranks, the other waits for it
+        first, second = pool.map(post, range(2))
+    again = post(1)  # later: the stored result
+    assert first.status_code == second.status_code == again.status_code == 200, first.text
+    results = [r.json()["results"][0] for r in (first, second, again)]
+    assert results[0]["advantages"] == results[1]["advantages"] == results[2]["advantages"]
+    assert sum(stats(r)["judged"] for r in replicas) == 1
+    other = {**body, "groups": [{**body["groups"][0], "prompt_id": "q"}]}
+    refused = post(0, other)  # the same request id for another group: refused on either
+    assert refused.status_code == 400 and "request_id" in refused.text
