@@ -866,3 +866,101 @@ async def test_two_hung_batches_do_not_stall_other_runs():
     for task in slow:
         with pytest.raises(Exception, match="closed"):
             await task
+
+
+# -- run names across tenants ------------------------------------------------------------------
+
+TENANT_KEYS = {"victim": "key-of-the-victim", "prober": "key-of-the-prober"}
+
+
+def _auth(tenant: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TENANT_KEYS[tenant]}"}
+
+
+@pytest.fixture
+async def two_tenants(start_server):
+    server = await start_server(
+        api_keys={tenant: [hash_key(key)] for tenant, key in TENANT_KEYS.items()},
+        auto_create_runs=False,
+    )
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=30) as c:
+        yield server, c
+
+
+async def test_probing_run_names_answers_alike_for_another_tenants_run_and_none(two_tenants):
+    """403 for a run that exists and 404 for one that does not told a prober the names of
+    other tenants' runs; now both are 404 with the same body, over HTTP and gRPC."""
+    server, http = two_tenants
+    victim, prober = _auth("victim"), _auth("prober")
+    created = await http.post("/v1/runs", json={"settings": {"run_id": "secret"}}, headers=victim)
+    assert created.status_code == 201, created.text
+    probes = [("GET", "/v1/runs/{}", None), ("GET", "/v1/runs/{}/stats", None),
+              ("DELETE", "/v1/runs/{}", None),
+              ("POST", "/v1/rank", lambda name: {"run_id": name, "group": dead("g")})]
+    for method, path, body in probes:
+        answers = []
+        for name in ("secret", "no-such"):
+            response = await http.request(method, path.format(name), headers=prober,
+                                          json=body(name) if body else None)
+            assert response.status_code != 403
+            answers.append((response.status_code, response.text.replace(name, "NAME")))
+        assert answers[0] == answers[1], (method, path)
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch:
+        stub = pb_grpc.ArenaStub(ch)
+        metadata = tuple(prober.items())
+        calls = [
+            lambda name: stub.GetRun(pb.GetRunRequest(run_id=name), metadata=metadata),
+            lambda name: stub.GetRunStats(pb.GetRunRequest(run_id=name), metadata=metadata),
+            lambda name: stub.Rank(pb.RankRequest(run_id=name, groups=[to_proto(dead("g"))]),
+                                   metadata=metadata),
+        ]
+        for call in calls:
+            answers = []
+            for name in ("secret", "no-such"):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call(name)
+                answers.append((caught.value.code(), caught.value.details().replace(name, "N")))
+            assert answers[0] == answers[1] and answers[0][0] == grpc.StatusCode.NOT_FOUND
+        for name in ("secret", "no-such"):
+            reply = await stub.DeleteRun(pb.DeleteRunRequest(run_id=name), metadata=metadata)
+            assert not reply.deleted
+    # The victim's run is untouched and listed for the victim alone.
+    assert (await http.get("/v1/runs/secret", headers=victim)).status_code == 200
+    assert (await http.get("/v1/runs", headers=prober)).json()["runs"] == []
+    assert (await http.get("/v1/stats", headers=prober)).json()["runs"] == []
+
+
+async def test_squatting_the_default_run_name_takes_nothing_from_another_tenant(two_tenants):
+    """A squatter creates ``default`` (the client's default run id) first, with settings of
+    its own: the trainer's ``default`` is still the trainer's, with the trainer's settings,
+    its own pool and figures; each tenant lists one ``default``, its own."""
+    server, http = two_tenants
+    squatter, trainer = _auth("prober"), _auth("victim")
+    taken = await http.post("/v1/runs", json={"settings": {"run_id": "default", "budget": 3,
+                                                           "anchors_per_group": 2}},
+                            headers=squatter)
+    assert taken.status_code == 201, taken.text
+    mine = await http.post("/v1/runs", json={"settings": {"run_id": "default"}},
+                           headers=trainer)
+    assert mine.status_code == 201, mine.text  # not 409: the name is free in its namespace
+    assert (mine.json()["run_id"], mine.json()["budget"]) == ("default", 0)
+    async with grpc.aio.insecure_channel(server.grpc_address, options=CHANNEL_OPTIONS) as ch:
+        stub = pb_grpc.ArenaStub(ch)
+        reply = await stub.Rank(pb.RankRequest(run_id="default", groups=[to_proto(dead("g"))]),
+                                metadata=tuple(trainer.items()))
+        assert reply.results[0].status == "ok"
+        got = await stub.GetRun(pb.GetRunRequest(run_id="default"),
+                                metadata=tuple(trainer.items()))
+        assert (got.run_id, got.budget, got.anchors_per_group) == ("default", 0, 0)
+    stats = {who: (await http.get("/v1/runs/default/stats", headers=h)).json()
+             for who, h in (("squatter", squatter), ("trainer", trainer))}
+    assert (stats["trainer"]["groups"], stats["squatter"]["groups"]) == (1, 0)
+    assert stats["trainer"]["run_id"] == stats["squatter"]["run_id"] == "default"
+    for headers in (squatter, trainer):
+        assert [r["run_id"] for r in (await http.get("/v1/runs", headers=headers)).json()
+                ["runs"]] == ["default"]
+        assert [r["run_id"] for r in (await http.get("/v1/stats", headers=headers)).json()
+                ["runs"]] == ["default"]
+    # The squatter deleting its "default" leaves the trainer's.
+    assert (await http.delete("/v1/runs/default", headers=squatter)).json() == {"deleted": True}
+    assert (await http.get("/v1/runs/default", headers=trainer)).status_code == 200

@@ -372,3 +372,76 @@ async def test_redis_health_fails_when_redis_is_down():
     with pytest.raises(StoreError):
         await store.check_health()
     await store.aclose()
+
+
+def _dead_group(name: str, prompt: str = "p"):
+    from trainer_client.types import Group, Trace
+
+    return Group(name, tuple(Trace(f"{name} {k} strength={k}", 1.0) for k in range(4)),
+                 prompt_id=prompt)
+
+
+async def test_two_tenants_runs_of_one_name_side_by_side(make_store):
+    """Each tenant's ``default`` is a run of its own in the store (under the tenant-qualified
+    id), with its own settings and pool; answers show the plain id; a tenant's slash or
+    percent sign cannot make its ids collide with another's."""
+    from judge_server.comparators.simulated import SimulatedComparator
+    from judge_server.core.runs import run_key, run_name
+    from judge_server.core.service import ArenaService
+    from judge_server.errors import RunExists, RunNotFound
+
+    assert len({run_key("c", "a/b"), run_key("b/c", "a"), run_key("c", "a%2Fb")}) == 3
+    assert run_name(run_key("c/d", "a/b"), "a/b") == "c/d" and run_key("x", None) == "x"
+    store = make_store()
+    service = ArenaService(comparator=SimulatedComparator(), store=store)
+    await service.create_run(RunSettings("default", anchors_per_group=3), tenant="team-a")
+    await service.create_run(RunSettings("default", anchors_per_group=2), tenant="team-b")
+    with pytest.raises(RunExists):
+        await service.create_run(RunSettings("default"), tenant="team-a")
+    await service.rank("default", [_dead_group("a")], tenant="team-a")
+    await service.rank("default", [_dead_group("b")], tenant="team-b")
+    assert sorted(r.run_id for r in await store.list_runs()) == ["team-a/default",
+                                                                 "team-b/default"]
+    for tenant, per_group, text in (("team-a", 3, "a"), ("team-b", 2, "b")):
+        got = await service.get_run("default", tenant=tenant)
+        assert (got.run_id, got.anchors_per_group) == ("default", per_group)
+        assert [r.run_id for r in await service.list_runs(tenant=tenant)] == ["default"]
+        assert {a.text[0] for a in (await service.pool_snapshot(
+            "default", tenant=tenant))["p"]} == {text}
+        assert (await service.run_stats("default", tenant=tenant))["run_id"] == "default"
+        assert [r["run_id"] for r in (await service.server_stats(tenant=tenant))["runs"]] \
+            == ["default"]
+    assert await service.delete_run("default", tenant="team-a")
+    with pytest.raises(RunNotFound):
+        await service.get_run("default", tenant="team-a")
+    assert (await service.get_run("default", tenant="team-b")).anchors_per_group == 2
+    await service.aclose()
+
+
+async def test_runs_stored_before_namespaces_stay_their_tenants(make_store):
+    """A run stored under its plain id with its tenant (before per-tenant namespaces) is that
+    tenant's under the same id, and no other tenant's; another tenant's run of that name is
+    a new run of its own."""
+    from judge_server.comparators.simulated import SimulatedComparator
+    from judge_server.core.service import ArenaService
+    from judge_server.errors import RunExists, RunNotFound
+
+    store = make_store()
+    assert await store.create_run(run("default", "team-a", anchors_per_group=3))
+    await store.update_anchors("default", "p", put([Anchor("old", 0.5, 1)]), per_run=100)
+    service = ArenaService(comparator=SimulatedComparator(), store=store, auto_create_runs=False)
+    assert (await service.get_run("default", tenant="team-a")).anchors_per_group == 3
+    assert [r.run_id for r in await service.list_runs(tenant="team-a")] == ["default"]
+    with pytest.raises(RunExists):
+        await service.create_run(RunSettings("default"), tenant="team-a")
+    (result,) = await service.rank("default", [_dead_group("a")], tenant="team-a")
+    assert result.anchors_used == 1  # the old pool is the run's
+    assert (await service.run_stats("default", tenant="team-a"))["groups"] == 1
+    with pytest.raises(RunNotFound):
+        await service.get_run("default", tenant="team-b")
+    await service.create_run(RunSettings("default"), tenant="team-b")
+    assert (await service.get_run("default", tenant="team-b")).anchors_per_group == 0
+    assert await service.delete_run("default", tenant="team-a")
+    assert await store.get_run("default") is None
+    assert (await service.get_run("default", tenant="team-b")).run_id == "default"
+    await service.aclose()
