@@ -12,6 +12,7 @@
     arena-judge bench cost [--json]         uncached prompt tokens per group at live's tau
     arena-judge bench serve [--json]        server throughput and latency, instant judge
     arena-judge bench fairness [--json]     a quiet run's p99 latency alone and under a flood
+    arena-judge bench abuse [--json]        issue 14's attacks on a live server: what held
     arena-judge bench learn [--seeds N] [--steps N] [--arms a,b] [--json PATH] [--plot PATH]
                                             RL from a warm start: do rescued groups learn faster?
 """
@@ -290,6 +291,18 @@ def _bench_fairness(args: argparse.Namespace) -> int:
     return _emit(result, fairness.format_table(result), args.json)
 
 
+def _bench_abuse(args: argparse.Namespace) -> int:
+    from .bench import abuse
+
+    attacks = args.attacks.split(",") if args.attacks else None
+    try:
+        result = abuse.run(attacks, scale=args.scale, progress=not args.json)
+    except (ValueError, RuntimeError) as exc:
+        print(f"arena-judge bench abuse: {exc}", file=sys.stderr)
+        return 2
+    return _emit(result, abuse.format_table(result), args.json)
+
+
 def _bench_learn(args: argparse.Namespace) -> int:
     from .bench.learn import bench, rl, summary
 
@@ -419,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     fair.add_argument("--seed", type=int, default=0)
     fair.add_argument("--json", action="store_true")
     fair.set_defaults(func=_bench_fairness)
+
+    ab = bench.add_parser("abuse", help="issue 14's attacks on a live server: /healthz, a "
+                          "bystander's latency, RSS growth and the answers while each runs")
+    ab.add_argument("--attacks", default=None, help="comma-separated (default: all)")
+    ab.add_argument("--scale", choices=("small", "full"), default="small",
+                    help="small: 3 x 20 MB bodies; full: the issue's 3 x 200 MB")
+    ab.add_argument("--json", action="store_true")
+    ab.set_defaults(func=_bench_abuse)
 
     from .bench.learn import ARMS, TARGET  # no torch: the names only
 
