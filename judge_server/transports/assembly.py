@@ -66,6 +66,7 @@ from trainer_client.integrations.openrlhf import response_of
 from trainer_client.types import Group, GroupResult, Trace
 from trainer_client.verifier import verify_answer
 
+from ..core.runs import run_key, run_name
 from ..core.service import ArenaService
 from ..core.validation import _utf8_size, check_id
 from ..errors import InvalidRequest, Overloaded, StoreError
@@ -214,7 +215,7 @@ class GroupAssembler:
         size, timeout = self._options(group_size, timeout_s)
         self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
         await self.service.open_run(run_id, tenant=tenant)
-        self._hold(run_id, 1)
+        self._hold(run_id, 1, tenant)
         return await self._score_checked(run_id, sample, size, timeout, tenant)
 
     async def score_many(
@@ -243,7 +244,7 @@ class GroupAssembler:
 
             self._check(run_id, sample, size, timeout, name)
         await self.service.open_run(run_id, tenant=tenant)
-        self._hold(run_id, len(samples))
+        self._hold(run_id, len(samples), tenant)
         return list(
             await asyncio.gather(
                 *(self._score_checked(run_id, s, size, timeout, tenant) for s in samples)
@@ -256,9 +257,9 @@ class GroupAssembler:
             self.options.timeout_s if timeout_s is None else timeout_s,
         )
 
-    def _hold(self, run_id: str, n: int) -> None:
-        """Take ``n`` places in the buffer for ``run_id``'s samples, or refuse them all."""
-        run = self._held.get(run_id, 0)
+    def _hold(self, run_id: str, n: int, tenant: str | None) -> None:
+        """Take ``n`` places in the buffer for ``tenant``'s run's samples, or refuse them all."""
+        run = self._held.get(run_key(run_id, tenant), 0)
         # as admission does: a request larger than a cap still gets in once nothing waits
         if (run and run + n > self.options.max_run_samples) or (
             self._held_total and self._held_total + n > self.options.max_samples
@@ -270,15 +271,16 @@ class GroupAssembler:
                 f"all, limit {self.options.max_samples}); try again in {retry_after:.2f} s",
                 retry_after_s=retry_after,
             )
-        self._held[run_id] = run + n
+        self._held[run_key(run_id, tenant)] = run + n
         self._held_total += n
 
-    def _release(self, run_id: str, n: int) -> None:
-        left = self._held.get(run_id, 0) - n
+    def _release(self, run_id: str, n: int, tenant: str | None) -> None:
+        held = run_key(run_id, tenant)
+        left = self._held.get(held, 0) - n
         if left > 0:
-            self._held[run_id] = left
+            self._held[held] = left
         else:
-            self._held.pop(run_id, None)
+            self._held.pop(held, None)
         self._held_total -= n
 
     async def _score_checked(
@@ -289,10 +291,10 @@ class GroupAssembler:
         try:
             placed = await self._place(run_id, sample, size, timeout, tenant)
         except BaseException:
-            self._release(run_id, 1)
+            self._release(run_id, 1, tenant)
             raise
         if isinstance(placed, SampleScore):  # answered at once: it joined no buffer
-            self._release(run_id, 1)
+            self._release(run_id, 1, tenant)
             return placed
         # The group is ranked in a task of its own: a caller that goes away does not cancel it.
         return await asyncio.shield(placed)
@@ -306,7 +308,8 @@ class GroupAssembler:
             reward = float(await asyncio.to_thread(self.verifier, sample.response, sample.label))
         if self._closing:  # shutting down: no new groups, the sample keeps its own reward
             return SampleScore(reward, reward, 0.0, "alone", "", 1)
-        key = (run_id, sample.group_key if sample.group_key is not None else sample.prompt)
+        group_key = sample.group_key if sample.group_key is not None else sample.prompt
+        key = (run_key(run_id, tenant), group_key)  # two tenants' runs of one id stay apart
         if self._shared is not None:
             return await self._place_shared(key, sample, reward, size, timeout, tenant)
 
@@ -384,7 +387,7 @@ class GroupAssembler:
             del self._buffers[key]
         if buffer.timer is not None:
             buffer.timer.cancel()
-        self._release(buffer.run_id, len(buffer.slots))
+        self._release(buffer.run_id, len(buffer.slots), buffer.tenant)
         task = asyncio.get_running_loop().create_task(self._rank(buffer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -489,8 +492,9 @@ class GroupAssembler:
             records = await self._shared.samples(group)
             slots = [_Slot(Sample(r["response"], r["prompt"], r["label"]), float(r["reward"]),
                            loop.create_future()) for r in records]
-            buffer = _Buffer(key[0], key[1], f"asm-{_digest(key[1])}-r{group}", len(slots),
-                             0.0, slots, records[0]["tenant"] if records else None)
+            tenant = records[0]["tenant"] if records else None
+            buffer = _Buffer(run_name(key[0], tenant), key[1], f"asm-{_digest(key[1])}-r{group}",
+                             len(slots), 0.0, slots, tenant)
             await self._rank(buffer)
             failed = next((s.future.exception() for s in slots if s.future.exception()), None)
             payload = encode_error(failed) if failed is not None else {

@@ -289,3 +289,20 @@ def test_the_response_is_the_query_less_its_prompt():
 )
 def test_the_default_verifier_compares_final_answers(response, label, reward):
     assert math_verifier(response, label) == reward
+
+
+async def test_two_tenants_samples_for_one_run_id_never_form_one_group(start_server):
+    """Each tenant's ``default`` is its own run: samples of one prompt sent by two tenants to
+    ``default`` are two groups (here each alone at its timeout), never one, and each is
+    judged in its own tenant's run."""
+    server = await start_server()
+    assembler: GroupAssembler = server.app.state.assembler
+    scores = await asyncio.gather(*(
+        assembler.score("default", Sample(response=f"The answer is {k}.", prompt="2 + 2?",
+                                          label="4"), group_size=2, timeout_s=0.3, tenant=t)
+        for k, t in ((4, "team-a"), (5, "team-b"))
+    ))
+    assert [(s.status, s.group_size) for s in scores] == [("alone", 1), ("alone", 1)]
+    for tenant in ("team-a", "team-b"):
+        assert [r.run_id for r in await server.service.list_runs(tenant=tenant)] == ["default"]
+    assert assembler.pending == 0 and assembler._held_total == 0
