@@ -13,7 +13,8 @@
     │                                               was silently lost
     ├── Unauthenticated  401   UNAUTHENTICATED      no API key, or an unknown one (the server
     │                                               has keys)
-    ├── PermissionDenied 403   PERMISSION_DENIED    the run belongs to another tenant
+    ├── PermissionDenied 403   PERMISSION_DENIED    not raised for runs since each tenant has
+    │                                               its own (another's id is RunNotFound)
     ├── Overloaded       429   RESOURCE_EXHAUSTED   the server is at capacity: nothing was
     │                                               accepted; retry later
     └── ShuttingDown     503   UNAVAILABLE          the server drains: it takes no new groups
@@ -102,7 +103,9 @@ class Unauthenticated(ArenaError):
 
 
 class PermissionDenied(ArenaError):
-    """The caller's tenant does not own the run."""
+    """The caller's tenant does not own the run. Kept for clients and the error table: since
+    each tenant's runs are a namespace of their own, the run registry never raises it (another
+    tenant's run id is :class:`RunNotFound`, as an id that does not exist)."""
 
     http_status = 403
     grpc_code = "PERMISSION_DENIED"

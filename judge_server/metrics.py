@@ -86,7 +86,7 @@ class Metrics:
         )
         self.unauthorised = Counter(
             "arena_unauthorised_requests",
-            "Requests refused for a missing or unknown API key, or another tenant's run.",
+            "Requests refused for a missing or unknown API key.",
             ["transport"], registry=r,
         )
         self.group_latency = Histogram(

@@ -2,9 +2,10 @@
 
 A bad group yields a result with ``status="invalid"`` naming the field at fault, and a group
 refused for load one with ``status="overloaded"`` and ``retry_after_s``; the stream goes on. A
-run of another tenant ends the stream (:class:`PermissionDenied`). Results are not in arrival
-order. At most ``max_in_flight`` groups of one stream are ranked at once; the stream is not
-read further until one ends.
+:class:`PermissionDenied` would end the stream (none is raised for runs: each tenant's runs
+are its own, another tenant's run id is the caller's own run or :class:`RunNotFound`).
+Results are not in arrival order. At most ``max_in_flight`` groups of one stream are ranked
+at once; the stream is not read further until one ends.
 """
 
 from __future__ import annotations

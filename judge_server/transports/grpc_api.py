@@ -407,7 +407,7 @@ class ArenaServicer(pb_grpc.ArenaServicer):
                 message = _checked(message)
                 try:
                     group = group_from_proto(message.group, "group")
-                    if message.run_id not in allowed:  # another tenant's run ends the stream
+                    if message.run_id not in allowed:  # found (or made) at its first group
                         await self.service.open_run(message.run_id, tenant=tenant)
                         allowed.add(message.run_id)
                 except (InvalidRequest, RunNotFound) as exc:
