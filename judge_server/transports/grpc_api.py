@@ -262,14 +262,20 @@ class KeyGate(grpc.aio.ServerInterceptor):
 def _refusal(
     handler: grpc.RpcMethodHandler | None, error: Unauthenticated
 ) -> grpc.RpcMethodHandler:
-    """A handler that answers ``error`` without reading a request."""
+    """A handler that answers ``error`` without parsing a request. A unary request is not
+    read at all; a stream's messages are read as bytes and dropped (:func:`_drain`, bounded
+    by :data:`STREAM_DRAIN_S`), or the client may see INTERNAL instead of UNAUTHENTICATED."""
 
     async def refuse(requests: object, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
 
+    async def refuse_stream(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> None:
+        await _drain(requests)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+
     serializer = None if handler is None else handler.response_serializer
     if handler is not None and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, None, serializer)
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, None, serializer)
     return grpc.stream_unary_rpc_method_handler(refuse, None, serializer)
 
 
