@@ -32,6 +32,7 @@ a caller without a key costs neither memory nor parsing.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import dataclasses
 import json
@@ -272,7 +273,21 @@ class BodyGuard:
                     raise _too_large(limit)
             return message
 
-        await self.app(scope, limited, send)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except asyncio.CancelledError:
+            # The drain ended with this request in flight (uvicorn cancels it): answer with the
+            # error body every refusal has (503, send again), not uvicorn's plain-text 500.
+            if not started:
+                await error_response(ShuttingDown(), self.service)(scope, receive, send)
+            raise
 
     def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> Response | None:
         length = headers.get(b"content-length")

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.store.sqlite import SqliteStore
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2 as pb
 from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
@@ -312,3 +313,33 @@ async def test_a_draining_server_refuses_new_groups_on_open_connections(start_se
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "unavailable"
     assert (await server.service.run_stats("r"))["groups"] == 1
+
+
+class HungComparator(SimulatedComparator):
+    """A judge that never answers: its groups are in flight when the drain ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+
+    async def compare(self, comparisons):
+        self.asked.set()
+        await asyncio.Event().wait()
+        return []
+
+
+async def test_an_http_request_in_flight_when_the_drain_ends_gets_the_error_body(start_server):
+    """Uvicorn cancels what is still running when the grace is over; the request gets a 503
+    with the JSON error body every refusal has, not a plain-text 500."""
+    judge = HungComparator()
+    server = await start_server(comparator=judge)
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=60) as http:
+        pending = asyncio.create_task(
+            http.post("/v1/rank", json={"run_id": "r", "group": dead("g", prompt_id="p")})
+        )
+        await asyncio.wait_for(judge.asked.wait(), 30)
+        await server.stop(grace=0.5)
+        response = await pending
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "unavailable"
