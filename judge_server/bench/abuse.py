@@ -32,11 +32,7 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -47,7 +43,8 @@ from typing import Any
 import grpc
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+from .process import ROOT, ServeProcess, serve_process
+
 API_KEY = "abuse-bench-key"
 BEARER = {"authorization": f"Bearer {API_KEY}"}
 HEALTHZ_TARGET_S = 0.5
@@ -63,12 +60,6 @@ CHANNEL_OPTIONS = [
 # gRPC codes that are the server's fault (HTTP's 5xx).
 SERVER_FAULTS = {"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNIMPLEMENTED"}
 HUNG_MARK = "hung-judge-attack"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -112,59 +103,15 @@ def dead_group(group_id: str, size: int = 4, *, prompt: str = "What is 2 + 2?") 
 # -- the server ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    http_url: str
-    grpc_address: str
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
 @contextlib.contextmanager
-def server_process(**options: Any) -> Iterator[Server]:
+def server_process(**options: Any) -> Iterator[ServeProcess]:
     """``arena-judge serve`` on free loopback ports, keys on, memory store; ``options`` are
     settings (``ARENA_`` variables)."""
-    http_port, grpc_port = _free_port(), _free_port()
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p),
-           "ARENA_HOST": "127.0.0.1", "ARENA_HTTP_PORT": str(http_port),
-           "ARENA_GRPC_PORT": str(grpc_port), "ARENA_STORE": "memory",
-           "ARENA_LOG_LEVEL": "warning", "ARENA_API_KEYS": json.dumps({"bench": [digest]})}
+    env = {"ARENA_LOG_LEVEL": "warning", "ARENA_API_KEYS": json.dumps({"bench": [digest]})}
     env.update({f"ARENA_{k.upper()}": str(v) for k, v in options.items()})
-    log = Path(tempfile.mkstemp(prefix="arena-abuse-", suffix=".log")[1])
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "judge_server", "serve"], cwd=ROOT,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(server.http_url + "/healthz", timeout=2,
-                             trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    with serve_process(env) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.unlink(missing_ok=True)
 
 
 # -- the watchers --------------------------------------------------------------------------------
@@ -183,7 +130,7 @@ class Watcher:
     """The bystander and the ``/healthz`` poller, on an event loop of their own (a thread), so
     that the attack's own work in this process does not delay them."""
 
-    def __init__(self, server: Server, tag: str) -> None:
+    def __init__(self, server: ServeProcess, tag: str) -> None:
         self.server, self.tag, self.watch = server, tag, Watch()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
@@ -304,7 +251,7 @@ Attack = Callable[["Context"], Awaitable[Outcome]]
 
 @dataclass
 class Context:
-    server: Server
+    server: ServeProcess
     http: httpx.AsyncClient  # with the key
     scale: str
     judge: Any = None  # the fake judge's state, for the judge-fault attacks
@@ -537,7 +484,9 @@ async def _run_one(name: str, ctx: Context) -> dict:
     return row
 
 
-async def _run_on(server: Server, names: list[str], scale: str, judge: Any = None) -> list[dict]:
+async def _run_on(
+    server: ServeProcess, names: list[str], scale: str, judge: Any = None
+) -> list[dict]:
     async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=120,
                                  headers=BEARER) as http:
         ctx = Context(server, http, scale, judge)
