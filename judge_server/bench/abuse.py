@@ -3,9 +3,8 @@
 :func:`run` starts ``arena-judge serve`` in a subprocess on free loopback ports, with API keys
 and a memory store: one server on the builtin judge for the request attacks, and, for the
 judge-fault attacks, one whose judge (``--comparator openai``) is a fake OpenAI-compatible
-server in this process (``tests/backends/fakes.py``, so those two attacks need the repository's
-checkout; elsewhere they are skipped). While each attack runs, a thread with its own event loop
-watches the server:
+server in this process (:mod:`judge_server.bench.fake_judge`). While each attack runs, a thread
+with its own event loop watches the server:
 
 ``bystander``
     a dead group of G = 4 ranked over HTTP about every 100 ms, with a valid key, in a run of
@@ -43,7 +42,8 @@ from typing import Any
 import grpc
 import httpx
 
-from .process import ROOT, ServeProcess, serve_process
+from .fake_judge import fake_server
+from .process import ServeProcess, serve_process
 
 API_KEY = "abuse-bench-key"
 BEARER = {"authorization": f"Bearer {API_KEY}"}
@@ -428,19 +428,6 @@ ATTACKS: dict[str, Attack] = {
 JUDGE_ATTACKS = ("malformed_judge", "hung_judge")
 
 
-def _fake_server() -> Any:
-    """``fake_server`` of ``tests/backends/fakes.py`` (the repository's checkout), or None."""
-    path = ROOT / "tests" / "backends" / "fakes.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("arena_bench_fakes", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.fake_server
-
-
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)] if ordered else 0.0
@@ -512,12 +499,7 @@ def run(attacks: list[str] | None = None, scale: str = "small", progress: bool =
                       file=sys.stderr)
             rows += asyncio.run(_run_on(server, plain, scale))
     if faults:
-        fake_server = _fake_server()
-        if fake_server is None:
-            rows += [{"attack": n, "outcome": "skipped: needs tests/backends/fakes.py",
-                      "target_met": None} for n in faults]
-        else:
-            rows += asyncio.run(_judge_faults(fake_server, faults, scale, progress))
+        rows += asyncio.run(_judge_faults(faults, scale, progress))
     order = {n: k for k, n in enumerate(names)}
     rows.sort(key=lambda row: order[row["attack"]])
     return {"scale": scale, "targets": {
@@ -526,8 +508,7 @@ def run(attacks: list[str] | None = None, scale: str = "small", progress: bool =
         "psutil": importlib.util.find_spec("psutil") is not None, "attacks": rows}
 
 
-async def _judge_faults(fake_server: Any, names: list[str], scale: str,
-                        progress: bool) -> list[dict]:
+async def _judge_faults(names: list[str], scale: str, progress: bool) -> list[dict]:
     """Each judge-fault attack on a server of its own whose judge is the fake one: the hung
     judge's timeout is 1 s; the malformed judge's 10 s (this process's fake judge, busy with
     800 requests, takes about a second to answer all, which must not read as a timeout)."""
@@ -555,10 +536,6 @@ def format_table(result: dict) -> str:
              f"{RSS_TARGET_MB:.0f} MB without a key, no 5xx, all finite)",
              f"{'attack':<27} {'healthz':>8} {'byst p99':>8} {'RSS +MB':>8} {'met':>4}  outcome"]
     for row in result["attacks"]:
-        if row.get("target_met") is None:
-            lines.append(f"{row['attack']:<27} {'-':>8} {'-':>8} {'-':>8} {'-':>4}  "
-                         f"{row['outcome']}")
-            continue
         missed = [k for k, v in row["held"].items() if not v]
         lines.append(
             f"{row['attack']:<27} {row['healthz_worst_s']:>8.3f} {row['bystander_p99_s']:>8.3f}"

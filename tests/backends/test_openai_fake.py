@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from judge_server.app import build_service
+from judge_server.bench.fake_judge import fake_server
 from judge_server.comparators.base import Comparison, FailedComparisons
 from judge_server.comparators.model import MAX_BACKOFF_S
 from judge_server.comparators.openai import OpenAIComparator
@@ -23,7 +24,7 @@ from judge_server.errors import JudgeError
 from judge_server.settings import ServerSettings
 from trainer_client.types import Group, Trace
 
-from .fakes import closed_port, fake_server
+from ..ports import free_port
 
 KEY = b"0123456789abcdef"
 COMPARISON = Comparison("2 + 2?", "2 + 2 = 4", "2 + 2 = 5", "4", "r1")
@@ -277,7 +278,7 @@ async def test_a_hung_judge_fails_a_batch_in_a_time_independent_of_its_size():
 
 
 async def test_a_server_down_is_a_judge_error_and_unhealthy():
-    judge = OpenAIComparator(f"http://127.0.0.1:{closed_port()}", "judge", retries=1)
+    judge = OpenAIComparator(f"http://127.0.0.1:{free_port()}", "judge", retries=1)
     judge._sleep = Waits()
     try:
         with pytest.raises(JudgeError, match="ConnectError.*after 2 tries"):
@@ -342,7 +343,7 @@ async def rank_through_the_service(base_url: str):
 
 async def test_the_service_fails_only_the_judged_group_when_the_server_is_down():
     dead_result, live_result = await rank_through_the_service(
-        f"http://127.0.0.1:{closed_port()}")
+        f"http://127.0.0.1:{free_port()}")
     assert dead_result.status == "judge_failed" and "ConnectError" in dead_result.error
     assert dead_result.advantages == (0.0, 0.0, 0.0)
     assert live_result.status == "ok" and not live_result.routed

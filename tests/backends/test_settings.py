@@ -102,12 +102,12 @@ def test_a_missing_extra_is_named(capsys):
 
 
 def test_bench_judge_reports_a_failing_judge_without_a_traceback(tmp_path, capsys):
-    from .fakes import closed_port
+    from ..ports import free_port
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "2+2?", "trace_a": "4", "trace_b": "5", "better": "a"}\n')
     code = main(["bench", "judge", "--pairs", str(pairs), "--json", "--comparator", "openai",
-                 "--judge-base-url", f"http://127.0.0.1:{closed_port()}", "--judge-model", "m",
+                 "--judge-base-url", f"http://127.0.0.1:{free_port()}", "--judge-model", "m",
                  "--judge-retries", "0"])
     assert code == 1
     err = capsys.readouterr().err

@@ -14,11 +14,12 @@ import math
 
 import pytest
 
+from judge_server.bench.fake_judge import fake_server
 from judge_server.comparators.base import Comparison
 from judge_server.comparators.sglang import SGLangComparator, SGLangEngineComparator
 from judge_server.errors import JudgeError
 
-from .fakes import closed_port, fake_server
+from ..ports import free_port
 
 KEY = b"0123456789abcdef"
 COMPARISONS = [Comparison("2 + 2?", "2 + 2 = 4", "2 + 2 = 5", "4", "r1"),
@@ -112,7 +113,7 @@ async def test_malformed_generate_answers_are_judge_errors(tiny_model, garbage):
 
 
 async def test_sglang_down_is_a_judge_error():
-    judge = SGLangComparator(f"http://127.0.0.1:{closed_port()}", retries=0)
+    judge = SGLangComparator(f"http://127.0.0.1:{free_port()}", retries=0)
     try:
         with pytest.raises(JudgeError, match="ConnectError"):
             await judge.compare(COMPARISONS)

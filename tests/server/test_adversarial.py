@@ -748,10 +748,9 @@ def _verdict_answer() -> dict:
 
 async def _rank_200_groups(handler, n_groups: int = 200):
     from judge_server.app import build_service
+    from judge_server.bench.fake_judge import fake_server
     from judge_server.settings import ServerSettings
     from trainer_client.types import Group, Trace
-
-    from ..backends.fakes import fake_server
 
     async with fake_server(handler) as (url, _):
         settings = ServerSettings(store="memory", comparator="openai", judge_base_url=url,
@@ -806,10 +805,9 @@ async def test_malformed_answers_fail_only_the_groups_that_needed_them():
 
 
 async def test_a_hung_judge_fails_640_requests_within_three_timeouts():
+    from judge_server.bench.fake_judge import fake_server
     from judge_server.comparators.base import FailedComparisons
     from judge_server.comparators.openai import OpenAIComparator
-
-    from ..backends.fakes import fake_server
 
     release = asyncio.Event()
 

@@ -1,4 +1,8 @@
-"""Fake model servers on loopback: real HTTP (uvicorn), answers from a plain function."""
+"""A fake model server on loopback: real HTTP (uvicorn), answers from a plain function.
+
+``bench abuse`` runs its judge faults (malformed answers, a hung judge) against one in its own
+process, and the tests run the HTTP judges (``openai``, ``sglang``) against it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import contextlib
 import inspect
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +38,12 @@ Handler = Callable[[str, str, Any], Awaitable[tuple[int, Any]] | tuple[int, Any]
 
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self):  # leave the test runner's signal handlers alone
+    def capture_signals(self) -> Iterator[None]:  # leave the caller's signal handlers alone
         yield
 
 
 @contextlib.asynccontextmanager
-async def fake_server(handler: Handler):
+async def fake_server(handler: Handler) -> AsyncIterator[tuple[str, Seen]]:
     """``async with fake_server(handler) as (url, seen)``: ``handler(method, path, body)``
     returns ``(status, body)``; a ``str``/``bytes`` body is sent as is, anything else as
     JSON. It may be a coroutine function (to sleep, for timeouts)."""
@@ -78,10 +82,4 @@ async def fake_server(handler: Handler):
         sock.close()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+__all__ = ["Handler", "Seen", "fake_server"]
