@@ -14,9 +14,10 @@ ranked once; the retry waits for the first try or gets its result, kept for the 
 (:func:`group_digest`: prompt, reference, step, traces and rewards): a request id sent again
 with a different group is refused (:class:`InvalidRequest` naming ``request_id``) instead of
 being answered with the first group's result. With ``shared`` (the redis store's claims), the
-first replica to claim a request id ranks its group and the others wait for its result.
-Each group is ranked in a task of its own, so that a
-client giving up on one try (cancelling it) does not cancel a retry waiting on the same work.
+first replica to claim a request id ranks its group and the others wait for its result,
+or take the claim over when that try fails or its replica dies. Each group is ranked in a
+task of its own, so that a client giving up on one try (cancelling it) does not cancel a
+retry waiting on the same work.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class SharedFlights(Protocol):
         self, key: tuple[str, str], digest: bytes, work: Callable[[], Awaitable[Any]],
         field: str, refused: Callable[[], InvalidRequest],
     ) -> Awaitable[Any]: ...
+
+    async def aclose(self) -> None:
+        """Give back what this replica still claims (the server is stopping)."""
 
 
 class Admission:
@@ -204,11 +208,14 @@ class SingleFlight(Generic[T]):
                 self._digests.pop(old, None)
 
     async def cancel(self) -> None:
-        """Cancel the work under way (the server is stopping) and wait for it to end."""
+        """Cancel the work under way (the server is stopping) and wait for it to end; give
+        back the shared claims' lease."""
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
 __all__ = ["DONE_CACHE_SIZE", "Admission", "SingleFlight", "group_digest"]

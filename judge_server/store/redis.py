@@ -59,6 +59,12 @@ class RedisStore(Store):
         self._redis = aioredis.from_url(url, decode_responses=True)
         self._touched: dict[str, float] = {}  # run id -> when this process last set its expiry
 
+    @property
+    def client(self) -> Any:
+        """The Redis client (its connection pool), shared with what else the replicas keep
+        in this Redis (:mod:`.redis_shared`); closed by :meth:`aclose`."""
+        return self._redis
+
     def _run_keys(self, run_id: str) -> list[str]:
         """Every key of a run."""
         return [self._key(kind, run_id) for kind in ("run", "pool", "pool-size", "pool-oldest")]

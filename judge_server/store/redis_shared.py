@@ -4,8 +4,10 @@ route's group buffers. Used only with the redis store (:func:`shared_state`); on
 
 Keys (``prefix`` is the store's, ``arena:`` by default)::
 
-    {prefix}flight:{run_id}:{request_id}  JSON {"digest": hex} while a replica ranks the
-                                          group, then {"digest", "result"}: expires
+    {prefix}replica:{holder}              a replica's lease: expires LEASE_S after its last
+                                          renewal (one for its claims, one for its samples)
+    {prefix}flight:{run_id}:{request_id}  JSON {"digest": hex, "holder"} while a replica
+                                          ranks the group, then {"digest", "result"}: expires
     {prefix}asm-gen                       counter: the number of the next buffered group
     {prefix}asm:{run_id}:{key digest}     the number of the group now filling for that key
     {prefix}asm-late:{...}                samples still expected by a group its timeout closed
@@ -13,25 +15,39 @@ Keys (``prefix`` is the store's, ``arena:`` by default)::
     {prefix}asm-group:{n}:size            the group's size (its first sample's group_size)
     {prefix}asm-group:{n}:open            expires when the group's timeout fires
     {prefix}asm-group:{n}:result          JSON: every sample's score, or the group's error
+    {prefix}asm-held:{run_id}             hash: holder -> samples of the run waiting there
+    {prefix}asm-held                      hash: holder -> samples waiting there, all runs
+
+Leases. Each replica renews its lease every ``LEASE_S / 3`` seconds while it has claimed or
+held anything, and gives it back when it stops; a replica that dies (kill -9, a lost node)
+stops renewing, and what it claimed or held stops counting within ``LEASE_S``.
 
 Request ids (:class:`RedisFlights`): the first replica to claim ``(run, request id)`` (SET NX,
-with the group's digest) ranks the group and stores the result; a replica receiving the same
-request id polls for that result instead of ranking again, and takes the claim itself when
-the first try failed (the claim is deleted) or its replica died (the claim expires). A request
-id already claimed for another digest is refused as on one replica.
+with the group's digest and its lease) ranks the group and stores the result; a replica
+receiving the same request id polls for that result instead of ranking again, and takes the
+claim itself when the first try failed (its replica deletes the claim) or its replica died
+(its lease lapsed: the waiter deletes the claim, within ``LEASE_S`` of the death instead of
+the claim's ``CLAIM_TTL_S``). A request id already claimed for another digest is refused as on
+one replica. A judge failure is a result (``judge_failed``), kept as on one replica.
 
 Group buffers (:class:`RedisGroups`): a sample is appended to its group's list by a script, so
 that exactly one replica sees the group fill; that replica, or the first whose timer fires
 (the timeout takes the group's number away atomically), ranks it and writes every sample's
-score; every replica answers its own waiting callers from there.
+score; every replica answers its own waiting callers from there. The buffer's caps
+(``max_samples``, ``max_run_samples``) hold across replicas: each replica counts the samples
+waiting on it under its lease, and a request is admitted by a script that sums the live
+replicas' counts (those of a dead one stop counting with its lease).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,12 +57,73 @@ from .. import errors
 from ..errors import InvalidRequest, StoreError
 from .base import Store
 
+logger = logging.getLogger(__name__)
+
+LEASE_S = 10.0
+"""How long a replica's lease lasts unless renewed (every third of it): how soon the claims
+and held samples of a replica that died stop counting."""
 CLAIM_TTL_S = 900.0
-"""How long a claim on a request id lasts without a result: longer than any ranking takes."""
+"""How long a claim on a request id lasts without a result, whatever its replica's lease:
+longer than any ranking takes (a claim nobody waits on goes with it)."""
 RESULT_TTL_S = 3600.0
 """How long a request id's result, and a buffered group's scores, are kept."""
 POLL_S = 0.02
 """How often a replica waiting on another's work reads Redis."""
+
+_CLAIM = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 1
+"""
+
+_WAIT = """
+local text = redis.call('GET', KEYS[1])
+if not text then return false end
+local claim = cjson.decode(text)
+if claim['result'] == nil and claim['holder'] ~= nil
+    and redis.call('EXISTS', ARGV[1] .. claim['holder']) == 0 then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+return text
+"""
+
+_UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_HOLD = """
+redis.call('SET', ARGV[5] .. ARGV[1], '1', 'PX', ARGV[6])
+local function live(key)
+  local total = 0
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if redis.call('EXISTS', ARGV[5] .. fields[i]) == 1 then
+      total = total + tonumber(fields[i + 1])
+    else
+      redis.call('HDEL', key, fields[i])
+    end
+  end
+  return total
+end
+local run, all, n = live(KEYS[1]), live(KEYS[2]), tonumber(ARGV[2])
+if (run > 0 and run + n > tonumber(ARGV[3])) or (all > 0 and all + n > tonumber(ARGV[4])) then
+  return {0, run, all}
+end
+redis.call('HINCRBY', KEYS[1], ARGV[1], n)
+redis.call('HINCRBY', KEYS[2], ARGV[1], n)
+return {1, run, all}
+"""
+
+_UNHOLD = """
+for i = 1, 2 do
+  if redis.call('HINCRBY', KEYS[i], ARGV[1], -tonumber(ARGV[2])) <= 0 then
+    redis.call('HDEL', KEYS[i], ARGV[1])
+  end
+end
+return 0
+"""
 
 _ADD = """
 local late = redis.call('GET', KEYS[2])
@@ -95,9 +172,16 @@ def _part(text: str) -> str:
 
 
 class _Redis:
+    """A client of the shared Redis with a lease of its own (module doc)."""
+
+    lease_s = LEASE_S
+
     def __init__(self, redis: Any, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.holder = uuid.uuid4().hex  # what this replica's claims and holds are known by
+        self._renewing: asyncio.Task | None = None
+        self._closed = False
 
     async def call(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
         from redis.exceptions import RedisError
@@ -106,6 +190,38 @@ class _Redis:
             return await work(self.redis)
         except RedisError as exc:
             raise StoreError(f"redis shared state: {type(exc).__name__}: {exc}") from exc
+
+    @property
+    def _leases(self) -> str:
+        return f"{self.prefix}replica:"
+
+    def _keep_lease(self) -> None:
+        """Renew the lease from now on (the scripts that claim or hold take it first)."""
+        if not self._closed and (self._renewing is None or self._renewing.done()):
+            self._renewing = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        key = f"{self._leases}{self.holder}"
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.call(lambda r: r.set(key, "1", px=_ms(self.lease_s)))
+            except StoreError:
+                logger.warning("the replica's lease could not be renewed", exc_info=True)
+
+    async def aclose(self) -> None:
+        """Give the lease back: what this replica still claims or holds is anyone's now."""
+        self._closed = True
+        if self._renewing is None:
+            return
+        self._renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._renewing
+        self._renewing = None
+        try:
+            await self.call(lambda r: r.delete(f"{self._leases}{self.holder}"))
+        except StoreError:
+            logger.warning("the replica's lease could not be given back (it lapses)")
 
 
 def encode_result(result: GroupResult) -> dict:
@@ -139,18 +255,20 @@ class RedisFlights(_Redis):
     ) -> GroupResult:
         name = f"{self.prefix}flight:{_part(key[0])}:{_part(key[1])}"
         mine = digest.hex()
-        claim = json.dumps({"digest": mine})
+        claim = json.dumps({"digest": mine, "holder": self.holder})
         while True:
-            if await self.call(lambda r: r.set(name, claim, nx=True, px=_ms(self.claim_ttl_s))):
+            if await self._claim(name, claim):
                 try:
                     result = await work()
                 except BaseException:
-                    await self.call(lambda r: r.delete(name))  # a retry may try again
+                    # a retry may try again (on this replica or another), unless another
+                    # took the claim over meanwhile
+                    await self.call(lambda r: r.eval(_UNCLAIM, 1, name, claim))
                     raise
                 await self._done(name, mine, result)
                 return result
             while True:  # another replica's try: wait for its result, or for its claim to go
-                text = await self.call(lambda r: r.get(name))
+                text = await self.call(lambda r: r.eval(_WAIT, 1, name, self._leases))
                 if text is None:
                     break
                 data = json.loads(text)
@@ -159,6 +277,13 @@ class RedisFlights(_Redis):
                 if "result" in data:
                     return decode_result(data["result"])
                 await asyncio.sleep(POLL_S)
+
+    async def _claim(self, name: str, claim: str) -> bool:
+        """Claim ``name`` for this replica, under its lease; whether it was free."""
+        self._keep_lease()
+        keys = [name, f"{self._leases}{self.holder}"]
+        return bool(await self.call(lambda r: r.eval(
+            _CLAIM, len(keys), *keys, claim, _ms(self.claim_ttl_s), _ms(self.lease_s))))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,6 +331,27 @@ class RedisGroups(_Redis):
         )
         return int(count) >= 0
 
+    def _held(self, run_id: str) -> list[str]:
+        return [f"{self.prefix}asm-held:{_part(run_id)}", f"{self.prefix}asm-held"]
+
+    async def hold(
+        self, run_id: str, n: int, max_run: int, max_all: int
+    ) -> tuple[bool, int, int]:
+        """Take ``n`` places for samples of ``run_id`` unless the replicas together hold more
+        than ``max_run`` of the run or ``max_all`` in all (a request larger than a cap gets
+        in when nothing waits); whether it did, and what was waiting (run, all)."""
+        self._keep_lease()
+        keys = self._held(run_id)
+        taken, run, every = await self.call(lambda r: r.eval(
+            _HOLD, len(keys), *keys, self.holder, n, max_run, max_all, self._leases,
+            _ms(self.lease_s)))
+        return bool(taken), int(run), int(every)
+
+    async def unhold(self, run_id: str, n: int) -> None:
+        """Give back ``n`` places of ``run_id`` (:meth:`hold`)."""
+        keys = self._held(run_id)
+        await self.call(lambda r: r.eval(_UNHOLD, len(keys), *keys, self.holder, n))
+
     async def samples(self, group: str) -> list[dict]:
         texts = await self.call(lambda r: r.lrange(f"{self._group}{group}:samples", 0, -1))
         return [json.loads(t) for t in texts]
@@ -245,8 +391,7 @@ def shared_state(store: Store) -> tuple[RedisFlights, RedisGroups] | tuple[None,
 
     if not isinstance(store, RedisStore):
         return None, None
-    client = store._redis  # noqa: SLF001 - the store's connection pool, shared
-    return RedisFlights(client, store.prefix), RedisGroups(client, store.prefix)
+    return RedisFlights(store.client, store.prefix), RedisGroups(store.client, store.prefix)
 
 
-__all__ = ["Added", "RedisFlights", "RedisGroups", "shared_state"]
+__all__ = ["CLAIM_TTL_S", "LEASE_S", "Added", "RedisFlights", "RedisGroups", "shared_state"]

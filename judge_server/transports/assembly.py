@@ -38,7 +38,10 @@ caller, and the samples it holds stay buffered for nothing), and at most ``max_s
 samples wait on the server (``assembly_max_samples``) and ``max_run_samples`` of one run
 (``assembly_max_run_samples``): past either, a request is refused whole with
 :class:`~judge_server.errors.Overloaded` (429 and a retry-after hint) before anything of it is
-buffered. A sample holds its place from its request's check until its group closes.
+buffered. A sample holds its place from its request's check until its group closes (with
+replicas: until it is answered). With the redis store the caps are the replicas' together
+(counted in Redis, :meth:`~judge_server.store.redis_shared.RedisGroups.hold`): they bound
+what waits in the shared Redis, and one run's share of it, however many replicas serve it.
 
 Samples of a closed group that arrive later (for ``timeout_s`` after the close) get their
 verifiable reward at once instead of waiting for a group that will never fill. A sample that
@@ -215,7 +218,7 @@ class GroupAssembler:
         size, timeout = self._options(group_size, timeout_s)
         self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
         await self.service.open_run(run_id, tenant=tenant)
-        self._hold(run_id, 1, tenant)
+        await self._hold(run_id, 1, tenant)
         return await self._score_checked(run_id, sample, size, timeout, tenant)
 
     async def score_many(
@@ -244,7 +247,7 @@ class GroupAssembler:
 
             self._check(run_id, sample, size, timeout, name)
         await self.service.open_run(run_id, tenant=tenant)
-        self._hold(run_id, len(samples), tenant)
+        await self._hold(run_id, len(samples), tenant)
         return list(
             await asyncio.gather(
                 *(self._score_checked(run_id, s, size, timeout, tenant) for s in samples)
@@ -257,22 +260,39 @@ class GroupAssembler:
             self.options.timeout_s if timeout_s is None else timeout_s,
         )
 
-    def _hold(self, run_id: str, n: int, tenant: str | None) -> None:
-        """Take ``n`` places in the buffer for ``tenant``'s run's samples, or refuse them all."""
-        run = self._held.get(run_key(run_id, tenant), 0)
-        # as admission does: a request larger than a cap still gets in once nothing waits
-        if (run and run + n > self.options.max_run_samples) or (
-            self._held_total and self._held_total + n > self.options.max_samples
-        ):
+    async def _hold(self, run_id: str, n: int, tenant: str | None) -> None:
+        """Take ``n`` places in the buffer for ``tenant``'s run's samples, or refuse them all;
+        with replicas, the places of every replica count (:meth:`RedisGroups.hold`)."""
+        held = run_key(run_id, tenant)
+        max_run, max_all = self.options.max_run_samples, self.options.max_samples
+        if self._shared is not None:
+            taken, run, total = await self._shared.hold(held, n, max_run, max_all)
+            where = " on every replica"
+        else:
+            run, total, where = self._held.get(held, 0), self._held_total, ""
+            # as admission does: a request larger than a cap still gets in once nothing waits
+            taken = not (run and run + n > max_run) and not (total and total + n > max_all)
+            if taken:
+                self._held[held] = run + n
+                self._held_total += n
+        if not taken:
             retry_after = min(10.0, self.options.timeout_s)
             raise Overloaded(
                 f"run {run_id!r}: the per-sample buffer is full for {n} more samples ({run} of "
-                f"this run waiting, limit {self.options.max_run_samples}; {self._held_total} in "
-                f"all, limit {self.options.max_samples}); try again in {retry_after:.2f} s",
+                f"this run waiting{where}, limit {max_run}; {total} in all, limit {max_all}); "
+                f"try again in {retry_after:.2f} s",
                 retry_after_s=retry_after,
             )
-        self._held[run_key(run_id, tenant)] = run + n
-        self._held_total += n
+
+    async def _unhold(self, run_id: str, n: int, tenant: str | None) -> None:
+        """Give back places a sample took and no buffer here gives back (:meth:`_hold`)."""
+        if self._shared is None:
+            self._release(run_id, n, tenant)
+            return
+        try:
+            await self._shared.unhold(run_key(run_id, tenant), n)
+        except StoreError:  # they count until this replica's lease lapses
+            logger.warning("run %s: %d held samples could not be given back", run_id, n)
 
     def _release(self, run_id: str, n: int, tenant: str | None) -> None:
         held = run_key(run_id, tenant)
@@ -287,14 +307,15 @@ class GroupAssembler:
         self, run_id: str, sample: Sample, size: int, timeout: float, tenant: str | None
     ) -> SampleScore:
         """The sample holds a place (:meth:`_hold`): given back here unless it joins a
-        buffer, whose close gives back its samples' places."""
+        buffer here, whose close gives back its samples' places (a shared buffer's sample is
+        answered by :meth:`_place`, and gives its place back here)."""
         try:
             placed = await self._place(run_id, sample, size, timeout, tenant)
         except BaseException:
-            self._release(run_id, 1, tenant)
+            await self._unhold(run_id, 1, tenant)
             raise
-        if isinstance(placed, SampleScore):  # answered at once: it joined no buffer
-            self._release(run_id, 1, tenant)
+        if isinstance(placed, SampleScore):  # answered: it joined no buffer here
+            await self._unhold(run_id, 1, tenant)
             return placed
         # The group is ranked in a task of its own: a caller that goes away does not cancel it.
         return await asyncio.shield(placed)
@@ -553,6 +574,8 @@ class GroupAssembler:
         if self._poller is not None:
             self._poller.cancel()
         self._closed.clear()
+        if self._shared is not None:
+            await self._shared.aclose()
 
 
 __all__ = [
