@@ -29,6 +29,7 @@ import numpy as np
 from .bradley_terry import Fit, fit
 
 ORDERS = ("both", "random")
+ANCHOR_MODES = ("prior", "fixed")
 
 #: The prior standard deviation of a group's level (its mean strength) around its anchors'
 #: centre: wide, so that comparisons with the anchors, not the prior, place the group.
@@ -102,7 +103,7 @@ class Tournament(abc.ABC):
             raise ValueError(f"budget: must be >= 0 or None, got {budget}")
         if order not in ORDERS:
             raise ValueError(f"order: must be one of {ORDERS}, got {order!r}")
-        if anchor_mode not in ("prior", "fixed"):
+        if anchor_mode not in ANCHOR_MODES:
             raise ValueError(f"anchor_mode: must be 'prior' or 'fixed', got {anchor_mode!r}")
         anchors = np.asarray(anchor_strengths, dtype=float).reshape(-1)
         if not np.all(np.isfinite(anchors)):
@@ -255,4 +256,6 @@ def _anchored_precision(
     return precision
 
 
-__all__ = ["ANCHOR_MIN_STDERR", "LEVEL_SD", "ORDERS", "Pair", "Tournament", "Verdict"]
+__all__ = [
+    "ANCHOR_MIN_STDERR", "ANCHOR_MODES", "LEVEL_SD", "ORDERS", "Pair", "Tournament", "Verdict",
+]

@@ -20,6 +20,11 @@ every :attr:`RunRegistry.sweep_every_s` by the server) deletes the runs idle tha
 forgets them here: their statistics, their judge prompt and all their metric series.
 Readiness (:func:`readiness`) asks the judge and the store.
 
+A run stored before its settings had bounds (or under a server with lower limits) is loaded with
+each setting out of range brought into it (:func:`.validation.settings_in_range`: a number to
+its bound, an unknown name to the default), logged once per process with the fields changed;
+the store keeps what it has.
+
 A run's own judge prompt (``judge_template``) goes to the comparator when the run is created
 or first seen by this process; a template the judge refuses is an error naming the field.
 
@@ -38,7 +43,7 @@ from trainer_client.types import RunSettings
 from ..comparators.base import Comparator
 from ..errors import InvalidRequest, RunExists, RunNotFound
 from ..store.base import Store, StoredRun
-from .validation import Limits, check_id, check_settings
+from .validation import Limits, check_id, check_settings, settings_in_range
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +126,9 @@ class RunRegistry:
         return await self.store.delete_run(run.run_id)
 
     async def list(self, *, tenant: str | None = None) -> list[RunSettings]:
+        runs = [self._in_range(run)[0] for run in await self.store.list_runs(tenant)]
         return [
-            dataclasses.replace(run.settings, run_id=run_name(run.run_id, tenant))
-            for run in await self.store.list_runs(tenant)
+            dataclasses.replace(run.settings, run_id=run_name(run.run_id, tenant)) for run in runs
         ]
 
     def settings_for_new_run(self, run_id: str) -> RunSettings:
@@ -151,19 +156,30 @@ class RunRegistry:
         """The run stored under ``key``; read from the store unless this process has it."""
         run = None if self.store.shared else self._runs.get(key)
         if run is None:
-            run = await self.store.get_run(key)
-            if run is None:
+            stored = await self.store.get_run(key)
+            if stored is None:
                 if key in self._runs:  # deleted by another replica
                     self._forget(key)
                 return None
+            run, changes = self._in_range(stored)
             known = self._runs.get(key)
-            if known is None or known.settings != run.settings:
-                try:  # a run new to this process: its template goes to the judge
+            if known is None or known.settings != run.settings:  # new to this process
+                if changes:
+                    logger.warning("run %s was stored with settings out of range; using: %s",
+                                   key, "; ".join(changes))
+                try:  # its template goes to the judge
                     self._apply_template(run.settings)
                 except InvalidRequest as exc:
                     logger.warning("run %s keeps the server's judge prompt: %s", key, exc)
             self._runs[key] = run
         return run
+
+    def _in_range(self, run: StoredRun) -> tuple[StoredRun, Sequence[str]]:
+        """``run`` with its settings in the server's ranges (stored before a bound, or under
+        higher limits), and what was changed (:func:`.validation.settings_in_range`); the
+        store keeps what it has."""
+        settings, changes = settings_in_range(run.settings, self.limits)
+        return (dataclasses.replace(run, settings=settings) if changes else run), changes
 
     @property
     def sweep_every_s(self) -> float | None:

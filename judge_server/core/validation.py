@@ -4,20 +4,27 @@ The transports turn wire groups into :mod:`trainer_client.types` objects with on
 :func:`group_from_wire` (which checks only the encoding), and the service calls these checks
 once, before it accepts anything, so both transports (and in-process callers) refuse the same
 input with the same message.
+
+A run's settings are checked when it is created (:func:`check_settings`); a run stored before a
+bound existed (or under a server with lower limits) is brought into range when it is loaded
+(:func:`settings_in_range`, from the same table of ranges).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, cast
 
 from trainer_client import MAX_ABS_REWARD
 from trainer_client.protocol import Group, RunSettings, Trace
 
 from ..arena.advantages import NORMALISATIONS
 from ..arena.bradley_terry import MAX_LAM, MIN_LAM
+from ..arena.tournament import ANCHOR_MODES
 from ..arena.tournaments import DESIGNS, ORDERS
 from ..errors import InvalidRequest
 from .scheduling import MIN_WEIGHT
@@ -171,66 +178,118 @@ def group_from_wire(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """A numeric setting's accepted values, ``low <= value <= high``, and how to say so."""
+
+    low: float
+    high: float
+    says: str
+
+    def holds(self, value: object) -> bool:
+        """Whether ``value`` is a number in range (NaN and what is no number are not)."""
+        return isinstance(value, numbers.Real) and self.low <= cast(float, value) <= self.high
+
+    def nearest(self, value: object, default: float) -> float:
+        """The value in range nearest to ``value``; ``default`` for NaN and what is no number."""
+        number = cast(float, value)
+        if not isinstance(value, numbers.Real) or number != number:
+            return default
+        return type(default)(min(max(number, self.low), self.high))
+
+
+def _ranges(limits: Limits) -> dict[str, _Range]:
+    """Every numeric run setting's range. The proto's fields are int32 (a larger value stored
+    over HTTP could not be read back over gRPC); the budget and the anchors also bound a
+    group's work; lam is the fitter's range (a tiny lam is singular); |scale| keeps judge
+    advantages far from overflow; a denormal weight made a finish tag infinite."""
+    def at_most(most: int, what: str) -> _Range:
+        return _Range(0, most, f"must be between 0 and {what} ({most})")
+
+    return {
+        "scale": _Range(-MAX_SCALE, MAX_SCALE, f"must be within +-{MAX_SCALE:g}"),
+        "lam": _Range(MIN_LAM, MAX_LAM, f"must be in [{MIN_LAM:g}, {MAX_LAM:g}]"),
+        "dead_eps": _Range(0.0, sys.float_info.max, "must be finite and >= 0"),
+        "min_tau_gain": _Range(0.0, 1.0, "must be in [0, 1]"),
+        "budget": at_most(limits.max_budget, "the server's max_budget"),
+        "anchors_per_group": at_most(
+            limits.max_traces_per_group, "the server's max_traces_per_group"
+        ),
+        **{name: at_most(INT32_MAX, "2**31 - 1")
+           for name in ("pool_per_prompt", "pool_per_run", "pool_max_age",
+                        "max_calls_in_flight")},
+        "weight": _Range(
+            MIN_RUN_WEIGHT, limits.max_run_weight,
+            f"must be between {MIN_RUN_WEIGHT:g} and the server's max_run_weight "
+            f"({limits.max_run_weight:g})",
+        ),
+    }
+
+
+_CHOICES: dict[str, Sequence[str]] = {
+    "design": sorted(DESIGNS), "order": ORDERS, "normalisation": NORMALISATIONS,
+    "anchor_mode": ANCHOR_MODES,
+}
+
+
 def check_settings(settings: RunSettings, limits: Limits | None = None) -> None:
     """Raise :class:`InvalidRequest` naming the first bad field of ``settings``."""
     limits = limits or Limits()
     f = "settings"
     check_id(settings.run_id, f"{f}.run_id")
-    if settings.design not in DESIGNS:
-        raise InvalidRequest(f"{f}.design", f"must be one of {sorted(DESIGNS)}")
-    if settings.order not in ORDERS:
-        raise InvalidRequest(f"{f}.order", f"must be one of {list(ORDERS)}")
-    if settings.normalisation not in NORMALISATIONS:
-        raise InvalidRequest(f"{f}.normalisation", f"must be one of {list(NORMALISATIONS)}")
-    if settings.anchor_mode not in ("prior", "fixed"):
-        raise InvalidRequest(f"{f}.anchor_mode", "must be 'prior' or 'fixed'")
-    for name in ("scale", "lam", "dead_eps", "min_tau_gain"):
-        value = getattr(settings, name)
-        if not math.isfinite(value):
-            raise InvalidRequest(f"{f}.{name}", f"must be finite, got {value}")
-    if not MIN_LAM <= settings.lam <= MAX_LAM:  # the fitter's range: a tiny lam is singular
-        raise InvalidRequest(
-            f"{f}.lam", f"must be in [{MIN_LAM:g}, {MAX_LAM:g}], got {settings.lam}"
-        )
-    if abs(settings.scale) > MAX_SCALE:
-        raise InvalidRequest(f"{f}.scale", f"must be within +-{MAX_SCALE:g}, got {settings.scale}")
+    for name, choices in _CHOICES.items():
+        if getattr(settings, name) not in choices:
+            raise InvalidRequest(f"{f}.{name}", f"must be one of {list(choices)}")
     if len(settings.judge_template) > MAX_TEMPLATE_CHARS:
         raise InvalidRequest(
             f"{f}.judge_template", f"longer than {MAX_TEMPLATE_CHARS} characters"
         )
-    if not 0 <= settings.min_tau_gain <= 1:
-        raise InvalidRequest(
-            f"{f}.min_tau_gain", f"must be in [0, 1], got {settings.min_tau_gain}"
-        )
+    for name, accepted in _ranges(limits).items():
+        value = getattr(settings, name)
+        if not accepted.holds(value):
+            raise InvalidRequest(f"{f}.{name}", f"{accepted.says}, got {value}")
     if settings.min_tau_gain and not DESIGNS[settings.design].stops_early:
         raise InvalidRequest(
             f"{f}.min_tau_gain", f"the {settings.design} design has no early stop: leave it 0"
         )
-    if settings.dead_eps < 0:
-        raise InvalidRequest(f"{f}.dead_eps", f"must be >= 0, got {settings.dead_eps}")
-    # the proto's fields are int32 (a larger value stored over HTTP could not be read back
-    # over gRPC); the budget and the anchors also bound a group's work
-    highest = {
-        "budget": (limits.max_budget, "the server's max_budget"),
-        "anchors_per_group": (limits.max_traces_per_group, "the server's max_traces_per_group"),
-    }
-    for name in ("budget", "anchors_per_group", "pool_per_prompt", "pool_per_run", "pool_max_age",
-                 "max_calls_in_flight"):
+
+
+def settings_in_range(
+    settings: RunSettings, limits: Limits | None = None
+) -> tuple[RunSettings, list[str]]:
+    """``settings`` with every value :func:`check_settings` refuses replaced by the nearest it
+    accepts, and what was replaced (``"settings.budget: 1099511627776 -> 16384"``): for a run
+    stored before the bounds, or under a server with lower limits. A number goes to its bound;
+    NaN, what is no number, a name the server does not know and a judge template too long go
+    to :class:`RunSettings`' default; a ``min_tau_gain`` without an early stop to 0."""
+    limits = limits or Limits()
+    default = RunSettings(run_id=settings.run_id)
+    fixed: dict[str, Any] = {}
+    for name, choices in _CHOICES.items():
+        if getattr(settings, name) not in choices:
+            fixed[name] = getattr(default, name)
+    if len(settings.judge_template) > MAX_TEMPLATE_CHARS:
+        fixed["judge_template"] = default.judge_template
+    for name, accepted in _ranges(limits).items():
         value = getattr(settings, name)
-        if value < 0:
-            raise InvalidRequest(f"{f}.{name}", f"must be >= 0, got {value}")
-        most, what = highest.get(name, (INT32_MAX, "2**31 - 1"))
-        if value > most:
-            raise InvalidRequest(f"{f}.{name}", f"must be at most {what} ({most}), got {value}")
-    if not (MIN_RUN_WEIGHT <= settings.weight <= limits.max_run_weight):  # also refuses nan
-        raise InvalidRequest(
-            f"{f}.weight",
-            f"must be between {MIN_RUN_WEIGHT:g} and the server's max_run_weight "
-            f"({limits.max_run_weight:g}), got {settings.weight}",
-        )
+        if not accepted.holds(value):
+            fixed[name] = accepted.nearest(value, getattr(default, name))
+    design = fixed.get("design", settings.design)
+    if fixed.get("min_tau_gain", settings.min_tau_gain) and not DESIGNS[design].stops_early:
+        fixed["min_tau_gain"] = 0.0
+    changes = [
+        f"settings.{name}: {_shown(getattr(settings, name))} -> {_shown(value)}"
+        for name, value in fixed.items()
+    ]
+    return replace(settings, **fixed), changes
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 __all__ = [
     "Limits", "WireGroup", "check_group", "check_groups", "check_id", "check_settings",
-    "group_from_wire",
+    "group_from_wire", "settings_in_range",
 ]
