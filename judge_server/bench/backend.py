@@ -91,6 +91,7 @@ class RecordingComparator(Comparator):
     def __init__(self, inner: Comparator) -> None:
         self.inner = inner
         self.name = inner.name
+        self.batch_limit = inner.batch_limit
         self.batches: list[list[Comparison]] = []
 
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:

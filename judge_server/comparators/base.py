@@ -115,6 +115,10 @@ class Comparator(abc.ABC):
     """Answers comparisons. Subclasses implement :meth:`compare`; the rest has defaults."""
 
     name: str = "comparator"
+    batch_limit: int | None = None
+    """The most comparisons the judge works on at once (``None``: no limit). The scheduler
+    sends no larger batches: a larger one would queue inside the comparator in arrival order,
+    out of reach of the fair scheduler."""
 
     @abc.abstractmethod
     async def compare(self, comparisons: Sequence[Comparison]) -> list[float]:

@@ -54,6 +54,7 @@ class CachedComparator(Comparator):
             raise ValueError("max_entries must be at least 1")
         self.inner = inner
         self.name = inner.name
+        self.batch_limit = inner.batch_limit
         self.max_entries = max_entries
         self._answers: OrderedDict[Key, float] = OrderedDict()
         self._pending: dict[Key, asyncio.Future] = {}

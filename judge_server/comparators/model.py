@@ -27,11 +27,13 @@ connection pool, at most ``max_concurrency`` requests in flight, a timeout per r
 bounded retries (tenacity) with exponential backoff and full jitter for failures that may pass
 (connection errors, timeouts, HTTP 408, 429, 500, 502, 503, 504; ``Retry-After``, in seconds or
 as an HTTP date, is honoured up to :data:`MAX_BACKOFF_S`). Other HTTP errors are not retried;
-malformed responses are asked again as above. A hung judge fails a batch in a bounded time,
-whatever its size: when no request of the batch has finished for :data:`STALL_FACTOR` times the
-timeout, the judge is taken as down for this batch, and the requests still in flight or waiting
-for a connection fail at once (rather than each waiting its own timeouts, ``max_concurrency`` at
-a time). Every request sent counts, per comparison and in ``stats.calls``.
+malformed responses are asked again as above. A hung judge fails every batch in a bounded time,
+whatever their size and number: when the judge has answered no request for :data:`STALL_FACTOR`
+times the timeout, every request still in flight or waiting for a connection fails at once, and
+new batches fail without a request for one timeout more (:mod:`.health`: one watch per judge).
+Every request sent counts, per comparison and in ``stats.calls``. The scheduler sends batches
+of at most ``max_concurrency`` comparisons (:attr:`~.base.Comparator.batch_limit`): a larger
+one would wait at the connection pool, first come first served, behind other runs' batches.
 
 Heavy packages are imported when a backend starts, never at import time; :func:`require`
 names the extra to install when one is missing.
@@ -53,6 +55,7 @@ from trainer_client.protocol import parse_retry_after
 
 from ..errors import JudgeError
 from .base import Answers, Comparator, Comparison, FailedComparisons, as_verdict
+from .health import JudgeWatch
 from .prompt import JudgeInput, JudgePrompt, PromptTemplate, prefix_order
 from .verdict import NO_PREFERENCE, JudgeStats
 
@@ -63,7 +66,7 @@ MAX_BACKOFF_S = 10.0
 MALFORMED_RETRIES = 2
 """Times a prompt whose answer was malformed is asked again (by default)."""
 STALL_FACTOR = 1.5
-"""A batch whose requests have all gone unanswered for this many timeouts is given up."""
+"""A judge that has answered no request for this many timeouts is taken as hung (:mod:`.health`)."""
 
 Scored = float | JudgeError
 """A prompt's outcome from a backend: its ``p``, or its failure."""
@@ -363,6 +366,7 @@ class HTTPModelComparator(ModelComparator):
             base_url = base_url[: -len("/v1")]
         self.base_url = base_url
         self.max_concurrency = max_concurrency
+        self.batch_limit = max_concurrency  # requests at once: the scheduler's batches fit
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -370,6 +374,7 @@ class HTTPModelComparator(ModelComparator):
         self._transport = transport
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
+        self.watch = JudgeWatch(STALL_FACTOR * timeout_s, cooldown_s=timeout_s)
         # How retries wait (tests put a recorder here, so that they never sleep).
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -402,8 +407,8 @@ class HTTPModelComparator(ModelComparator):
 
     @property
     def stall_s(self) -> float:
-        """How long a batch may go without any of its requests finishing."""
-        return STALL_FACTOR * self.timeout_s
+        """How long the judge may owe answers without giving any before it is taken as hung."""
+        return self.watch.stall_s
 
     def _call(self, prompt: JudgeInput) -> tuple[str, Mapping[str, Any]]:
         """The path and JSON body of the request for one prompt."""
@@ -417,29 +422,43 @@ class HTTPModelComparator(ModelComparator):
         return (await self._score_counted(inputs))[0]
 
     async def _score_counted(self, inputs: Sequence[JudgeInput]) -> tuple[list[Scored], list[int]]:
-        """One request per prompt, concurrently, and the requests each took. When none of
-        them finishes for :attr:`stall_s`, the judge is down for this batch: the rest fail now."""
+        """One request per prompt, concurrently, and the requests each took. When the judge
+        is silent (:mod:`.health`), the rest fail now; while it is down, all fail unsent."""
+        watch = self.watch
+        if (left := watch.down_for()) > 0:
+            down = JudgeError(
+                f"{self.name}: the judge answered nothing for {self.stall_s:g}s; new batches "
+                f"fail unsent for {left:.1f}s more"
+            )
+            return [down] * len(inputs), [0] * len(inputs)
         sent = [[0] for _ in inputs]
         tasks = [asyncio.ensure_future(self._ask(p, n)) for p, n in zip(inputs, sent)]
         pending: set[asyncio.Future] = set(tasks)
         try:
             while pending:
                 done, pending = await asyncio.wait(
-                    pending, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
+                    pending, timeout=max(0.0, watch.deadline() - watch.clock()),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
-                if not done:
-                    logger.warning(
-                        "%s: no answer to %d requests for %.1fs: the judge is taken as down "
-                        "for this batch", self.name, len(pending), self.stall_s,
-                    )
+                if done:
+                    continue
+                if watch.silent():
+                    if watch.down_for() == 0:
+                        logger.warning(
+                            "%s: no answer for %.1fs with %d requests owed: the judge is taken "
+                            "as hung; new batches fail unsent for %.1fs", self.name,
+                            self.stall_s, watch.outstanding, watch.cooldown_s,
+                        )
+                    watch.trip()
                     break
+                if watch.down_for() > 0:
+                    break  # another batch found the judge silent
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         stalled = JudgeError(
-            f"{self.name}: no request of the batch answered in {self.stall_s:g}s "
-            f"(the judge seems hung)"
+            f"{self.name}: the judge answered no request in {self.stall_s:g}s (it seems hung)"
         )
         out: list[Scored] = []
         for task in tasks:
@@ -455,7 +474,11 @@ class HTTPModelComparator(ModelComparator):
 
     async def _ask(self, prompt: JudgeInput, sent: list[int]) -> float:
         path, body = self._call(prompt)
-        return self._read(await self.request("POST", path, body, sent=sent))
+        self.watch.asked()
+        try:
+            return self._read(await self.request("POST", path, body, sent=sent))
+        finally:
+            self.watch.settled()
 
     async def request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
@@ -497,7 +520,10 @@ class HTTPModelComparator(ModelComparator):
             try:
                 response = await self._client.request(method, path, json=body)
             except httpx.TransportError as exc:
+                if not isinstance(exc, httpx.TimeoutException):
+                    self.watch.answered()  # refused or reset: a reaction, not a hang
                 raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            self.watch.answered()
         if response.status_code >= 400:
             failure = f"HTTP {response.status_code}: {_short(response.text)}"
             if response.status_code in RETRY_STATUS:

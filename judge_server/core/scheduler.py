@@ -19,6 +19,11 @@ idle; so the groups of a run with more than an equal share of a batch waiting wa
 the next batch is formed: the run fills its share of it from what waits anyway. The others (a
 quiet run's groups) still wake first and make the next batch.
 
+A judge that works on at most so many comparisons at once (an HTTP judge's connection limit,
+:attr:`~..comparators.base.Comparator.batch_limit`) gets batches no larger: the surplus would
+wait inside it in arrival order, where a batch of the flooding run's rounds keeps a quiet run's
+later batch waiting for all of it.
+
 Each round gets its answers back with the comparator's word on which of them a verdict cache
 gave (:meth:`JudgeScheduler.compare_with_hits`), so that the service tells the comparisons a
 group needed from the requests that reached the judge.
@@ -115,7 +120,7 @@ class JudgeScheduler:
             raise ValueError("stall_s must be positive (or None)")
         self.stall_s = stall_s  # a batch at the judge longer than this frees its place
         self.comparator = comparator
-        self.max_batch = max_batch
+        self.max_batch = min(max_batch, comparator.batch_limit or max_batch)
         self.window_s = window_s
         self.batches_in_flight = batches_in_flight
         self.policy = policy
