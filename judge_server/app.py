@@ -50,6 +50,7 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
         if settings.judge_template
         else None,
         "prompt_format": settings.judge_prompt_format,
+        "malformed_retries": settings.judge_malformed_retries,  # every LLM judge's option
     }
     engine_args = dict(settings.judge_engine_args)
     if settings.judge_dtype != "auto":

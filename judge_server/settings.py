@@ -102,6 +102,11 @@ class ServerSettings(BaseSettings):
     judge_retries: int = Field(
         2, ge=0, description="openai, sglang: retries of a failed request, with backoff."
     )
+    judge_malformed_retries: int = Field(
+        2, ge=0, le=10,
+        description="LLM judge: times (0 to 10) a prompt whose answer was malformed is asked "
+        "again before its comparison fails.",
+    )
     judge_engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="vllm, sglang (in-process): engine arguments as JSON, e.g. "

@@ -10,7 +10,11 @@ from pydantic import ValidationError
 from judge_server.app import build_comparator
 from judge_server.cli import build_parser, main
 from judge_server.comparators.cached import CachedComparator
-from judge_server.comparators.model import MissingDependency
+from judge_server.comparators.model import (
+    MALFORMED_RETRIES,
+    MissingDependency,
+    ModelComparator,
+)
 from judge_server.comparators.openai import OpenAIComparator
 from judge_server.comparators.sglang import SGLangComparator, SGLangEngineComparator
 from judge_server.comparators.transformers import TransformersComparator
@@ -89,6 +93,27 @@ def test_the_factory_builds_each_judge_behind_its_cache(tmp_path):
                                       judge_batch_size=3, judge_device="cpu"))
     assert isinstance(local, CachedComparator)
     assert isinstance(local.inner, TransformersComparator) and local.inner.batch_size == 3
+
+
+def test_malformed_retries_are_a_bounded_server_option(monkeypatch):
+    """Every LLM judge asks a malformed answer again ``judge_malformed_retries`` times (the
+    comparators' own default unless set), from a flag or the environment; 0 to 10."""
+    assert settings().judge_malformed_retries == MALFORMED_RETRIES
+    flag = vars(build_parser().parse_args(["serve", "--judge-malformed-retries", "5"]))
+    assert settings(judge_malformed_retries=flag["judge_malformed_retries"]
+                    ).judge_malformed_retries == 5
+    monkeypatch.setenv("ARENA_JUDGE_MALFORMED_RETRIES", "0")
+    assert settings().judge_malformed_retries == 0
+    for outside in (-1, 11):
+        with pytest.raises(ValidationError, match="judge_malformed_retries"):
+            settings(judge_malformed_retries=outside)
+    for options in ({"comparator": "openai", "judge_base_url": "http://j", "judge_model": "m"},
+                    {"comparator": "sglang", "judge_base_url": "http://s"},
+                    {"comparator": "transformers", "judge_model": "m"}):
+        judge = build_comparator(settings(judge_malformed_retries=7, **options))
+        assert isinstance(judge, CachedComparator)
+        assert isinstance(judge.inner, ModelComparator)
+        assert judge.inner.malformed_retries == 7, options
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang installed")
