@@ -204,8 +204,8 @@ class ServerSettings(BaseSettings):
         16_384,
         ge=1,
         le=2**31 - 1,
-        description="Largest judge-call budget per group a run may ask for (round robin in "
-        "both orders of 128 traces fits).",
+        description="Largest judge-call budget per group a run may ask for, and the cap on a "
+        "design's default (round robin in both orders of 128 traces fits).",
     )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, time given to groups in flight."

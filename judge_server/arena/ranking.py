@@ -73,15 +73,18 @@ def seed(*parts: str) -> int:
 
 
 async def rank_dead_group(
-    group: Group, settings: RunSettings, anchors: Sequence[Anchor], ask: Ask
+    group: Group, settings: RunSettings, anchors: Sequence[Anchor], ask: Ask, *,
+    max_budget: int | None = None,
 ) -> Ranked:
-    """Play ``group``'s tournament with ``anchors`` against the judge behind ``ask``."""
+    """Play ``group``'s tournament with ``anchors`` against the judge behind ``ask``, in at
+    most ``max_budget`` judge calls (the server's), whatever the run's or its design's budget."""
     run_id, n = settings.run_id, len(group.traces)
     texts = [t.text for t in group.traces] + [a.text for a in anchors]
     tournament = make_tournament(
         settings.design,
         n,
         budget=settings.budget or None,
+        max_budget=max_budget,
         min_tau_gain=settings.min_tau_gain,
         order=settings.order,
         anchor_strengths=[a.strength for a in anchors],

@@ -60,6 +60,9 @@ class Tournament(abc.ABC):
         Number of traces in the group (at least 2).
     budget
         Maximum judge calls (presentations) for the group; ``None`` for the design's natural size.
+    max_budget
+        The most the budget may be, given or the design's (a server's ``max_budget``: round
+        robin's natural size grows as ``G^2``); ``None``: no cap.
     order
         ``"both"`` or ``"random"`` (see :mod:`.tournaments`).
     anchor_strengths
@@ -89,6 +92,7 @@ class Tournament(abc.ABC):
         n_traces: int,
         *,
         budget: int | None = None,
+        max_budget: int | None = None,
         order: str = "random",
         anchor_strengths: Sequence[float] = (),
         anchor_stderr: Sequence[float | None] = (),
@@ -126,7 +130,8 @@ class Tournament(abc.ABC):
             self._prior_precision = _anchored_precision(
                 n_traces, list(anchor_stderr) or [None] * anchors.size, lam, level_sd
             )
-        self.budget = self.natural_calls() if budget is None else budget
+        budget = self.natural_calls() if budget is None else budget
+        self.budget = budget if max_budget is None else min(budget, max_budget)
         self._anchors_paired = False
         self._first: list[int] = []
         self._second: list[int] = []

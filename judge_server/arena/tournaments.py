@@ -29,8 +29,9 @@ Every design but ``adaptive`` also compares each trace with one pool anchor in i
 (trace t against anchor t mod k), which ties the group's strengths to the pool's scale.
 
 Every design takes a ``budget`` (maximum judge calls for the group; ``None`` for the design's
-natural size) and an ``order`` policy: ``"both"`` presents each pair in both orders (two calls,
-and the judge's position bias cancels), ``"random"`` presents it once in a random order.
+natural size), capped by ``max_budget`` when given (a server's), and an ``order`` policy:
+``"both"`` presents each pair in both orders (two calls, and the judge's position bias
+cancels), ``"random"`` presents it once in a random order.
 """
 
 from __future__ import annotations

@@ -214,7 +214,9 @@ class ArenaService:
             self.scheduler.compare_with_hits, run_id=run_id, weight=settings.weight,
             cap=settings.max_calls_in_flight or None,
         )
-        ranked = await rank_dead_group(group, settings, drawn, ask)
+        ranked = await rank_dead_group(
+            group, settings, drawn, ask, max_budget=self.limits.max_budget
+        )
         self.stats.unread(run_id, ranked.unread, self.comparator.name)
         if ranked.result.status == "judge_failed":
             logger.warning("judge failed for run %s group %s: %s",

@@ -86,6 +86,16 @@ def test_budget_caps_calls(design, order):
     assert np.all(np.isfinite(t.strengths()))
 
 
+@pytest.mark.parametrize("design", sorted(DESIGNS))
+def test_max_budget_caps_the_given_and_the_designs_budget(design):
+    natural = make_tournament(design, 1024, order="both").budget
+    capped = make_tournament(design, 1024, order="both", max_budget=16_384).budget
+    assert capped == min(natural, 16_384)
+    assert make_tournament(design, 1024, budget=20_000, max_budget=16_384).budget == 16_384
+    if design == "round_robin":
+        assert natural == 1024 * 1023  # 523,776 pairs in both orders
+
+
 def test_adaptive_default_budget_is_a_third_of_round_robin_both_orders():
     assert make_tournament("adaptive", 16).budget == 80
     assert make_tournament("adaptive", 8).budget == 18

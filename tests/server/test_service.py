@@ -12,6 +12,7 @@ from judge_server.comparators.base import Comparator
 from judge_server.comparators.cached import CachedComparator
 from judge_server.comparators.simulated import SimulatedComparator
 from judge_server.core.service import ArenaService
+from judge_server.core.validation import Limits
 from judge_server.errors import InvalidRequest, JudgeError, RunExists, RunNotFound, StoreError
 from judge_server.store.memory import MemoryStore
 from trainer_client.types import Group, RunSettings, Trace
@@ -392,6 +393,22 @@ async def test_a_run_weight_over_the_servers_maximum_is_refused_naming_the_field
     with pytest.raises(InvalidRequest) as info:
         await service().create_run(RunSettings(run_id="r", weight=100.0))
     assert info.value.field == "settings.weight"
+
+
+async def test_a_designs_default_budget_is_capped_by_the_servers_max_budget():
+    """Round robin on G traces is G(G-1)/2 pairs (523,776 at G = 1,024, in both orders twice
+    that): a run that sets no budget got it whatever the server's ``max_budget``."""
+    round_robin = RunSettings(run_id="rr", design="round_robin", order="both")
+    svc, default = service(limits=Limits(max_budget=100)), service()  # default: 16,384
+    for each in (svc, default):
+        await each.create_run(round_robin)
+    await svc.create_run(RunSettings(run_id="own", design="round_robin", budget=30))
+    group = dead_group("g", np.linspace(-2, 2, 16))  # 120 pairs, 240 calls in both orders
+    (capped,) = await svc.rank("rr", [group])
+    (own,) = await svc.rank("own", [group])
+    (natural,) = await default.rank("rr", [group])
+    assert (capped.status, capped.comparisons) == ("ok", 100)
+    assert (own.comparisons, natural.comparisons) == (30, 240)
 
 
 # -- what a group cost the judge: needed, cached, sent ----------------------------------------
