@@ -21,6 +21,9 @@ retries, ``judge_requests == comparisons - cached_comparisons``.
 3. The Bradley-Terry fit gives the traces' strengths; :func:`.advantages.from_strengths` turns
    them into advantages. A judge that preferred nothing in any verdict gives zeros (``tied``):
    anchors alone must not tell the traces apart.
+4. The last line: a result with a number that is not finite (an advantage, a strength or a
+   standard error; :func:`non_finite`) is a judge failure too, never an answer with NaN or
+   infinity. Checked input cannot get there; the guard stays for what checks cannot foresee.
 
 The design's selection and the fit are CPU work (at G = 1024, tens of milliseconds a round and
 up to half a second a fit): for a tournament of at least :data:`THREAD_ITEMS` items they run in
@@ -33,7 +36,9 @@ work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -121,39 +126,65 @@ async def rank_dead_group(
         # The failed round was needed too; its requests are known when the judge failed
         # some comparisons only (a judge that failed as a whole may have received none).
         failed = exc.answers if isinstance(exc, FailedComparisons) else None
-        result = GroupResult(
+        cost = GroupResult(
             group_id=group.group_id, advantages=(0.0,) * n, routed=True,
             comparisons=tournament.calls + len(pairs),
             cached_comparisons=cached + (sum(failed.cached) if failed else 0),
             judge_requests=requests + (sum(failed.requests_each()) if failed else 0),
-            rounds=rounds, anchors_used=len(anchors), status="judge_failed", error=str(exc),
+            rounds=rounds, anchors_used=len(anchors),
         )
-        return Ranked(result, np.zeros(0), np.zeros(0), False, unread)
-    fit = await asyncio.to_thread(tournament.fit) if off_loop else tournament.fit()
-    strengths, stderr = fit.strengths[:n], fit.stderr[:n]
-    adv = advantages.from_strengths(
-        strengths,
-        normalisation=settings.normalisation,
-        scale=settings.scale,
-        covariance=None if fit.covariance is None else fit.covariance[:n, :n],
-        stderr=stderr,
+        return _judge_failed(cost, str(exc), unread)
+    cost = GroupResult(
+        group_id=group.group_id, advantages=(0.0,) * n, routed=True,
+        comparisons=tournament.calls, cached_comparisons=cached, judge_requests=requests,
+        rounds=rounds, anchors_used=len(anchors),
     )
+    try:
+        fit = await asyncio.to_thread(tournament.fit) if off_loop else tournament.fit()
+        strengths, stderr = fit.strengths[:n], fit.stderr[:n]
+        adv = advantages.from_strengths(
+            strengths,
+            normalisation=settings.normalisation,
+            scale=settings.scale,
+            covariance=None if fit.covariance is None else fit.covariance[:n, :n],
+            stderr=stderr,
+        )
+    except FloatingPointError as exc:  # the fit's own check of its strengths
+        return _judge_failed(cost, f"{NOT_FINITE}: {exc}", unread)
     if not preferred:
         adv = np.zeros(n)
-    result = GroupResult(
-        group_id=group.group_id,
-        advantages=tuple(adv.tolist()),
-        routed=True,
-        strengths=tuple(strengths.tolist()),
-        stderr=tuple(stderr.tolist()),
-        comparisons=tournament.calls,
-        cached_comparisons=cached,
-        judge_requests=requests,
-        rounds=rounds,
-        anchors_used=len(anchors),
-        tied=not adv.any(),
+    result = dataclasses.replace(
+        cost, advantages=tuple(adv.tolist()), strengths=tuple(strengths.tolist()),
+        stderr=tuple(stderr.tolist()), tied=not adv.any(),
     )
+    if (where := non_finite(result)) is not None:
+        return _judge_failed(cost, f"{NOT_FINITE}: {where}", unread)
     return Ranked(result, strengths, stderr, preferred, unread)
 
 
-__all__ = ["THREAD_ITEMS", "Ask", "Ranked", "rank_dead_group", "seed"]
+NOT_FINITE = "the fit of the judge's verdicts is not finite"
+
+
+def non_finite(result: GroupResult) -> str | None:
+    """The first number of ``result``'s advantages, strengths and standard errors that is not
+    finite, named (``"strengths[2] = nan"``); None when every one is.
+
+    The last line before an answer leaves: checked input keeps every number finite (bounded
+    rewards, ``lam``, ``scale`` and budget), but an answer must never carry NaN or infinity
+    (JSON ``null``) whatever a judge, a stored pool or a future change does."""
+    for name in ("advantages", "strengths", "stderr"):
+        for i, value in enumerate(getattr(result, name)):
+            if not math.isfinite(value):
+                return f"{name}[{i}] = {value}"
+    return None
+
+
+def _judge_failed(cost: GroupResult, error: str, unread: int) -> Ranked:
+    """A judge failure (``cost``: the group's cost so far): the advantages the group would have
+    had without the judge (zeros), no fit; the pool takes none of its traces."""
+    result = dataclasses.replace(cost, advantages=(0.0,) * len(cost.advantages), strengths=(),
+                                 stderr=(), tied=False, status="judge_failed", error=error)
+    return Ranked(result, np.zeros(0), np.zeros(0), False, unread)
+
+
+__all__ = ["NOT_FINITE", "THREAD_ITEMS", "Ask", "Ranked", "non_finite", "rank_dead_group", "seed"]

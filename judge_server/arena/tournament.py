@@ -123,7 +123,7 @@ class Tournament(abc.ABC):
         self.rng = rng if rng is not None else np.random.default_rng()
         self.anchor_mode = anchor_mode
         self._anchors = anchors
-        centre = float(anchors.mean()) if anchors.size else 0.0
+        centre = _mean(anchors) if anchors.size else 0.0
         self._prior_mean = np.concatenate([np.full(n_traces, centre), anchors])
         self._prior_precision = None  # lam * I
         if anchors.size:
@@ -245,6 +245,17 @@ class Tournament(abc.ABC):
 
     def compared_pairs(self) -> set[tuple[int, int]]:
         return {(min(i, j), max(i, j)) for i, j in zip(self._first, self._second)}
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of finite ``values``, finite however large they are: when their sum overflows
+    (strengths only a store written by hand holds), the sum of their shares, kept within
+    their range."""
+    with np.errstate(over="ignore"):
+        mean = float(values.mean())
+    if math.isfinite(mean):
+        return mean
+    return float(np.clip(np.sum(values / values.size), values.min(), values.max()))
 
 
 def _anchored_precision(
