@@ -1,20 +1,25 @@
 """Two judge server processes share one Redis: either replica serves any run, and the pool
-stays consistent, with no lost or duplicated entries, whether they take turns or race."""
+stays consistent, with no lost or duplicated entries, whether they take turns or race; a
+group, whichever replicas its samples or retries reach, is judged once, and a replica that
+fails or dies leaves its work to the other within a bounded time."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import httpx
 import pytest
 
 from judge_server.store.redis import RedisStore
+from judge_server.store.redis_shared import LEASE_S
 from trainer_client import ArenaClient, RunSettings
 from trainer_client.types import Group, Trace
 
@@ -25,25 +30,37 @@ pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = RunSettings(run_id="shared", anchor_mode="fixed", anchors_per_group=3,
                        pool_per_prompt=8)
+TAKE_OVER_S = 45.0
+"""How soon the other replica must answer after one died holding a claim or a group: its
+lease (LEASE_S) with a wide margin, far below the claim's 15 minutes it waited before."""
 
 
 class Replica:
-    """``arena-judge serve`` on the redis store, in a process of its own."""
+    """``arena-judge serve`` on the redis store, in a process of its own; with ``delay``, the
+    same server around a judge that takes ``delay`` seconds per batch and logs ``comparing``
+    for each (``tests/client/slow_server.py``)."""
 
-    def __init__(self, redis_url: str, log: Path) -> None:
+    def __init__(self, redis_url: str, log: Path, *, delay: float | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.grpc_port, self.http_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log_path = log
         env = {**os.environ, "ARENA_STORE": "redis", "ARENA_REDIS_URL": redis_url,
-               "ARENA_COMPARATOR": "simulated", "ARENA_HOST": "127.0.0.1"}
+               "ARENA_COMPARATOR": "simulated", "ARENA_HOST": "127.0.0.1", **(env or {}),
+               "PYTHONPATH": os.pathsep.join(
+                   p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        ports = ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
+        command = ["judge_server.cli", "serve"] if delay is None else [
+            "tests.client.slow_server", "--serve", "--delay", str(delay)]
         self.log = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "judge_server.cli", "serve", "--grpc-port",
-             str(self.grpc_port), "--http-port", str(self.http_port)],
+            [sys.executable, "-m", *command, *ports],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{self.http_port}/readyz").status_code == 200:
+                if httpx.get(f"{self.url}/readyz").status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -56,6 +73,17 @@ class Replica:
         return ArenaClient(target=f"127.0.0.1:{self.grpc_port}", run_settings=SETTINGS,
                            deadline_s=60)
 
+    def wait_for_judging(self, timeout: float = 30) -> None:
+        """Until the (slow) judge has got comparisons."""
+        deadline = time.monotonic() + timeout
+        while "comparing" not in self.log_path.read_text():
+            assert time.monotonic() < deadline, "the judge got nothing"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
@@ -63,11 +91,22 @@ class Replica:
 
 
 @pytest.fixture
-def replicas(redis_url, tmp_path):
-    started = [Replica(redis_url, tmp_path / f"replica{k}.log") for k in range(2)]
-    yield started
+def start_replica(redis_url, tmp_path):
+    """``start_replica(**options)`` -> a started :class:`Replica` (stopped at the end)."""
+    started: list[Replica] = []
+
+    def start(url: str = redis_url, **options) -> Replica:
+        started.append(Replica(url, tmp_path / f"replica{len(started)}.log", **options))
+        return started[-1]
+
+    yield start
     for replica in started:
         replica.stop()
+
+
+@pytest.fixture
+def replicas(start_replica):
+    return [start_replica() for _ in range(2)]
 
 
 def group(name: str, prompt_id: str, step: int | None = None) -> Group:
@@ -193,3 +232,169 @@ def test_a_request_id_retried_on_the_other_replica_is_ranked_once(replicas):
     other = {**body, "groups": [{**body["groups"][0], "prompt_id": "q"}]}
     refused = post(0, other)  # the same request id for another group: refused on either
     assert refused.status_code == 400 and "request_id" in refused.text
+
+
+def score(replica: Replica, *answers: str, prompt: str = "what is it?", run_id: str = "shared",
+          group_size: int = 4, timeout_s: float = 60) -> httpx.Response:
+    """POST ``answers`` (samples of ``prompt``, label 7) to the replica's per-sample route."""
+    return httpx.post(
+        f"{replica.url}/v1/openrlhf/{run_id}",
+        params={"group_size": group_size, "timeout_s": timeout_s},
+        json={"query": list(answers), "prompts": [prompt] * len(answers),
+              "labels": ["7"] * len(answers)},
+        timeout=timeout_s + 60,
+    )
+
+
+def scores(response: httpx.Response) -> list[tuple[float, float, float]]:
+    """Each sample's (group size, judged, judge value) from a 200 answer."""
+    assert response.status_code == 200, response.text
+    logs = response.json()["extra_logs"]
+    return list(zip(logs["arena_group_size"], logs["arena_judged"], logs["arena_judge"]))
+
+
+def test_a_shared_group_closed_by_its_timeout_is_ranked_once_then_late_samples_are_late(
+    replicas,
+):
+    """Three of six samples reach the two replicas: the timeout closes the group on whichever
+    replica's timer fires first, it is ranked once, and every caller gets its value; the
+    three samples still expected are answered at once as late on either replica (their
+    verifiable reward, not grouped together); the next one starts a new group."""
+    timeout_s = 5.0  # the late window lasts as long after the close
+    answers = [f"answer {k} strength={k - 1}" for k in range(3)]
+
+    def send(k: int, group: list[str] = answers) -> httpx.Response:
+        return score(replicas[k % 2], group[k], group_size=6, timeout_s=timeout_s)
+
+    with ThreadPoolExecutor(3) as pool:
+        first = [scores(r)[0] for r in pool.map(send, range(3))]  # two on one, one on the other
+    assert [(size, judged) for size, judged, _ in first] == [(3.0, 1.0)] * 3
+    judge = [value for _, _, value in first]
+    assert abs(sum(judge)) < 1e-6 and judge == sorted(judge)  # zero-mean, by strength
+    assert sum(stats(r)["judged"] for r in replicas) == 1
+
+    late = [f"late {k} strength={k}" for k in range(3)]
+    with ThreadPoolExecutor(3) as pool:  # grouped, they would be ranked as a group of three
+        answered = [scores(r)[0] for r in pool.map(lambda k: send(k, late), range(3))]
+    assert answered == [(1.0, 0.0, 0.0)] * 3  # late: alone, their verifiable reward
+
+    after = [f"after {k} strength={k}" for k in range(2)]
+    with ThreadPoolExecutor(2) as pool:  # no sample expected any more: a new group of two
+        again = [scores(r)[0] for r in pool.map(lambda k: send(k, after), range(2))]
+    assert [(size, judged) for size, judged, _ in again] == [(2.0, 1.0)] * 2
+    assert sum(stats(r)["judged"] for r in replicas) == 2
+
+
+def rank_body(request_id: str) -> dict:
+    return {"run_id": "shared", "groups": [{
+        "group_id": "g", "request_id": request_id, "prompt_id": "p",
+        "traces": [{"text": f"t{k} strength={k}", "reward": 1.0} for k in range(4)],
+    }]}
+
+
+def rank(replica: Replica, body: dict, timeout: float = 90) -> httpx.Response:
+    return httpx.post(f"{replica.url}/v1/rank", json=body, timeout=timeout)
+
+
+@pytest.fixture
+def pool_writes_refused(redis_server, redis_url):
+    """The URL of a Redis user that reads everything and writes everything but pools: a
+    replica using it fails every group it ranks when it writes the group's anchors (a
+    StoreError, as when Redis refuses or loses that write)."""
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command(
+        "ACL", "SETUSER", "no-pools", "on", ">secret", "resetkeys", "%R~*",
+        *(f"%RW~arena:{k}" for k in ("run*", "flight:*", "replica:*", "asm*", "health")),
+        "+@all")
+    yield redis_url.replace("redis://", "redis://no-pools:secret@")
+    admin.execute_command("ACL", "DELUSER", "no-pools")
+    admin.close()
+
+
+def test_a_request_id_whose_ranking_failed_is_ranked_by_the_other_replica(
+    start_replica, pool_writes_refused
+):
+    """The first replica claims the request id and its ranking fails: it deletes its claim,
+    and the trainer's retry on the other replica ranks the group instead of waiting on the
+    claim of a replica that is alive and well."""
+    healthy = start_replica()
+    failing = start_replica(pool_writes_refused, env={"ARENA_RUN_IDLE_TTL_S": "0"})  # no touch
+    created = httpx.post(f"{healthy.url}/v1/runs", json={"settings": {
+        "run_id": "shared", "anchor_mode": "fixed", "anchors_per_group": 3}})
+    assert created.status_code == 201, created.text
+    body = rank_body("req-fails")
+
+    failed = rank(failing, body)
+    # it failed writing the anchors: after it claimed the request id and the judge answered
+    assert failed.status_code == 503 and "HSET arena:pool:shared" in failed.text, failed.text
+    retried = rank(healthy, body, timeout=60)  # not the claim's 15 minutes
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["results"][0]["status"] == "ok"
+    assert stats(healthy)["judged"] == 1 and stats(failing)["judged"] == 0
+
+
+def test_a_claim_of_a_killed_replica_is_taken_over_within_its_lease(start_replica):
+    """The replica ranking a request id is killed (kill -9) while its judge works: a retry
+    waiting on the other replica takes the claim over once the dead replica's lease lapses,
+    and ranks the group; it does not wait for the claim to expire."""
+    dying, other = start_replica(delay=600), start_replica()
+    body = rank_body("req-killed")
+    with ThreadPoolExecutor(2) as pool:
+        lost = pool.submit(rank, dying, body)
+        dying.wait_for_judging()  # the claim is held: the judge has the group
+        waiting = pool.submit(rank, other, body, TAKE_OVER_S + 30)
+        time.sleep(0.5)  # the retry is waiting on the claim (it takes over either way)
+        dying.kill()
+        killed = time.monotonic()
+        answer = waiting.result()
+        took = time.monotonic() - killed
+        with pytest.raises(httpx.HTTPError):
+            lost.result()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results"][0]["status"] == "ok"
+    assert took < TAKE_OVER_S, f"the retry waited {took:.1f} s after the kill (lease {LEASE_S} s)"
+    assert stats(other)["judged"] == 1
+    again = rank(other, body)  # the result is stored: a later retry gets it
+    assert again.json()["results"][0]["advantages"] == answer.json()["results"][0]["advantages"]
+    assert stats(other)["judged"] == 1
+
+
+def test_the_sample_caps_hold_across_replicas(start_replica):
+    """The per-sample caps count the samples waiting on every replica: two requests that each
+    fit a cap but not together are admitted once between two replicas (each alone would have
+    admitted both); places are given back when their samples are answered, and a killed
+    replica's places stop counting within its lease."""
+    caps = {"ARENA_ASSEMBLY_MAX_RUN_SAMPLES": "4", "ARENA_ASSEMBLY_MAX_SAMPLES": "6"}
+    replicas = [start_replica(env=caps) for _ in range(2)]
+    prompts = itertools.count()  # a group of its own for each request
+
+    def send(k: int, run_id: str, n: int, timeout_s: float = 3) -> httpx.Response:
+        """``n`` samples of a new group of ``run_id`` to replica ``k``."""
+        prompt = f"prompt {next(prompts)}"
+        return score(replicas[k], *(f"{prompt} answer {i} strength={i}" for i in range(n)),
+                     prompt=prompt, run_id=run_id, group_size=8, timeout_s=timeout_s)
+
+    def race(first: tuple[str, int], second: tuple[str, int]) -> list[int]:
+        """``(run id, samples)`` to each replica at once: the answers' statuses."""
+        with ThreadPoolExecutor(2) as pool:
+            return [r.status_code for r in pool.map(send, (0, 1), *zip(first, second))]
+
+    assert sorted(race(("a", 3), ("a", 3))) == [200, 429]  # one run: over its cap of 4
+    assert sorted(race(("a", 4), ("b", 3))) == [200, 429]  # two runs: over the cap of 6
+    assert race(("a", 2), ("b", 2)) == [200, 200]  # the places came back: 2 + 2 fit
+
+    with ThreadPoolExecutor(2) as pool:  # one replica holds three samples, and is killed
+        sent = [pool.submit(send, k, "a", 3, 120) for k in (0, 1)]
+        refused = next(as_completed(sent))
+        assert refused.result().status_code == 429, refused.result().text
+        k = sent.index(refused)
+        replicas[1 - k].kill()
+        killed = time.monotonic()
+        while (answer := send(k, "a", 3, 1)).status_code == 429:
+            assert time.monotonic() - killed < TAKE_OVER_S, answer.text
+            time.sleep(0.5)
+        assert answer.status_code == 200, answer.text
+        with pytest.raises(httpx.HTTPError):
+            sent[1 - k].result()
