@@ -606,7 +606,9 @@ def _right_side(segment: str, *, chained: bool) -> str | None:
 
 def _side_value(side: str) -> tuple[Fraction, bool] | None:
     """Evaluate one side; also say whether it contains a percentage."""
-    python, n_percent = _PERCENT.subn(r"(\1/100)", side)
+    # (_PERCENT backtracks over a run of digits: time quadratic in its length, so only a side
+    # with a percent sign is searched.)
+    python, n_percent = _PERCENT.subn(r"(\1/100)", side) if "%" in side else (side, 0)
     if "%" in python:
         return None  # "%" between numbers in prose is a typo more often than a modulo
     if n_percent and re.search(r"(?<=[\d.)%])\s*[-+]", side):

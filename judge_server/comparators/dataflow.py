@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from .arithmetic import ArithmeticRefused, Step, evaluate, find_steps, numbers
 
+T = TypeVar("T")
 Source = Literal["given", "result", "constant", "derived", "unsupported", "unknown"]
 STAND_IN_BELOW = Fraction(1, 10**9)
 """Positive numbers below this are the stand-ins of :func:`.arithmetic.find_steps` for
@@ -78,6 +80,10 @@ MAX_WORDS_LINE = 2000
 """Longer lines keep their number words as words (see :func:`digits`)."""
 MAX_AVAILABLE = 64
 """Quantities considered when looking for a one-operation derivation of a number."""
+MAX_DERIVATIONS = 128
+"""One-operation derivations looked for per text (each tries up to ``6 * MAX_AVAILABLE``
+operations, about a millisecond); later numbers are not derived. The GSM8K traces and
+references need at most 15."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,12 +128,11 @@ class Problem:
     implied: frozenset[Fraction]
     values: frozenset[Fraction]
     """Every value of ``quantities``."""
+    index: Mapping[Fraction, int] = field(compare=False)
+    """Each value's first quantity (:meth:`quantity_of` in constant time)."""
 
     def quantity_of(self, value: Fraction) -> int | None:
-        for index, values in enumerate(self.quantities):
-            if value in values:
-                return index
-        return None
+        return self.index.get(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -141,7 +146,12 @@ def read_problem(prompt: str) -> Problem:
         quantities.add(frozenset(values))
     implied = {v for w in _WORD.findall(text.lower()) for v in MULTIPLIER_WORDS.get(w, ())}
     every_value = frozenset().union(*quantities) if quantities else frozenset()
-    return Problem(tuple(sorted(quantities, key=min)), frozenset(implied), every_value)
+    ordered = tuple(sorted(quantities, key=min))
+    index: dict[Fraction, int] = {}
+    for quantity, expressed in enumerate(ordered):
+        for value in expressed:
+            index.setdefault(value, quantity)
+    return Problem(ordered, frozenset(implied), every_value, index)
 
 
 def operands(expression: str) -> list[Fraction]:
@@ -219,25 +229,56 @@ def _near(a: Fraction | None, b: Fraction | None) -> bool:
     if a == b:
         return True
     for x, y in ((a, b), (b, a)):
-        if x.denominator in (1, 2, 4, 5, 10, 20, 25, 50, 100) and y.denominator != 1:
-            if any(round(y, d) == x for d in (0, 1, 2)):
+        if x.denominator in _ROUNDED_DENOMINATORS and y.denominator != 1:
+            if any(round(y, d) == x for d in _ROUNDED_DECIMALS):
                 return True
     return False
 
 
-def _find(value: Fraction, pool: Sequence[tuple[Fraction, int]]) -> int | None:
-    """The latest entry of ``pool`` (value, step) equal to ``value`` (up to rounding)."""
-    for known, step in reversed(pool):
-        if _near(value, known):
-            return step
-    return None
+_ROUNDED_DECIMALS = (0, 1, 2)
+_ROUNDED_DENOMINATORS = (1, 2, 4, 5, 10, 20, 25, 50, 100)
+"""The denominators of numbers with at most two decimals: what ``round(y, d)`` gives."""
+
+
+class NearValues(Generic[T]):
+    """Values, each with tags (a step's index, say), found up to rounding in constant time:
+    :meth:`tags` of ``v`` are the tags of every value ``u`` with :func:`_near` ``(v, u)``
+    (equal, or one of the two is the other rounded to at most two decimals), without
+    comparing ``v`` with each ``u``."""
+
+    __slots__ = ("_exact", "_rounded")
+
+    def __init__(self, tagged: Iterable[tuple[Fraction, T]] = ()) -> None:
+        self._exact: dict[Fraction, set[T]] = {}
+        self._rounded: dict[Fraction, set[T]] = {}  # a non-integer's roundings
+        for value, tag in tagged:
+            self.add(value, tag)
+
+    def add(self, value: Fraction, tag: T) -> None:
+        self._exact.setdefault(value, set()).add(tag)
+        if value.denominator != 1:
+            for d in _ROUNDED_DECIMALS:
+                self._rounded.setdefault(round(value, d), set()).add(tag)
+
+    def tags(self, value: Fraction | None) -> set[T]:
+        if value is None:
+            return set()
+        found = self._exact.get(value, set()) | self._rounded.get(value, set())
+        if value.denominator != 1:
+            for d in _ROUNDED_DECIMALS:
+                found |= self._exact.get(round(value, d), set())
+        return found
+
+    def __contains__(self, value: Fraction | None) -> bool:
+        return bool(self.tags(value))
 
 
 def _derivation(
     value: Fraction, available: dict[Fraction, tuple[frozenset[int], frozenset[int]]]
 ) -> tuple[frozenset[int], frozenset[int]] | None:
     """(quantities, steps) of two available values one operation combines into ``value``."""
-    for a, (qa, sa) in list(available.items())[-MAX_AVAILABLE:]:
+    latest = list(itertools.islice(reversed(available.items()), MAX_AVAILABLE))
+    for a, (qa, sa) in reversed(latest):
         candidates = [value - a, a - value, value + a, value * a]
         if a:
             candidates.append(value / a)
@@ -271,13 +312,23 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
     worked = dict(available)
     for v in CONSTANTS | problem.implied:
         available.setdefault(v, (frozenset(), frozenset()))
-    results: list[tuple[Fraction, int]] = []
+    results: NearValues[int] = NearValues()
     gave: dict[str, int] = {}  # unknowns (placeholders) by the step that resulted in them
     flows: list[tuple[Operand, ...]] = []
     unsupported: list[Fraction] = []
     # Numbers the trace stated in prose before a step, with what they stand for.
     stated: dict[Fraction, tuple[frozenset[int], frozenset[int]]] = {}
     line_cursor = 0
+    derivations = MAX_DERIVATIONS
+
+    def derive(
+        value: Fraction, pool: dict[Fraction, tuple[frozenset[int], frozenset[int]]]
+    ) -> tuple[frozenset[int], frozenset[int]] | None:
+        nonlocal derivations
+        if derivations <= 0:
+            return None
+        derivations -= 1
+        return _derivation(value, pool)
 
     def take_prose(up_to_line: int) -> None:
         nonlocal line_cursor
@@ -286,7 +337,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
                 for v in operands(lines[line_cursor]):
                     if v in available or v in stated:
                         continue
-                    derived = _derivation(v, available)
+                    derived = derive(v, available)
                     if derived is not None:
                         stated[v] = derived
             line_cursor += 1
@@ -298,14 +349,14 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
             if STAND_IN_BELOW > v > 0:
                 continue  # an unknown's stand-in: see below
             quantity = problem.quantity_of(v)
-            earlier = _find(v, results)
+            earlier = max(results.tags(v), default=None)  # the latest
             if earlier is not None:  # an earlier result, even when the problem gives it too
                 ops.append(Operand(v, "result", step=earlier))
             elif quantity is not None:
                 ops.append(Operand(v, "given", quantities=frozenset({quantity})))
             elif v in PLAIN_CONSTANTS:
                 ops.append(Operand(v, "constant"))
-            elif derived := stated.get(v) or _derivation(v, worked):
+            elif derived := stated.get(v) or derive(v, worked):
                 ops.append(Operand(v, "derived", quantities=derived[0], steps=derived[1]))
             elif v in available:  # a unit constant no step done in the head gives
                 ops.append(Operand(v, "constant"))
@@ -318,7 +369,7 @@ def trace_flow(trace: str, problem: Problem, *, answer: Fraction | None = None) 
         if step.gives is not None:
             gave[step.gives] = i
         if step.value is not None:
-            results.append((step.value, i))  # a wrong result is carried forward as written
+            results.add(step.value, i)  # a wrong result is carried forward as written
             available.setdefault(step.value, (frozenset(), frozenset({i})))
             worked.setdefault(step.value, (frozenset(), frozenset({i})))
     take_prose(len(lines))
@@ -400,6 +451,10 @@ class Plan:
     milestones: frozenset[Fraction]
     """Numbers the reference writes that are neither given, constants, nor step results."""
     partials: frozenset[Fraction]
+    near_results: NearValues[int] = field(compare=False, repr=False)
+    """Each step's result, tagged with the step's index (found up to rounding)."""
+    near_milestones: NearValues[Fraction] = field(compare=False, repr=False)
+    near_partials: NearValues[None] = field(compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -414,15 +469,22 @@ def read_plan(reference: str, prompt: str) -> Plan:
     for step, ops in zip(flow.steps, flow.operands, strict=True):
         identities = tuple(_identity(op, flow_steps_matched=None) for op in ops)
         steps.append((identities, operators(step.expression), step.value))
-    results = {step.value for step in flow.steps} - {None}
-    known = problem.values | CONSTANTS | problem.implied | results
-    milestones = frozenset(
-        v for v in operands(digits(reference)) if not any(_near(v, k) for k in known)
+    results = {step.value for step in flow.steps if step.value is not None}
+    known = NearValues(
+        (v, None) for v in problem.values | CONSTANTS | problem.implied | results
     )
+    milestones = frozenset(v for v in operands(digits(reference)) if v not in known)
     partials = frozenset(
         v for s in flow.steps if not s.unknowns for v in partial_values(s.expression)
+    ) | milestones
+    return Plan(
+        tuple(steps),
+        milestones,
+        partials,
+        NearValues((result, k) for k, (_, _, result) in enumerate(steps) if result is not None),
+        NearValues((m, m) for m in milestones),
+        NearValues((v, None) for v in partials),
     )
-    return Plan(tuple(steps), milestones, partials | milestones)
 
 
 def _identity(op: Operand, flow_steps_matched: dict[int, set[int]] | None) -> frozenset:
@@ -471,20 +533,18 @@ def reference_match(flow: Flow, plan: Plan) -> PlanMatch | None:
             if supported and step.computed is not None
             else set()
         )
-        for k, (theirs, kinds, result) in enumerate(plan.steps):
-            if any(_near(v, result) for v in values):
+        near = set().union(*(plan.near_results.tags(v) for v in values))
+        mine_kinds = operators(step.expression)
+        for k, (theirs, kinds, _) in enumerate(plan.steps):
+            if k in near:
                 hits.add(k)
-            elif (
-                i not in fillers
-                and kinds == operators(step.expression)
-                and _same_operands(mine, theirs)
-            ):
+            elif i not in fillers and kinds == mine_kinds and _same_operands(mine, theirs):
                 hits.add(k)
-        milestones |= {m for m in plan.milestones if any(_near(v, m) for v in values)}
+        milestones |= set().union(*(plan.near_milestones.tags(v) for v in values))
         if hits:
             matched[i] = hits
             reached |= hits
-        elif not any(_near(x, v) for x in (step.computed, step.value) for v in plan.partials):
+        elif step.computed not in plan.near_partials and step.value not in plan.near_partials:
             off_plan += 1
     last = len(plan.steps) - 1
     ends = matched.get(flow.final, set()) if flow.final is not None else set()

@@ -401,6 +401,30 @@ def test_odd_and_huge_inputs_are_judged(blob: str) -> None:
     assert 0.0 <= p(blob, GOOD, reference=WORKED) <= 1.0
 
 
+def test_a_trace_past_the_read_limit_is_judged_on_its_beginning_and_end() -> None:
+    from judge_server.comparators.builtin import MAX_READ_CHARS, readable
+
+    head = "Janet uses 3 + 4 = 7 eggs a day.\n"
+    tail = "So she sells 16 - 7 = 9 eggs.\nShe makes 9 * 2 = $18 every day.\nA: 18"
+    counting = "".join(f"Basket {k} holds some eggs.\n" for k in range(MAX_READ_CHARS // 20))
+    long = head + counting + "She thinks 9 * 2 = 19 for a moment.\n" + counting + tail
+    read = readable(long)
+    assert len(read) <= MAX_READ_CHARS < len(long)
+    assert read.startswith(head) and read.endswith(tail)
+    assert set(read.splitlines()) <= set(long.splitlines())  # whole lines only
+    judged = assess(long, prompt=PROMPT, reference=WORKED)
+    assert judged == assess(read, prompt=PROMPT, reference=WORKED)
+    assert judged.claims_wrong == 0  # the slip in the middle is not read
+    assert judged.final_answer is not None and judged.final_answer.text == "18"
+    # The prompt and the reference are read within the same limit.
+    assert assess(GOOD, prompt=long, reference=long) == assess(
+        GOOD, prompt=read, reference=read
+    )
+    line = "7" * (2 * MAX_READ_CHARS)  # no line break: its two ends
+    assert readable(line) == "7" * (MAX_READ_CHARS // 2) + "\n" + "7" * (MAX_READ_CHARS // 2)
+    assert readable(GOOD) == GOOD
+
+
 async def test_compare_batches_in_order_through_a_thread() -> None:
     judge = BuiltinComparator(thread_threshold=2)
     batch = [Comparison(PROMPT, GOOD, PLANTED), Comparison(PROMPT, PLANTED, GOOD)] * 10

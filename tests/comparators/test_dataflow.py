@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from judge_server.comparators.arithmetic import find_steps
 from judge_server.comparators.builtin import assess
 from judge_server.comparators.dataflow import (
@@ -135,3 +138,34 @@ def test_number_words_are_read_line_by_line_and_long_lines_are_left_alone() -> N
     # alpha2digit is quadratic in its input: a runaway line keeps its words.
     long = "three and " * (MAX_WORDS_LINE // 10 + 1)
     assert digits(long) == long
+
+
+def test_numbers_past_the_derivation_budget_are_not_derived() -> None:
+    from judge_server.comparators.dataflow import MAX_DERIVATIONS
+
+    # Each number the prose states that nothing at hand gives is looked for as one operation
+    # on what is (19 = 16 + 3): MAX_DERIVATIONS times a text at the most.
+    noise = [str(5_000_011 + 1000 * k) for k in range(MAX_DERIVATIONS)]
+    within = f"Noted: {' '.join(noise[:-1])}.\n19 - 4 = 15 eggs."
+    past = f"Noted: {' '.join(noise)}.\n19 - 4 = 15 eggs."
+    assert sources(within) == [["derived", "given"]]
+    assert sources(past) == [["unsupported", "given"]]
+
+
+_ROUNDABLE = st.builds(
+    lambda value, decimals: value if decimals is None else round(value, decimals),
+    st.fractions(min_value=-3, max_value=3, max_denominator=12),
+    st.sampled_from([None, 0, 1, 2]),
+)
+
+
+@given(st.lists(_ROUNDABLE, max_size=12), _ROUNDABLE)
+def test_near_values_finds_what_comparing_one_by_one_finds(
+    known: list[Fraction], value: Fraction
+) -> None:
+    from judge_server.comparators.dataflow import NearValues, _near
+
+    index = NearValues((u, k) for k, u in enumerate(known))
+    assert index.tags(value) == {k for k, u in enumerate(known) if _near(value, u)}
+    assert (value in index) == any(_near(value, u) for u in known)
+    assert index.tags(None) == set()
