@@ -14,6 +14,7 @@ Keys (``prefix`` is the store's, ``arena:`` by default)::
     {prefix}asm-group:{n}:samples         list: the group's samples, in arrival order
     {prefix}asm-group:{n}:size            the group's size (its first sample's group_size)
     {prefix}asm-group:{n}:open            expires when the group's timeout fires
+    {prefix}asm-group:{n}:ranker          the holder ranking the closed group
     {prefix}asm-group:{n}:result          JSON: every sample's score, or the group's error
     {prefix}asm-held:{run_id}             hash: holder -> samples of the run waiting there
     {prefix}asm-held                      hash: holder -> samples waiting there, all runs
@@ -33,7 +34,9 @@ one replica. A judge failure is a result (``judge_failed``), kept as on one repl
 Group buffers (:class:`RedisGroups`): a sample is appended to its group's list by a script, so
 that exactly one replica sees the group fill; that replica, or the first whose timer fires
 (the timeout takes the group's number away atomically), ranks it and writes every sample's
-score; every replica answers its own waiting callers from there. The buffer's caps
+score; every replica answers its own waiting callers from there. A group closed by a
+replica that dies before it stores the scores is ranked by a replica whose callers wait for it,
+once the dead one's lease lapses (:meth:`RedisGroups.results`). The buffer's caps
 (``max_samples``, ``max_run_samples``) hold across replicas: each replica counts the samples
 waiting on it under its lease, and a request is admitted by a script that sums the live
 replicas' counts (those of a dead one stop counting with its lease).
@@ -147,6 +150,8 @@ redis.call('PEXPIRE', list, ARGV[4])
 local left = redis.call('PTTL', ARGV[5] .. n .. ':open')
 if count >= size then
   redis.call('DEL', KEYS[1])
+  redis.call('SET', ARGV[7], '1', 'PX', ARGV[8])
+  redis.call('SET', ARGV[5] .. n .. ':ranker', ARGV[6], 'PX', ARGV[4])
   return {'close', n, count - 1, size, left}
 end
 return {'wait', n, count - 1, size, left}
@@ -158,7 +163,30 @@ redis.call('DEL', KEYS[1])
 local count = redis.call('LLEN', ARGV[3] .. ARGV[1] .. ':samples')
 local size = tonumber(redis.call('GET', ARGV[3] .. ARGV[1] .. ':size') or count)
 if size > count then redis.call('SET', KEYS[2], size - count, 'PX', ARGV[2]) end
+redis.call('SET', ARGV[5], '1', 'PX', ARGV[6])
+redis.call('SET', ARGV[3] .. ARGV[1] .. ':ranker', ARGV[4], 'PX', ARGV[7])
 return count
+"""
+
+_RESULTS = """
+local out = {}
+for i = 6, #ARGV do
+  local group = ARGV[1] .. ARGV[i]
+  local result = redis.call('GET', group .. ':result')
+  if result then
+    out[#out + 1] = result
+  else
+    local ranker = redis.call('GET', group .. ':ranker')
+    if ranker and redis.call('EXISTS', ARGV[2] .. ranker) == 0 then
+      redis.call('SET', ARGV[2] .. ARGV[3], '1', 'PX', ARGV[4])
+      redis.call('SET', group .. ':ranker', ARGV[3], 'PX', ARGV[5])
+      out[#out + 1] = 'take'
+    else
+      out[#out + 1] = ''
+    end
+  end
+end
+return out
 """
 
 
@@ -315,20 +343,24 @@ class RedisGroups(_Redis):
     async def add(
         self, run_id: str, key: str, sample: dict, size: int, timeout_s: float
     ) -> Added:
+        self._keep_lease()
         keys = [*self._keys(run_id, key), f"{self.prefix}asm-gen"]
         args = [json.dumps(sample), size, _ms(timeout_s),
-                _ms(timeout_s + self.result_ttl_s), self._group]
+                _ms(timeout_s + self.result_ttl_s), self._group, self.holder,
+                f"{self._leases}{self.holder}", _ms(self.lease_s)]
         status, group, index, size_of, left = await self.call(
             lambda r: r.eval(_ADD, len(keys), *keys, *args)
         )
         return Added(str(status), str(group), int(index), int(size_of), max(0, int(left)) / 1e3)
 
     async def time_out(self, run_id: str, key: str, group: str, timeout_s: float) -> bool:
-        """Close ``group`` by its timeout unless it closed already; whether this call did."""
+        """Close ``group`` by its timeout unless it closed already; whether this call did
+        (then this replica ranks it, under its lease)."""
+        self._keep_lease()
         keys = self._keys(run_id, key)
-        count = await self.call(
-            lambda r: r.eval(_TIME_OUT, len(keys), *keys, group, _ms(timeout_s), self._group)
-        )
+        count = await self.call(lambda r: r.eval(
+            _TIME_OUT, len(keys), *keys, group, _ms(timeout_s), self._group, self.holder,
+            f"{self._leases}{self.holder}", _ms(self.lease_s), _ms(self.result_ttl_s)))
         return int(count) >= 0
 
     def _held(self, run_id: str) -> list[str]:
@@ -361,9 +393,15 @@ class RedisGroups(_Redis):
         await self.call(lambda r: r.set(f"{self._group}{group}:result", text,
                                         px=_ms(self.result_ttl_s)))
 
-    async def results(self, groups: list[str]) -> dict[str, dict]:
-        texts = await self.call(lambda r: r.mget([f"{self._group}{g}:result" for g in groups]))
-        return {g: json.loads(t) for g, t in zip(groups, texts) if t is not None}
+    async def results(self, groups: list[str]) -> tuple[dict[str, dict], list[str]]:
+        """The scores of those of ``groups`` that are ranked, and those this replica must
+        rank now: closed by a replica whose lease lapsed before it stored their scores."""
+        self._keep_lease()
+        texts = await self.call(lambda r: r.eval(
+            _RESULTS, 0, self._group, self._leases, self.holder, _ms(self.lease_s),
+            _ms(self.result_ttl_s), *groups))
+        found = {g: json.loads(t) for g, t in zip(groups, texts) if t not in ("", "take")}
+        return found, [g for g, t in zip(groups, texts) if t == "take"]
 
 
 def encode_error(exc: BaseException) -> dict:

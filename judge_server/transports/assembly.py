@@ -200,6 +200,7 @@ class GroupAssembler:
         # replicas (redis store): the groups are buffered in Redis (:meth:`_place_shared`)
         self._shared = shared_state(service.store)[1]
         self._waiting: dict[str, list[tuple[int, asyncio.Future]]] = {}  # group -> callers here
+        self._keys: dict[str, tuple[str, str]] = {}  # group -> its key, while callers wait
         # shared group -> its timeout here, its key and timeout_s
         self._timers: dict[str, tuple[asyncio.TimerHandle, tuple[str, str], float]] = {}
         self._poller: asyncio.Task | None = None
@@ -474,6 +475,7 @@ class GroupAssembler:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self._waiting.setdefault(added.group, []).append((added.index, future))
+        self._keys[added.group] = key
         if added.status == "close":
             self._spawn(self._rank_shared(key, added.group))
         elif added.group not in self._timers:
@@ -532,6 +534,7 @@ class GroupAssembler:
         timer = self._timers.pop(group, None)
         if timer is not None:
             timer[0].cancel()
+        self._keys.pop(group, None)
         for index, future in self._waiting.pop(group, []):
             if future.done():
                 continue
@@ -541,16 +544,21 @@ class GroupAssembler:
                 future.set_exception(decode_error(payload))
 
     async def _poll_shared(self) -> None:
-        """Answer this replica's callers once their groups' scores are in Redis."""
+        """Answer this replica's callers once their groups' scores are in Redis; rank the
+        groups whose ranking replica died."""
         assert self._shared is not None
         while self._waiting:
             try:
-                found = await self._shared.results(list(self._waiting))
+                found, orphans = await self._shared.results(list(self._waiting))
             except StoreError:
                 logger.exception("shared groups: their scores could not be read")
-                found = {}
+                found, orphans = {}, []
             for group, payload in found.items():
                 self._resolve(group, payload)
+            for group in orphans:
+                logger.warning("shared group %s: the replica ranking it died; ranked here",
+                               group)
+                self._spawn(self._rank_shared(self._keys[group], group))
             for group in [g for g, w in self._waiting.items() if all(f.done() for _, f in w)]:
                 self._resolve(group, {})  # every caller of it gave up
             await asyncio.sleep(POLL_S)

@@ -285,6 +285,39 @@ def test_a_shared_group_closed_by_its_timeout_is_ranked_once_then_late_samples_a
     assert sum(stats(r)["judged"] for r in replicas) == 2
 
 
+def test_a_shared_group_whose_ranking_replica_is_killed_is_ranked_by_the_other(
+    start_replica, redis_url
+):
+    """The replica whose sample fills a group is killed (kill -9) while its judge ranks it: the
+    other replica, whose callers wait for the group, ranks it once the dead one's lease lapses,
+    and they get their values; they do not wait out the group's rank wait (10 minutes)."""
+    import redis
+
+    other, dying = start_replica(), start_replica(delay=600)
+    answers = [f"answer {k} strength={k - 1.5}" for k in range(4)]
+    buffered = redis.Redis.from_url(redis_url)
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(score, other, *answers[:3])
+        deadline = time.monotonic() + 30
+        while sum(buffered.llen(k) for k in buffered.scan_iter("arena:asm-group:*:samples")) < 3:
+            assert time.monotonic() < deadline, "the three samples were not buffered"
+            time.sleep(0.05)
+        lost = pool.submit(score, dying, answers[3])  # it fills the group: its replica ranks
+        dying.wait_for_judging()
+        dying.kill()
+        killed = time.monotonic()
+        answer = waiting.result()
+        took = time.monotonic() - killed
+        with pytest.raises(httpx.HTTPError):
+            lost.result()
+    buffered.close()
+    assert scores(answer) == [(4.0, 1.0, value) for _, _, value in scores(answer)]
+    judge = [value for _, _, value in scores(answer)]
+    assert judge == sorted(judge) and judge[0] < 0  # by strength, the fourth (best) not here
+    assert took < TAKE_OVER_S, f"waited {took:.1f} s after the kill (lease {LEASE_S} s)"
+    assert stats(other)["judged"] == 1
+
+
 def rank_body(request_id: str) -> dict:
     return {"run_id": "shared", "groups": [{
         "group_id": "g", "request_id": request_id, "prompt_id": "p",
