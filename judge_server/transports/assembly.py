@@ -89,8 +89,9 @@ DEFAULT_MAX_SAMPLES = 65_536
 DEFAULT_MAX_RUN_SAMPLES = 16_384
 """Samples waiting for one run: two OpenRLHF rollout batches of 1024 prompts x 8 samples."""
 SHARED_RANK_WAIT_S = 600.0
-"""Replicas: how long past its group's timeout a sample waits for the replica that ranks the
-group (one that died leaves it its verifiable reward, ``judge_failed``)."""
+"""Replicas: how long past its group's timeout a sample waits for its group's scores (a
+replica that dies ranking it is taken over within its lease; when Redis cannot be read that
+long, the sample gets its verifiable reward, ``judge_failed``)."""
 
 Verifier = Callable[[str, "str | None"], float]
 """``verifier(response, label) -> reward``."""

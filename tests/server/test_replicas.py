@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import httpx
@@ -285,6 +285,21 @@ def test_a_shared_group_closed_by_its_timeout_is_ranked_once_then_late_samples_a
     assert sum(stats(r)["judged"] for r in replicas) == 2
 
 
+def kill_while_judging(
+    dying: Replica, lost: Future[httpx.Response], waiting: Future[httpx.Response]
+) -> tuple[httpx.Response, float]:
+    """Kill ``dying`` (kill -9) once its judge has work: ``waiting``'s answer and how long
+    after the kill it came; ``lost``, the dead replica's caller, gets no answer."""
+    dying.wait_for_judging()
+    dying.kill()
+    killed = time.monotonic()
+    answer = waiting.result()
+    took = time.monotonic() - killed
+    with pytest.raises(httpx.HTTPError):
+        lost.result()
+    return answer, took
+
+
 def test_a_shared_group_whose_ranking_replica_is_killed_is_ranked_by_the_other(
     start_replica, redis_url
 ):
@@ -303,13 +318,7 @@ def test_a_shared_group_whose_ranking_replica_is_killed_is_ranked_by_the_other(
             assert time.monotonic() < deadline, "the three samples were not buffered"
             time.sleep(0.05)
         lost = pool.submit(score, dying, answers[3])  # it fills the group: its replica ranks
-        dying.wait_for_judging()
-        dying.kill()
-        killed = time.monotonic()
-        answer = waiting.result()
-        took = time.monotonic() - killed
-        with pytest.raises(httpx.HTTPError):
-            lost.result()
+        answer, took = kill_while_judging(dying, lost, waiting)
     buffered.close()
     assert scores(answer) == [(4.0, 1.0, value) for _, _, value in scores(answer)]
     judge = [value for _, _, value in scores(answer)]
@@ -378,13 +387,7 @@ def test_a_claim_of_a_killed_replica_is_taken_over_within_its_lease(start_replic
         lost = pool.submit(rank, dying, body)
         dying.wait_for_judging()  # the claim is held: the judge has the group
         waiting = pool.submit(rank, other, body, TAKE_OVER_S + 30)
-        time.sleep(0.5)  # the retry is waiting on the claim (it takes over either way)
-        dying.kill()
-        killed = time.monotonic()
-        answer = waiting.result()
-        took = time.monotonic() - killed
-        with pytest.raises(httpx.HTTPError):
-            lost.result()
+        answer, took = kill_while_judging(dying, lost, waiting)
     assert answer.status_code == 200, answer.text
     assert answer.json()["results"][0]["status"] == "ok"
     assert took < TAKE_OVER_S, f"the retry waited {took:.1f} s after the kill (lease {LEASE_S} s)"
