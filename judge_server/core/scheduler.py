@@ -20,9 +20,11 @@ the next batch is formed: the run fills its share of it from what waits anyway. 
 quiet run's groups) still wake first and make the next batch.
 
 A judge that works on at most so many comparisons at once (an HTTP judge's connection limit,
-:attr:`~..comparators.base.Comparator.batch_limit`) gets batches no larger: the surplus would
-wait inside it in arrival order, where a batch of the flooding run's rounds keeps a quiet run's
-later batch waiting for all of it.
+:attr:`~..comparators.base.Comparator.batch_limit`) gets batches of at most that limit shared
+by the ``batches_in_flight``: what is sent is then at the judge, not waiting inside the
+comparator in arrival order, where a flooding run's batch would keep a quiet run's later batch
+waiting for all of it. (Measured with the fake judge of ``bench abuse``: a bystander's p99
+behind 200 groups 4.4 s with batches of 1,024, 1-2 s with 64, 0.85-1.3 s with 32.)
 
 Each round gets its answers back with the comparator's word on which of them a verdict cache
 gave (:meth:`JudgeScheduler.compare_with_hits`), so that the service tells the comparisons a
@@ -120,7 +122,8 @@ class JudgeScheduler:
             raise ValueError("stall_s must be positive (or None)")
         self.stall_s = stall_s  # a batch at the judge longer than this frees its place
         self.comparator = comparator
-        self.max_batch = min(max_batch, comparator.batch_limit or max_batch)
+        limit = comparator.batch_limit  # shared by the batches in flight (module doc)
+        self.max_batch = min(max_batch, max(1, limit // batches_in_flight) if limit else max_batch)
         self.window_s = window_s
         self.batches_in_flight = batches_in_flight
         self.policy = policy

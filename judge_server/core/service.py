@@ -210,13 +210,10 @@ class ArenaService:
         prompt_id = group.prompt_id or group.group_id
         drawn = await self.pools.draw(settings, prompt_id)
 
-        ask = functools.partial(
-            self.scheduler.compare_with_hits, run_id=run_id, weight=settings.weight,
-            cap=settings.max_calls_in_flight or None,
-        )
-        ranked = await rank_dead_group(
-            group, settings, drawn, ask, max_budget=self.limits.max_budget
-        )
+        ask = functools.partial(self.scheduler.compare_with_hits, run_id=run_id,
+                                weight=settings.weight, cap=settings.max_calls_in_flight or None)
+        ranked = await rank_dead_group(group, settings, drawn, ask,
+                                       max_budget=self.limits.max_budget)
         self.stats.unread(run_id, ranked.unread, self.comparator.name)
         if ranked.result.status == "judge_failed":
             logger.warning("judge failed for run %s group %s: %s",
