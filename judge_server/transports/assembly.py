@@ -250,11 +250,18 @@ class GroupAssembler:
             self._check(run_id, sample, size, timeout, name)
         await self.service.open_run(run_id, tenant=tenant)
         await self._hold(run_id, len(samples), tenant)
-        return list(
-            await asyncio.gather(
-                *(self._score_checked(run_id, s, size, timeout, tenant) for s in samples)
-            )
-        )
+        started = 0
+
+        async def one(sample: Sample) -> SampleScore:
+            nonlocal started
+            started += 1  # from here on, _score_checked gives the place back
+            return await self._score_checked(run_id, sample, size, timeout, tenant)
+
+        try:
+            return list(await asyncio.gather(*(one(s) for s in samples)))
+        finally:  # a sample whose task never started (its caller went first) gives it here
+            if started < len(samples):
+                await self._unhold(run_id, len(samples) - started, tenant)
 
     def _options(self, group_size: int | None, timeout_s: float | None) -> tuple[int, float]:
         return (

@@ -306,3 +306,22 @@ async def test_two_tenants_samples_for_one_run_id_never_form_one_group(start_ser
     for tenant in ("team-a", "team-b"):
         assert [r.run_id for r in await server.service.list_runs(tenant=tenant)] == ["default"]
     assert assembler.pending == 0 and assembler._held_total == 0
+
+
+async def test_a_request_cancelled_as_its_samples_start_gives_their_places_back(start_server):
+    """A caller gone (cancelled) after its samples took their places and before they started
+    gives every place back: none is left counting against the run's cap."""
+    server = await start_server()
+    assembler: GroupAssembler = server.app.state.assembler
+    samples = [Sample(response=f"The answer is {k}.", prompt="2 + 2?", label="4")
+               for k in range(3)]
+    for _ in range(20):  # cancelled at each step of the loop until the places are taken
+        task = asyncio.ensure_future(
+            assembler.score_many("r9", samples, group_size=8, timeout_s=60))
+        while assembler._held_total == 0 and not task.done():
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert assembler._held_total == assembler.pending
+    await assembler.aclose()
+    assert assembler._held_total == 0

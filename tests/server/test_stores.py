@@ -242,11 +242,11 @@ async def test_redis_evicts_from_a_pool_written_before_its_index(redis_url):
     await store.create_run(run("r"))
     for pid, step in (("new", 9), ("old", 1)):
         await store.update_anchors("r", pid, put([Anchor(pid, 0.0, step)]), per_run=100)
-    await store._redis.delete("arena:pool-oldest:r")  # as a server before the index left it
+    await store.client.delete("arena:pool-oldest:r")  # as a server before the index left it
     await store.update_anchors("r", "p", put([Anchor("a", 0.0, 5)]), per_run=2)
     assert (await store.load_pool("r")).prompts == {
         "new": [Anchor("new", 0.0, 9)], "p": [Anchor("a", 0.0, 5)]}
-    assert await store._redis.zrange("arena:pool-oldest:r", 0, -1) == ["p", "new"]
+    assert await store.client.zrange("arena:pool-oldest:r", 0, -1) == ["p", "new"]
     await store.aclose()
 
 
@@ -327,7 +327,7 @@ async def test_redis_keys_of_an_idle_run_expire_and_the_sweep_drops_its_id(redis
     await store.create_run(run("busy"))
     await store.update_anchors("idle", "p", put([Anchor("a", 0.0, 0)]), per_run=1)
     for key in ("run", "pool", "pool-size", "pool-oldest"):
-        assert 0 < await store._redis.pttl(f"arena:{key}:idle") <= 1000, key
+        assert 0 < await store.client.pttl(f"arena:{key}:idle") <= 1000, key
     assert await store.expire_idle_runs() == []
 
     async def idle_gone() -> bool:
@@ -336,7 +336,7 @@ async def test_redis_keys_of_an_idle_run_expire_and_the_sweep_drops_its_id(redis
         return await store.get_run("idle") is None
 
     await wait_until(idle_gone)
-    assert await store._redis.exists("arena:pool:idle", "arena:pool-size:idle") == 0
+    assert await store.client.exists("arena:pool:idle", "arena:pool-size:idle") == 0
     assert await store.expire_idle_runs() == ["idle"]
     assert [r.run_id for r in await store.list_runs()] == ["busy"]
     assert await store.expire_idle_runs() == []
@@ -349,7 +349,7 @@ async def test_redis_without_a_ttl_sets_no_expiry(redis_url):
     await store.update_anchors("r", "p", put([Anchor("a", 0.0, 0)]), per_run=1)
     await store.touch_run("r")
     for key in ("run", "pool", "pool-size", "pool-oldest"):
-        assert await store._redis.pttl(f"arena:{key}:r") == -1, key
+        assert await store.client.pttl(f"arena:{key}:r") == -1, key
     await store.aclose()
 
 
