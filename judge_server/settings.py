@@ -94,7 +94,10 @@ class ServerSettings(BaseSettings):
         20, ge=1, description="LLM judge: k of the top-k log-probabilities fallback."
     )
     judge_max_concurrency: int = Field(
-        64, ge=1, description="openai, sglang: most requests in flight to the model server."
+        64,
+        ge=1,
+        description="openai, sglang: most requests in flight to the model server; the "
+        "batches in flight share them (max_batch is capped at this / judge_batches_in_flight).",
     )
     judge_timeout_s: float = Field(
         60.0, gt=0, description="openai, sglang: seconds one request may take."
@@ -174,7 +177,11 @@ class ServerSettings(BaseSettings):
     max_traces_per_group: int = Field(1024, ge=2, description="Most traces in one group.")
     max_groups_per_request: int = Field(1024, ge=1, description="Most groups in one request.")
     max_batch: int = Field(
-        1024, ge=1, description="Most comparisons sent to the judge in one batch."
+        1024,
+        ge=1,
+        description="Most comparisons sent to the judge in one batch (for openai and sglang "
+        "servers, at most judge_max_concurrency / judge_batches_in_flight: what is sent is then "
+        "at the judge, not queued in arrival order).",
     )
     batch_window_ms: float = Field(
         0.0, ge=0, description="How long a round waits for others to join its batch."
