@@ -391,8 +391,10 @@ def test_preference_is_a_sigmoid_in_the_unit_interval(margin: float) -> None:
         "9" * (256 * 1024) + " * 9 = 1",
         "\\boxed{" * 37000,
         "\U0001f600" * (64 * 1024),
+        "".join(f"{k} + {k + 7} = {2 * k + 7}\n" for k in range(20000))[: 256 * 1024],
+        " ".join(str(k * 7919 % 10**6) for k in range(40000))[: 256 * 1024],
     ],
-    ids=["prose", "parens", "equals", "digits", "boxed", "emoji"],
+    ids=["prose", "parens", "equals", "digits", "boxed", "emoji", "lines", "numbers"],
 )
 @pytest.mark.timeout(120)  # a hang guard (a quadratic scan of 256 KB), not a speed gate
 def test_odd_and_huge_inputs_are_judged(blob: str) -> None:
