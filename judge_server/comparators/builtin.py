@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -334,6 +335,16 @@ class _ReferenceContext:
     plan: Plan | None
 
 
+def _digest(trace: str, prompt: str, reference: str | None) -> bytes:
+    """A short key for an assessment's inputs (the texts, unambiguously joined)."""
+    h = hashlib.blake2b(digest_size=16)
+    for text in (trace, prompt, reference):
+        data = b"\xff" if text is None else text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
 @functools.lru_cache(maxsize=256)
 def _reference_context(reference: str | None, prompt: str) -> _ReferenceContext:
     """What a reference says, read once per (reference, prompt) rather than once per trace."""
@@ -418,12 +429,13 @@ class BuiltinComparator(Comparator):
         self.cache_size = cache_size
         self.thread_threshold = thread_threshold
         self.thread_chars = thread_chars
-        self._cache: OrderedDict[tuple[str, str, str | None], Assessment] = OrderedDict()
+        # keyed by a digest: texts of up to the server's limits would make 4,096 entries GiBs
+        self._cache: OrderedDict[bytes, Assessment] = OrderedDict()
         self._lock = threading.Lock()
 
     def assess(self, trace: str, *, prompt: str = "", reference: str | None = None) -> Assessment:
         """:func:`assess` with this comparator's weights, through its cache."""
-        key = (trace, prompt, reference)
+        key = _digest(trace, prompt, reference)
         with self._lock:
             found = self._cache.get(key)
             if found is not None:

@@ -531,3 +531,14 @@ def test_a_fraction_answer_at_the_end_of_a_sentence() -> None:
     for text, value in (("The answer is 1/2.", Fraction(1, 2)), ("A: 3/4.", Fraction(3, 4))):
         answer = final_answer(text)
         assert answer is not None and answer.value == value, text
+
+
+def test_the_assessment_cache_keeps_digests_not_texts():
+    """A cached assessment is found again, and the cache holds a short key, not the texts
+    (4,096 entries of 256 KiB traces, prompts and references would be GiBs)."""
+    judge = BuiltinComparator()
+    long_trace = GOOD + "\n" + "Let me check again.\n" * 10_000
+    first = judge.assess(long_trace, prompt=PROMPT, reference=None)
+    assert judge.assess(long_trace, prompt=PROMPT, reference=None) is first
+    assert judge.assess(long_trace, prompt=PROMPT, reference="") is not first
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in judge._cache)
