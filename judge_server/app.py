@@ -50,7 +50,9 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
         if settings.judge_template
         else None,
         "prompt_format": settings.judge_prompt_format,
-        "malformed_retries": settings.judge_malformed_retries,  # every LLM judge's option
+        # every LLM judge's options
+        "malformed_retries": settings.judge_malformed_retries,
+        "timeout_s": settings.judge_timeout_s,  # in-process too: the watch on a hung judge
     }
     engine_args = dict(settings.judge_engine_args)
     if settings.judge_dtype != "auto":
@@ -61,7 +63,6 @@ def build_model_comparator(settings: ServerSettings) -> ModelComparator:
     http = {
         "api_key": api_key,
         "max_concurrency": settings.judge_max_concurrency,
-        "timeout_s": settings.judge_timeout_s,
         "retries": settings.judge_retries,
     }
     if settings.comparator == "vllm":

@@ -100,7 +100,13 @@ class ServerSettings(BaseSettings):
         "batches in flight share them (max_batch is capped at this / judge_batches_in_flight).",
     )
     judge_timeout_s: float = Field(
-        60.0, gt=0, description="openai, sglang: seconds one request may take."
+        60.0,
+        gt=0,
+        description="LLM judge: seconds one request to the model server may take, or an "
+        "in-process engine may work without finishing a prompt (vllm), an engine call of at "
+        "most 64 prompts (sglang) or a forward pass (transformers). A judge that owes answers "
+        "and gives none for 1.5 x this is taken as hung: its batches fail, and new ones fail "
+        "unsent for 1 x this.",
     )
     judge_retries: int = Field(
         2, ge=0, description="openai, sglang: retries of a failed request, with backoff."

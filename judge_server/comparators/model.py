@@ -9,7 +9,8 @@
 2. renders every comparison with :class:`~.prompt.JudgePrompt` (off the event loop: the
    tokenizer works in a thread);
 3. orders the batch so that prompts sharing prefixes are adjacent (:func:`~.prompt.prefix_order`)
-   and hands it to the backend's ``_score``, which returns, per prompt, ``p`` read from the
+   and hands it to the backend's ``_calls`` (:class:`Call`: one HTTP request, one engine
+   request or call, one thread's forward passes), which give, per prompt, ``p`` read from the
    verdict token's log-probabilities (:mod:`.verdict`) or that prompt's :class:`JudgeError`;
 4. asks again, up to ``malformed_retries`` times, for the prompts whose answer was malformed
    (:class:`MalformedAnswer`: a judge that garbles one answer in a thousand costs a request,
@@ -18,22 +19,35 @@
 
 A failure of one comparison fails that comparison only: when some fail, the others' answers
 leave :meth:`~ModelComparator.compare_with_hits` in a :class:`~.base.FailedComparisons`, so
-that only the groups that needed a failed one fail. Whatever else goes wrong (engine crash, a
-missing package) fails the batch. Every failure is a :class:`JudgeError`; nothing else
-leaves, cancellation apart.
+that only the groups that needed a failed one fail; a call that raises fails its own prompts.
+Whatever else goes wrong (a missing package, an engine that cannot start) fails the batch.
+Every failure is a :class:`JudgeError`; nothing else leaves, cancellation apart.
+
+A hung judge fails every batch in a bounded time, whatever their size and number
+(:mod:`.health`: one watch per judge). The backends tell the watch of their progress as finely
+as they can: an HTTP response, a prompt the vLLM engine finishes, an SGLang engine call (at
+most 64 prompts) that returns, a ``transformers`` forward pass. When the judge has owed
+answers and shown no progress for :data:`STALL_FACTOR` times its ``timeout_s``
+(:data:`DEFAULT_TIMEOUT_S` unless set: the server's ``judge_timeout_s``), every call still
+waiting on it is given up at once and its prompts fail; for one timeout more the judge is
+*down*: new batches fail without a call, and :meth:`~ModelComparator.check_health` says False.
+A slow judge that makes progress is never given up, however long its batches take. An
+in-process engine cannot be killed: a hung vLLM or SGLang request is cancelled (the engine
+aborts it if it can); a hung ``transformers`` forward pass keeps the judge's one worker
+thread and stays owed until it returns, so the batches after the cooldown fail at once, queued
+behind it, and the judge reads as not healthy until then.
 
 :class:`HTTPModelComparator` adds what the HTTP backends share: one ``httpx.AsyncClient``
 connection pool, at most ``max_concurrency`` requests in flight, a timeout per request, and
 bounded retries (tenacity) with exponential backoff and full jitter for failures that may pass
 (connection errors, timeouts, HTTP 408, 429, 500, 502, 503, 504; ``Retry-After``, in seconds or
 as an HTTP date, is honoured up to :data:`MAX_BACKOFF_S`). Other HTTP errors are not retried;
-malformed responses are asked again as above. A hung judge fails every batch in a bounded time,
-whatever their size and number: when the judge has answered no request for :data:`STALL_FACTOR`
-times the timeout, every request still in flight or waiting for a connection fails at once, and
-new batches fail without a request for one timeout more (:mod:`.health`: one watch per judge).
-Every request sent counts, per comparison and in ``stats.calls``. The scheduler sends batches
-of at most ``max_concurrency`` comparisons (:attr:`~.base.Comparator.batch_limit`): a larger
-one would wait at the connection pool, first come first served, behind other runs' batches.
+malformed responses are asked again as above. Progress is any response (an error status too)
+or a refused connection, not a timeout; a hung model server's requests in flight or waiting
+for a connection fail at once. Every request sent counts, per comparison and in
+``stats.calls``. The scheduler sends batches of at most ``max_concurrency`` comparisons
+(:attr:`~.base.Comparator.batch_limit`): a larger one would wait at the connection pool,
+first come first served, behind other runs' batches.
 
 Heavy packages are imported when a backend starts, never at import time; :func:`require`
 names the extra to install when one is missing.
@@ -47,6 +61,7 @@ import importlib
 import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import tenacity
@@ -65,8 +80,11 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 10.0
 MALFORMED_RETRIES = 2
 """Times a prompt whose answer was malformed is asked again (by default)."""
+DEFAULT_TIMEOUT_S = 60.0
+"""A judge's ``timeout_s`` unless set: what one HTTP request may take; how long an in-process
+engine may work without showing progress (a prompt, an engine call, a forward pass)."""
 STALL_FACTOR = 1.5
-"""A judge that has answered no request for this many timeouts is taken as hung (:mod:`.health`)."""
+"""A judge that has shown no progress for this many timeouts is taken as hung (:mod:`.health`)."""
 
 Scored = float | JudgeError
 """A prompt's outcome from a backend: its ``p``, or its failure."""
@@ -101,29 +119,34 @@ def load_tokenizer(name_or_path: str, *, extra: str) -> Any:
     return tokenizer
 
 
-async def gather_all(aws: Sequence[Awaitable[Any]]) -> list[Any]:
-    """Like ``asyncio.gather``, but the first failure cancels the others before it is raised."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+@dataclass
+class Call:
+    """Consecutive prompts of a batch that the judge answers together: one HTTP request, one
+    engine request or call, one thread's forward passes.
+
+    ``answers`` gives one :data:`Scored` per prompt, in order (raising fails them all);
+    ``sent``: the requests each prompt took, counted as they are sent (HTTP counts its tries);
+    ``None``: one each.
+    """
+
+    answers: Awaitable[Sequence[Scored]]
+    prompts: int = 1
+    sent: list[int] | None = None
 
 
 class ModelComparator(Comparator, abc.ABC):
     """An LLM judge: one prefill and one scored verdict token per comparison.
 
     Subclasses implement :meth:`_load` (start the backend, return its tokenizer or ``None``)
-    and :meth:`_score` (one ``p`` or :class:`JudgeError` per rendered prompt, recording into
-    :attr:`stats`), and may override :meth:`_healthy` and :meth:`_close`.
+    and :meth:`_calls` (the :class:`Call` objects that answer the rendered prompts, recording
+    into :attr:`stats` and telling :attr:`watch` of their progress), and may override
+    :meth:`_healthy` and :meth:`_close`.
 
-    Prompt options (every backend): ``template`` (a :class:`~.prompt.PromptTemplate` or its
-    text), ``prompt_format`` (``"auto"``, ``"plain"``, ``"chat"``), ``nonce_key`` and
+    Options of every backend: ``template`` (a :class:`~.prompt.PromptTemplate` or its text),
+    ``prompt_format`` (``"auto"``, ``"plain"``, ``"chat"``), ``nonce_key`` and
     ``chat_template_kwargs`` (see :class:`~.prompt.JudgePrompt`); ``malformed_retries``: times
-    a prompt whose answer was malformed is asked again.
+    a prompt whose answer was malformed is asked again; ``timeout_s``: the judge is taken as
+    hung after :data:`STALL_FACTOR` times it without progress (module doc).
     """
 
     name = "model"
@@ -140,10 +163,15 @@ class ModelComparator(Comparator, abc.ABC):
         nonce_key: bytes | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         malformed_retries: int = MALFORMED_RETRIES,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if malformed_retries < 0:
             raise ValueError("malformed_retries must not be negative")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
         self.malformed_retries = malformed_retries
+        self.timeout_s = timeout_s
+        self.watch = JudgeWatch(STALL_FACTOR * timeout_s, cooldown_s=timeout_s)
         if isinstance(template, str):
             template = PromptTemplate(template)
         self._prompt_options: dict[str, Any] = {
@@ -221,12 +249,15 @@ class ModelComparator(Comparator, abc.ABC):
         return bool(task and task.done() and not task.cancelled() and task.exception() is None)
 
     async def check_health(self) -> bool:
-        """True once the backend has started and answers. The first call starts it in the
-        background (a readiness probe thus loads the model), and says False until then."""
+        """True once the backend has started and answers, and while the judge is neither
+        down nor silent (:mod:`.health`). The first call starts the backend in the background
+        (a readiness probe thus loads the model), and says False until then."""
         if not self.started:
             if self._start_task is None or self._start_task.done():
                 task = asyncio.ensure_future(self.start())
                 task.add_done_callback(_retrieve)
+            return False
+        if self.watch.down_for() > 0 or self.watch.silent():
             return False
         try:
             return await self._healthy()
@@ -298,11 +329,85 @@ class ModelComparator(Comparator, abc.ABC):
                 break
         return scored, requests
 
+    @property
+    def stall_s(self) -> float:
+        """How long the judge may owe answers without progress before it is taken as hung."""
+        return self.watch.stall_s
+
     async def _score_counted(self, inputs: Sequence[JudgeInput]) -> tuple[list[Scored], list[int]]:
-        """:meth:`_score`, and the requests each prompt took: one, unless the backend knows
-        better (:class:`HTTPModelComparator` counts its retries)."""
-        answers = list(await self._score(inputs))
-        return answers, [1] * len(answers)
+        """Each prompt's outcome from the backend's calls, and the requests it took. When the
+        judge is silent (:mod:`.health`), the calls still waiting fail now; while it is down,
+        every prompt fails unsent."""
+        if (left := self.watch.down_for()) > 0:
+            down = JudgeError(
+                f"{self.name}: the judge answered nothing for {self.stall_s:g}s; new batches "
+                f"fail unsent for {left:.1f}s more"
+            )
+            return [down] * len(inputs), [0] * len(inputs)
+        calls = self._calls(inputs)
+        answers = await self._watched(calls)
+        sent = [n for call in calls for n in (call.sent or [1] * call.prompts)]
+        return answers, sent
+
+    async def _watched(self, calls: Sequence[Call]) -> list[Scored]:
+        """The calls' outcomes, prompt by prompt: they run concurrently until done, or until
+        the judge is silent (this batch trips the watch) or down (another batch did)."""
+        watch = self.watch
+        tasks = [asyncio.ensure_future(self._owed(call.answers)) for call in calls]
+        pending: set[asyncio.Future] = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, watch.deadline() - watch.clock()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if done:
+                    continue
+                if watch.silent():
+                    if watch.down_for() == 0:
+                        logger.warning(
+                            "%s: no progress for %.1fs with %d calls owed: the judge is taken "
+                            "as hung; new batches fail unsent for %.1fs", self.name,
+                            self.stall_s, watch.outstanding, watch.cooldown_s,
+                        )
+                    watch.trip()
+                    break
+                if watch.down_for() > 0:
+                    break  # another batch found the judge silent
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        stalled = JudgeError(
+            f"{self.name}: the judge answered no request in {self.stall_s:g}s (it seems hung)"
+        )
+        out: list[Scored] = []
+        for call, task in zip(calls, tasks):
+            out += self._outcomes(call, task, stalled)
+        return out
+
+    async def _owed(self, answers: Awaitable[Sequence[Scored]]) -> Sequence[Scored]:
+        """``answers``, owed by the judge meanwhile."""
+        self.watch.asked()
+        try:
+            return await answers
+        finally:
+            self.watch.settled()
+
+    def _outcomes(self, call: Call, task: asyncio.Future, stalled: JudgeError) -> list[Scored]:
+        """One outcome per prompt of a finished ``call``: its answers, or its failure."""
+        if task.cancelled():
+            return [stalled] * call.prompts
+        if (exc := task.exception()) is not None:
+            error = exc if isinstance(exc, JudgeError) else JudgeError(
+                f"{self.name}: {type(exc).__name__}: {exc}"
+            )
+            return [error] * call.prompts
+        answers = list(task.result())
+        if len(answers) != call.prompts:
+            short = JudgeError(f"{self.name}: {len(answers)} answers for {call.prompts} prompts")
+            return [short] * call.prompts
+        return answers
 
     def render(self, comparisons: Sequence[Comparison]) -> list[JudgeInput]:
         """The prompts this judge sends for ``comparisons`` (after :meth:`start`)."""
@@ -317,9 +422,10 @@ class ModelComparator(Comparator, abc.ABC):
         """Start the backend; return its tokenizer (``None`` when unknown)."""
 
     @abc.abstractmethod
-    async def _score(self, inputs: Sequence[JudgeInput]) -> Sequence[Scored]:
-        """One ``p`` per prompt, in order, or the prompt's failure (:class:`MalformedAnswer`
-        when asking again may help); raising fails the whole batch."""
+    def _calls(self, inputs: Sequence[JudgeInput]) -> list[Call]:
+        """The calls that answer ``inputs``, in order: per prompt, ``p`` or its failure
+        (:class:`MalformedAnswer` when asking again may help). Each tells :attr:`watch` of the
+        judge's progress (``answered()``) as finely as the backend can (module doc)."""
 
     async def _healthy(self) -> bool:
         return True
@@ -341,7 +447,8 @@ class HTTPModelComparator(ModelComparator):
     shown. ``transport`` replaces the network (``httpx.MockTransport`` in tests).
 
     Subclasses say what to send for one prompt (:meth:`_call`) and how to read the answer
-    (:meth:`_read`); this class sends a batch's requests and gives a stalled batch up.
+    (:meth:`_read`); this class sends one request per prompt, with retries, and tells the
+    watch of every response.
     """
 
     def __init__(
@@ -350,31 +457,29 @@ class HTTPModelComparator(ModelComparator):
         *,
         api_key: str | None = None,
         max_concurrency: int = 64,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = 2,
         backoff_s: float = 0.25,
         transport: Any = None,
         **prompt_options: Any,
     ) -> None:
-        super().__init__(**prompt_options)
+        super().__init__(timeout_s=timeout_s, **prompt_options)
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        if timeout_s <= 0 or retries < 0 or backoff_s < 0:
-            raise ValueError("timeout_s must be positive, retries and backoff_s not negative")
+        if retries < 0 or backoff_s < 0:
+            raise ValueError("retries and backoff_s must not be negative")
         base_url = base_url.rstrip("/")
         if base_url.endswith("/v1"):
             base_url = base_url[: -len("/v1")]
         self.base_url = base_url
         self.max_concurrency = max_concurrency
         self.batch_limit = max_concurrency  # requests at once: the scheduler's batches fit
-        self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self._api_key = api_key
         self._transport = transport
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
-        self.watch = JudgeWatch(STALL_FACTOR * timeout_s, cooldown_s=timeout_s)
         # How retries wait (tests put a recorder here, so that they never sleep).
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -405,11 +510,6 @@ class HTTPModelComparator(ModelComparator):
         if client is not None:
             await client.aclose()
 
-    @property
-    def stall_s(self) -> float:
-        """How long the judge may owe answers without giving any before it is taken as hung."""
-        return self.watch.stall_s
-
     def _call(self, prompt: JudgeInput) -> tuple[str, Mapping[str, Any]]:
         """The path and JSON body of the request for one prompt."""
         raise NotImplementedError
@@ -418,67 +518,17 @@ class HTTPModelComparator(ModelComparator):
         """``p`` from one answer; :class:`MalformedAnswer` when it has none."""
         raise NotImplementedError
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> Sequence[Scored]:
-        return (await self._score_counted(inputs))[0]
+    def _calls(self, inputs: Sequence[JudgeInput]) -> list[Call]:
+        """One request per prompt, concurrently; each counts its tries."""
+        calls = []
+        for prompt in inputs:
+            sent = [0]
+            calls.append(Call(self._ask(prompt, sent), sent=sent))
+        return calls
 
-    async def _score_counted(self, inputs: Sequence[JudgeInput]) -> tuple[list[Scored], list[int]]:
-        """One request per prompt, concurrently, and the requests each took. When the judge
-        is silent (:mod:`.health`), the rest fail now; while it is down, all fail unsent."""
-        watch = self.watch
-        if (left := watch.down_for()) > 0:
-            down = JudgeError(
-                f"{self.name}: the judge answered nothing for {self.stall_s:g}s; new batches "
-                f"fail unsent for {left:.1f}s more"
-            )
-            return [down] * len(inputs), [0] * len(inputs)
-        sent = [[0] for _ in inputs]
-        tasks = [asyncio.ensure_future(self._ask(p, n)) for p, n in zip(inputs, sent)]
-        pending: set[asyncio.Future] = set(tasks)
-        try:
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending, timeout=max(0.0, watch.deadline() - watch.clock()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if done:
-                    continue
-                if watch.silent():
-                    if watch.down_for() == 0:
-                        logger.warning(
-                            "%s: no answer for %.1fs with %d requests owed: the judge is taken "
-                            "as hung; new batches fail unsent for %.1fs", self.name,
-                            self.stall_s, watch.outstanding, watch.cooldown_s,
-                        )
-                    watch.trip()
-                    break
-                if watch.down_for() > 0:
-                    break  # another batch found the judge silent
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        stalled = JudgeError(
-            f"{self.name}: the judge answered no request in {self.stall_s:g}s (it seems hung)"
-        )
-        out: list[Scored] = []
-        for task in tasks:
-            if task.cancelled():
-                out.append(stalled)
-            elif (exc := task.exception()) is not None:
-                out.append(exc if isinstance(exc, JudgeError) else JudgeError(
-                    f"{self.name}: {type(exc).__name__}: {exc}"
-                ))
-            else:
-                out.append(task.result())
-        return out, [n[0] for n in sent]
-
-    async def _ask(self, prompt: JudgeInput, sent: list[int]) -> float:
+    async def _ask(self, prompt: JudgeInput, sent: list[int]) -> list[Scored]:
         path, body = self._call(prompt)
-        self.watch.asked()
-        try:
-            return self._read(await self.request("POST", path, body, sent=sent))
-        finally:
-            self.watch.settled()
+        return [self._read(await self.request("POST", path, body, sent=sent))]
 
     async def request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
@@ -583,15 +633,16 @@ def malformed(name: str, what: str, exc: Exception | None = None) -> MalformedAn
 
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "MALFORMED_RETRIES",
     "MAX_BACKOFF_S",
     "RETRY_STATUS",
     "STALL_FACTOR",
+    "Call",
     "HTTPModelComparator",
     "MalformedAnswer",
     "MissingDependency",
     "ModelComparator",
-    "gather_all",
     "load_tokenizer",
     "malformed",
     "require",

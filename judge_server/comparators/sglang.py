@@ -17,6 +17,11 @@ in :attr:`stats`. The request and response shapes are SGLang's documented
 against a fake server and a fake engine only. SGLang's OpenAI-compatible server works with
 :class:`~.openai.OpenAIComparator` too (top-k verdicts: it has no ``logprob_token_ids``).
 
+The in-process engine sends a batch in calls of at most :data:`PROMPTS_PER_CALL` prompts, all at
+once: the engine batches them together, and each call that returns is the progress the watch on
+a hung judge sees (:mod:`.health`; the engine reports nothing finer), so a batch fails as hung
+only when no call has returned for 1.5 x ``timeout_s``, however large the batch.
+
 The HTTP backend needs nothing beyond the base install; the in-process engine needs
 ``pip install 'reasoning-arena[sglang]'`` and a GPU.
 """
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .model import (
+    Call,
     HTTPModelComparator,
     MalformedAnswer,
     ModelComparator,
@@ -39,6 +45,10 @@ from .model import (
 )
 from .prompt import JudgeInput
 from .verdict import JudgeStats, verdict_from_top
+
+PROMPTS_PER_CALL = 64
+"""Most prompts in one ``async_generate`` call of the in-process engine: the grain at which
+its progress shows (a call of 64 prompts must end within 1.5 x the judge's timeout)."""
 
 
 def generate_request(
@@ -143,7 +153,8 @@ class SGLangComparator(HTTPModelComparator):
 class SGLangEngineComparator(ModelComparator):
     """Judge with ``model`` on an in-process ``sglang.Engine`` (needs a GPU).
 
-    A batch goes to the engine in one ``async_generate`` call (lists of prompts).
+    A batch goes to the engine in ``async_generate`` calls (lists of prompts) of at most
+    :data:`PROMPTS_PER_CALL` prompts, sent at once.
     ``engine_args`` go to ``sglang.Engine`` (``mem_fraction_static``, ``tp_size``, ...);
     ``engine_factory`` replaces ``sglang.Engine`` (tests).
     """
@@ -179,7 +190,13 @@ class SGLangEngineComparator(ModelComparator):
         if engine is not None:
             await asyncio.to_thread(engine.shutdown)
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[Scored]:
+    def _calls(self, inputs: Sequence[JudgeInput]) -> list[Call]:
+        step = PROMPTS_PER_CALL
+        return [Call(self._generate(inputs[k : k + step]), len(inputs[k : k + step]))
+                for k in range(0, len(inputs), step)]
+
+    async def _generate(self, inputs: Sequence[JudgeInput]) -> list[Scored]:
+        """One ``async_generate`` call for ``inputs``."""
         requests = [generate_request(p, self.verdict_ids, 0) for p in inputs]
         batch: dict[str, Any] = {
             "input_ids": [r["input_ids"] for r in requests],
@@ -189,6 +206,7 @@ class SGLangEngineComparator(ModelComparator):
             "token_ids_logprob": [r["token_ids_logprob"] for r in requests],
         }
         answers = await self.engine.async_generate(**batch)
+        self.watch.answered()  # the engine made progress
         if isinstance(answers, dict):
             answers = [answers]
         if not isinstance(answers, list) or len(answers) != len(inputs):
@@ -206,6 +224,7 @@ class SGLangEngineComparator(ModelComparator):
 
 
 __all__ = [
+    "PROMPTS_PER_CALL",
     "SGLangComparator",
     "SGLangEngineComparator",
     "generate_request",

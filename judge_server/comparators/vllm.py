@@ -1,12 +1,16 @@
 """A judge on an in-process vLLM engine (``AsyncLLM``): batched, prefix caching on.
 
-Every comparison of a batch is submitted to the engine at once (vLLM batches them itself),
-as token ids, with ``SamplingParams(max_tokens=1, temperature=0, logprobs=2,
+Every comparison of a batch is submitted to the engine at once, one request each (vLLM
+batches them itself), as token ids, with ``SamplingParams(max_tokens=1, temperature=0, logprobs=2,
 logprob_token_ids=[id_A, id_B])``: the engine returns the log-probabilities of exactly the two
 verdict tokens. Versions of vLLM without ``logprob_token_ids`` get ``logprobs=top_logprobs``
 and the top-k rule of :mod:`.verdict`. Prefix caching is on (``enable_prefix_caching=True``)
 unless ``engine_args`` says otherwise; each output's ``num_cached_tokens`` is counted in
 :attr:`stats` (``cached_prompt_tokens``), so the saving can be measured.
+
+Each prompt the engine finishes is progress for the watch on a hung judge
+(:mod:`.health`): a batch fails as hung only when the engine has finished no prompt for 1.5 x
+``timeout_s``; its requests are then cancelled (the engine aborts them).
 
 The engine starts worker processes (spawn): a script that builds one needs an
 ``if __name__ == "__main__":`` guard. It starts on first use (or :meth:`start`, or the first
@@ -23,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .model import (
+    Call,
     MalformedAnswer,
     ModelComparator,
     Scored,
-    gather_all,
     load_tokenizer,
     malformed,
     require,
@@ -119,7 +123,8 @@ class VLLMComparator(ModelComparator):
             return False
         return bool(await self.engine.reset_prefix_cache())
 
-    async def _score(self, inputs: Sequence[JudgeInput]) -> list[Scored]:
+    def _calls(self, inputs: Sequence[JudgeInput]) -> list[Call]:
+        """One engine request per prompt."""
         prompts: list[Any] = [
             {"prompt_token_ids": list(p.token_ids or ())}
             | ({"cache_salt": p.cache_salt} if p.cache_salt else {})
@@ -128,18 +133,18 @@ class VLLMComparator(ModelComparator):
         renderer: Any = getattr(self.engine, "renderer", None)
         if hasattr(renderer, "render_cmpl"):  # vLLM >= 0.1x: engine inputs, in one call
             prompts = renderer.render_cmpl(prompts)
+        return [Call(self._generate(prompt)) for prompt in prompts]
 
-        async def one(prompt: Any) -> Scored:
-            request_id = f"judge-{self._prefix}-{next(self._ids)}"
-            final = None
-            async for output in self.engine.generate(prompt, self._params, request_id):
-                final = output
-            try:
-                return self._verdict(final)
-            except MalformedAnswer as exc:  # fails this comparison only
-                return exc
-
-        return await gather_all([one(prompt) for prompt in prompts])
+    async def _generate(self, prompt: Any) -> list[Scored]:
+        request_id = f"judge-{self._prefix}-{next(self._ids)}"
+        final = None
+        async for output in self.engine.generate(prompt, self._params, request_id):
+            self.watch.answered()  # the engine made progress
+            final = output
+        try:
+            return [self._verdict(final)]
+        except MalformedAnswer as exc:  # fails this comparison only
+            return [exc]
 
     def _verdict(self, output: Any) -> float:
         try:
