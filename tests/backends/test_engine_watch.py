@@ -232,6 +232,9 @@ class CrawlingVLLM:
                                                 b: SimpleNamespace(logprob=-2.0)}])],
         )
 
+    async def check_health(self) -> None:
+        return None  # the engine is alive: only the watch says the judge is down
+
     def shutdown(self) -> None:
         pass
 
@@ -256,8 +259,14 @@ async def test_a_hung_vllm_engine_fails_every_batch_within_the_deadline(tiny_mod
         took = await fail_together(judge, 200, 10)
         assert took < 2 * judge.stall_s  # the behaviour under test (about 1 x stall_s)
         assert judge.watch.trips == 1 and not await judge.check_health()
-    finally:
         judge.engine.hung.set()
+        judge.engine.hung = None
+        await cooled_down(judge)
+        assert await judge.check_health()
+        assert len(await judge.compare(comparisons(2))) == 2
+    finally:
+        if judge.engine.hung is not None:
+            judge.engine.hung.set()
         await judge.aclose()
 
 
