@@ -1,9 +1,11 @@
-"""Is an HTTP judge answering? One watch per judge, so that a hung judge is given up once, for
-every batch at the same moment, rather than batch by batch.
+"""Is a judge answering? One watch per judge, so that a hung judge is given up once, for
+every batch at the same moment, rather than batch by batch (:class:`~.model.ModelComparator`
+runs every LLM judge's calls under it).
 
 A judge server takes ``max_concurrency`` requests at a time; the rest of every batch waits for
-a connection. Were a hung judge given up per batch (no answer to *this* batch for a while),
-batches would wait one after another and the time to fail them would grow with their number.
+a connection (an in-process engine's batches queue in the engine, or for its worker thread).
+Were a hung judge given up per batch (no answer to *this* batch for a while), batches would
+wait one after another and the time to fail them would grow with their number.
 The watch sees the judge as a whole:
 
 - a judge is **silent** when it has had requests to answer (sent, retrying, or waiting for a
@@ -13,8 +15,9 @@ The watch sees the judge as a whole:
   request. After it the next batch is sent as usual and is the probe: an answer shows the judge
   is back; another ``stall_s`` of silence trips the watch again.
 
-An answer is any HTTP response (an error status too) or a refused connection: the judge, or
-its host, reacted. A request timing out is not an answer, nor is a retry.
+An answer is any sign of progress: an HTTP response (an error status too) or a refused
+connection (the judge, or its host, reacted; a request timing out is not an answer, nor is a
+retry); a prompt an in-process engine finishes, an engine call that returns, a forward pass.
 
 Pure bookkeeping, no I/O: the clock is a parameter, so tests step it by hand.
 """
