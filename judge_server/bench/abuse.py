@@ -59,7 +59,6 @@ CHANNEL_OPTIONS = [
 ]
 # gRPC codes that are the server's fault (HTTP's 5xx).
 SERVER_FAULTS = {"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNIMPLEMENTED"}
-HUNG_MARK = "hung-judge-attack"
 
 
 def rss_bytes(pid: int) -> int:
@@ -349,20 +348,20 @@ def _verdict() -> dict:
 @dataclass
 class FakeJudge:
     """What the fake judge answers: every ``malformed_every``-th request malformed (0: none);
-    requests whose prompt holds :data:`HUNG_MARK` hang until ``release`` (or the end)."""
+    while ``hanging``, every request hangs until ``release`` (or the end): the judge is fully
+    hung, the bystander's requests too."""
 
     malformed_every: int = 0
     sent: int = 0
     malformed: int = 0
     hung: int = 0
+    hanging: bool = False
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         if method == "GET":
             return 200, {"data": [{"id": "judge"}]}
-        prompt = json.dumps(body.get("prompt") or body.get("messages")) if isinstance(
-            body, dict) else ""
-        if HUNG_MARK in prompt:
+        if self.hanging:
             self.hung += 1
             await self.release.wait()
             return 200, _verdict()
@@ -392,16 +391,16 @@ async def malformed_judge(ctx: Context) -> Outcome:
 
 async def hung_judge(ctx: Context) -> Outcome:
     judge: FakeJudge = ctx.judge
-    judge.hung = 0
+    judge.hung, judge.hanging = 0, True
     judge.release = asyncio.Event()
     # G = 2 dead groups: one comparison each in their first round, 640 in all.
-    groups = [{**dead_group(f"h{k}", 2), "prompt": f"{HUNG_MARK} {k}"}
-              for k in range(HUNG_REQUESTS)]
+    groups = [dead_group(f"h{k}", 2) for k in range(HUNG_REQUESTS)]
     started = time.perf_counter()
     try:
         code, answer = await _post(ctx.http, "/v1/rank", json={"run_id": "hung",
                                                                "groups": groups}, timeout=600)
     finally:
+        judge.hanging = False
         judge.release.set()
     took = time.perf_counter() - started
     results = answer.get("results", []) if isinstance(answer, dict) else []
