@@ -131,9 +131,11 @@ async def test_a_slow_forward_pass_that_makes_progress_is_never_given_up(tiny_mo
     await judge.start()
     forward = judge._forward
 
-    def crawls(*args):
-        time.sleep(0.6 * judge.stall_s)
-        return forward(*args)
+    def crawls(*args):  # each forward pass takes 0.6 x stall_s, its own work included
+        started = time.perf_counter()
+        logprobs = forward(*args)
+        time.sleep(max(0.0, 0.6 * judge.stall_s - (time.perf_counter() - started)))
+        return logprobs
 
     monkeypatch.setattr(judge, "_forward", crawls)
     try:
