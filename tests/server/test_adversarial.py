@@ -829,7 +829,9 @@ async def test_a_hung_judge_fails_640_requests_within_three_timeouts():
             release.set()
     assert took < 3 * timeout_s  # the behaviour under test (about 1.5 x the timeout)
     assert all(e is not None for e in caught.value.errors)
-    assert sum(caught.value.answers.requests_each()) == len(seen.requests) <= 2 * 64
+    # every request the judge received is counted (a retry given up while on its way counts
+    # as sent), and only what was at the judge was sent: two waves of max_concurrency at most
+    assert len(seen.requests) <= sum(caught.value.answers.requests_each()) <= 2 * 64
 
 
 async def test_two_hung_batches_do_not_stall_other_runs():
