@@ -34,7 +34,8 @@ from .test_openai_fake import Waits, completion
 from .test_sglang_fake import KEY, FakeEngine
 
 HUNG_TIMEOUT_S = 2.0  # the stall (3 s) is long beside a busy machine's event-loop delays
-SLOW_TIMEOUT_S = 1.0  # a slow engine's steps take 0.6 x the stall (0.9 s): 0.6 s to spare
+SLOW_TIMEOUT_S = 2.0  # the stall is 3 s; a slow engine's steps take SLOW_STEP of it
+SLOW_STEP = 0.4  # of the stall (1.2 s): 1.8 s to spare for a busy machine's delays
 HANG_GUARD_S = 60  # a test that would hang fails instead (not a bound)
 
 
@@ -131,15 +132,15 @@ async def test_a_slow_forward_pass_that_makes_progress_is_never_given_up(tiny_mo
     await judge.start()
     forward = judge._forward
 
-    def crawls(*args):  # each forward pass takes 0.6 x stall_s, its own work included
+    def crawls(*args):  # each forward pass takes SLOW_STEP x stall_s, its own work included
         started = time.perf_counter()
         logprobs = forward(*args)
-        time.sleep(max(0.0, 0.6 * judge.stall_s - (time.perf_counter() - started)))
+        time.sleep(max(0.0, SLOW_STEP * judge.stall_s - (time.perf_counter() - started)))
         return logprobs
 
     monkeypatch.setattr(judge, "_forward", crawls)
     try:
-        # Six forward passes, one at a time: 3.6 x stall_s; the second batch waits 1.8 x
+        # Six forward passes, one at a time: 2.4 x stall_s; the second batch waits 1.2 x
         # stall_s for its first, behind the first batch.
         first, second = await asyncio.wait_for(asyncio.gather(
             judge.compare(comparisons(3, "a")), judge.compare(comparisons(3, "b"))
@@ -197,10 +198,10 @@ async def test_a_large_batch_on_a_slow_sglang_engine_is_never_given_up(tiny_mode
                                    timeout_s=SLOW_TIMEOUT_S, nonce_key=KEY)
     await judge.start()
     engine = judge.engine
-    engine.seconds_per_prompt = 0.6 * judge.stall_s / 64  # 0.6 x stall_s per call of 64
+    engine.seconds_per_prompt = SLOW_STEP * judge.stall_s / 64  # per call of 64
     try:
         answers = await asyncio.wait_for(judge.compare(comparisons(256)), HANG_GUARD_S)
-        assert len(answers) == 256 and judge.watch.trips == 0  # 2.4 x stall_s in all
+        assert len(answers) == 256 and judge.watch.trips == 0  # 1.6 x stall_s in all
         assert [len(call["input_ids"]) for call in engine.calls] == [64] * 4
     finally:
         await judge.aclose()
@@ -275,11 +276,11 @@ async def test_a_hung_vllm_engine_fails_every_batch_within_the_deadline(tiny_mod
 async def test_a_slow_vllm_engine_that_finishes_prompts_is_never_given_up(tiny_model):
     judge = FakeEngineVLLM(str(tiny_model), timeout_s=SLOW_TIMEOUT_S, nonce_key=KEY)
     await judge.start()
-    judge.engine.delay_s = 0.6 * judge.stall_s
+    judge.engine.delay_s = SLOW_STEP * judge.stall_s
     try:
         answers = await asyncio.wait_for(judge.compare(comparisons(5)), HANG_GUARD_S)
         assert answers == pytest.approx([1 / (1 + math.exp(-1))] * 5)
-        assert judge.watch.trips == 0 and judge.engine.finished == 5  # 3 x stall_s in all
+        assert judge.watch.trips == 0 and judge.engine.finished == 5  # 2 x stall_s in all
     finally:
         await judge.aclose()
 
