@@ -25,6 +25,8 @@ from trainer_client.types import RunSettings
 from .core.validation import Limits
 from .transports.assembly import (
     DEFAULT_GROUP_SIZE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_RUN_BYTES,
     DEFAULT_MAX_RUN_SAMPLES,
     DEFAULT_MAX_SAMPLES,
     DEFAULT_MAX_TIMEOUT_S,
@@ -268,6 +270,21 @@ class ServerSettings(BaseSettings):
         ge=1,
         description="Samples of one run waiting for their groups; more: refused (429).",
     )
+    assembly_max_bytes: int = Field(
+        DEFAULT_MAX_BYTES,
+        ge=1,
+        description="Bytes of text (UTF-8 response, prompt, label, group key) of the "
+        "per-sample route's samples waiting for their groups, all runs; more: refused (429). "
+        "1 GiB: the whole assembly_max_samples of 16 KiB samples (a ~4k-token response with "
+        "its prompt), where the count alone lets samples at the size limits hold 48 GiB.",
+    )
+    assembly_max_run_bytes: int = Field(
+        DEFAULT_MAX_RUN_BYTES,
+        ge=1,
+        description="Bytes of text of one run's samples waiting for their groups; more: "
+        "refused (429). 256 MiB: assembly_max_run_samples of 16 KiB, a quarter of the "
+        "server's.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -368,7 +385,8 @@ class ServerSettings(BaseSettings):
         return AssemblyOptions(
             group_size=self.assembly_group_size, timeout_s=self.assembly_timeout_s,
             max_timeout_s=self.assembly_max_timeout_s, max_samples=self.assembly_max_samples,
-            max_run_samples=self.assembly_max_run_samples,
+            max_run_samples=self.assembly_max_run_samples, max_bytes=self.assembly_max_bytes,
+            max_run_bytes=self.assembly_max_run_bytes,
         )
 
     def run_defaults(self) -> RunSettings:

@@ -18,6 +18,8 @@ Keys (``prefix`` is the store's, ``arena:`` by default)::
     {prefix}asm-group:{n}:result          JSON: every sample's score, or the group's error
     {prefix}asm-held:{run_id}             hash: holder -> samples of the run waiting there
     {prefix}asm-held                      hash: holder -> samples waiting there, all runs
+    {prefix}asm-held-bytes:{run_id}       hash: holder -> bytes of those samples' texts
+    {prefix}asm-held-bytes                hash: holder -> bytes of those samples' texts
 
 Leases. Each replica renews its lease every ``LEASE_S / 3`` seconds while it has claimed or
 held anything, and gives it back when it stops; a replica that dies (kill -9, a lost node)
@@ -37,9 +39,10 @@ that exactly one replica sees the group fill; that replica, or the first whose t
 score; every replica answers its own waiting callers from there. A group closed by a
 replica that dies before it stores the scores is ranked by a replica whose callers wait for it,
 once the dead one's lease lapses (:meth:`RedisGroups.results`). The buffer's caps
-(``max_samples``, ``max_run_samples``) hold across replicas: each replica counts the samples
-waiting on it under its lease, and a request is admitted by a script that sums the live
-replicas' counts (those of a dead one stop counting with its lease).
+(``max_samples``, ``max_run_samples``, ``max_bytes``, ``max_run_bytes``) hold across
+replicas: each replica counts the samples waiting on it, and their bytes, under its lease, and
+a request is admitted by a script that sums the live replicas' counts (those of a dead one
+stop counting with its lease).
 """
 
 from __future__ import annotations
@@ -97,12 +100,12 @@ return 0
 """
 
 _HOLD = """
-redis.call('SET', ARGV[5] .. ARGV[1], '1', 'PX', ARGV[6])
+redis.call('SET', ARGV[2] .. ARGV[1], '1', 'PX', ARGV[3])
 local function live(key)
   local total = 0
   local fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
-    if redis.call('EXISTS', ARGV[5] .. fields[i]) == 1 then
+    if redis.call('EXISTS', ARGV[2] .. fields[i]) == 1 then
       total = total + tonumber(fields[i + 1])
     else
       redis.call('HDEL', key, fields[i])
@@ -110,18 +113,24 @@ local function live(key)
   end
   return total
 end
-local run, all, n = live(KEYS[1]), live(KEYS[2]), tonumber(ARGV[2])
-if (run > 0 and run + n > tonumber(ARGV[3])) or (all > 0 and all + n > tonumber(ARGV[4])) then
-  return {0, run, all}
+-- KEYS: (samples, bytes) of the run, then of all runs; ARGV[3 + i]: what KEYS[i] takes more,
+-- ARGV[7 + i]: its cap. Nothing waits when no sample does: then a request larger than a cap
+-- gets in.
+local held, taken = {}, 1
+for i = 1, 4 do held[i] = live(KEYS[i]) end
+for i = 1, 4 do
+  local waiting = held[i - (i + 1) % 2]
+  if waiting > 0 and held[i] + tonumber(ARGV[3 + i]) > tonumber(ARGV[7 + i]) then taken = 0 end
 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], n)
-redis.call('HINCRBY', KEYS[2], ARGV[1], n)
-return {1, run, all}
+if taken == 1 then
+  for i = 1, 4 do redis.call('HINCRBY', KEYS[i], ARGV[1], ARGV[3 + i]) end
+end
+return {taken, held[1], held[2], held[3], held[4]}
 """
 
 _UNHOLD = """
-for i = 1, 2 do
-  if redis.call('HINCRBY', KEYS[i], ARGV[1], -tonumber(ARGV[2])) <= 0 then
+for i = 1, 4 do
+  if redis.call('HINCRBY', KEYS[i], ARGV[1], -tonumber(ARGV[1 + i])) <= 0 then
     redis.call('HDEL', KEYS[i], ARGV[1])
   end
 end
@@ -364,25 +373,31 @@ class RedisGroups(_Redis):
         return int(count) >= 0
 
     def _held(self, run_id: str) -> list[str]:
-        return [f"{self.prefix}asm-held:{_part(run_id)}", f"{self.prefix}asm-held"]
+        run = _part(run_id)
+        return [f"{self.prefix}asm-held:{run}", f"{self.prefix}asm-held-bytes:{run}",
+                f"{self.prefix}asm-held", f"{self.prefix}asm-held-bytes"]
 
     async def hold(
-        self, run_id: str, n: int, max_run: int, max_all: int
-    ) -> tuple[bool, int, int]:
-        """Take ``n`` places for samples of ``run_id`` unless the replicas together hold more
-        than ``max_run`` of the run or ``max_all`` in all (a request larger than a cap gets
-        in when nothing waits); whether it did, and what was waiting (run, all)."""
+        self, run_id: str, more: tuple[int, int], max_run: tuple[int, int],
+        max_all: tuple[int, int],
+    ) -> tuple[bool, tuple[int, int], tuple[int, int]]:
+        """Take places for samples of ``run_id``, ``more`` = (samples, bytes), unless the
+        replicas together would then hold more than ``max_run`` (samples, bytes) of the run or
+        ``max_all`` in all (a request larger than a cap gets in when no sample waits); whether
+        it did, and what was waiting: (samples, bytes) of the run, and in all."""
         self._keep_lease()
         keys = self._held(run_id)
-        taken, run, every = await self.call(lambda r: r.eval(
-            _HOLD, len(keys), *keys, self.holder, n, max_run, max_all, self._leases,
-            _ms(self.lease_s)))
-        return bool(taken), int(run), int(every)
+        taken, *held = await self.call(lambda r: r.eval(
+            _HOLD, len(keys), *keys, self.holder, self._leases, _ms(self.lease_s),
+            *more, *more, *max_run, *max_all))
+        run_samples, run_bytes, all_samples, all_bytes = map(int, held)
+        return bool(taken), (run_samples, run_bytes), (all_samples, all_bytes)
 
-    async def unhold(self, run_id: str, n: int) -> None:
-        """Give back ``n`` places of ``run_id`` (:meth:`hold`)."""
+    async def unhold(self, run_id: str, places: tuple[int, int]) -> None:
+        """Give back the places (samples, bytes) of ``run_id`` that :meth:`hold` took."""
         keys = self._held(run_id)
-        await self.call(lambda r: r.eval(_UNHOLD, len(keys), *keys, self.holder, n))
+        await self.call(lambda r: r.eval(_UNHOLD, len(keys), *keys, self.holder,
+                                         *places, *places))
 
     async def samples(self, group: str) -> list[dict]:
         texts = await self.call(lambda r: r.lrange(f"{self._group}{group}:samples", 0, -1))

@@ -36,12 +36,17 @@ Bounds. A caller's ``timeout_s`` is at most ``max_timeout_s`` (option
 ``assembly_max_timeout_s``, 180 s: OpenRLHF's HTTP timeout; a longer wait outlives its
 caller, and the samples it holds stay buffered for nothing), and at most ``max_samples``
 samples wait on the server (``assembly_max_samples``) and ``max_run_samples`` of one run
-(``assembly_max_run_samples``): past either, a request is refused whole with
-:class:`~judge_server.errors.Overloaded` (429 and a retry-after hint) before anything of it is
-buffered. A sample holds its place from its request's check until its group closes (with
-replicas: until it is answered). With the redis store the caps are the replicas' together
-(counted in Redis, :meth:`~judge_server.store.redis_shared.RedisGroups.hold`): they bound
-what waits in the shared Redis, and one run's share of it, however many replicas serve it.
+(``assembly_max_run_samples``), holding at most ``max_bytes`` (``assembly_max_bytes``) and
+``max_run_bytes`` (``assembly_max_run_bytes``) of text: a sample's :class:`Places` are one
+sample and the UTF-8 bytes of its texts (response, prompt, label, group key), counted once
+when it is checked. Past any cap, a request is refused whole with
+:class:`~judge_server.errors.Overloaded` (429 and a retry-after hint, naming the caps that are
+full) before anything of it is buffered; a request larger than a cap still gets in when
+nothing waits. A sample holds its places from its request's check until its group closes
+(with replicas: until it is answered). With the redis store the caps are the replicas'
+together (counted in Redis, :meth:`~judge_server.store.redis_shared.RedisGroups.hold`): they
+bound what waits in the shared Redis, and one run's share of it, however many replicas serve
+it.
 
 Samples of a closed group that arrive later (for ``timeout_s`` after the close) get their
 verifiable reward at once instead of waiting for a group that will never fill. A sample that
@@ -58,11 +63,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from trainer_client import MAX_ABS_REWARD
 from trainer_client.integrations.openrlhf import response_of
@@ -88,6 +95,14 @@ DEFAULT_MAX_SAMPLES = 65_536
 """Samples waiting on the server, all runs (each holds its response, prompt and label)."""
 DEFAULT_MAX_RUN_SAMPLES = 16_384
 """Samples waiting for one run: two OpenRLHF rollout batches of 1024 prompts x 8 samples."""
+DEFAULT_MAX_BYTES = 1 << 30
+"""Bytes of text waiting on the server, all runs (1 GiB): the whole ``DEFAULT_MAX_SAMPLES`` of
+samples of 16 KiB each (a response of about 4k tokens with its prompt and label), where the
+count cap alone, at the largest accepted sample (256 KiB of response, of prompt and of label),
+would let 48 GiB wait."""
+DEFAULT_MAX_RUN_BYTES = 256 << 20
+"""Bytes of text waiting for one run (256 MiB): ``DEFAULT_MAX_RUN_SAMPLES`` samples of 16 KiB,
+a quarter of the server's, so that one run cannot take the whole buffer."""
 SHARED_RANK_WAIT_S = 600.0
 """Replicas: how long past its group's timeout a sample waits for its group's scores (a
 replica that dies ranking it is taken over within its lease; when Redis cannot be read that
@@ -112,13 +127,46 @@ def math_verifier(response: str, label: str | None) -> float:
 class AssemblyOptions:
     """Defaults and bounds of the group buffer (options ``assembly_group_size``,
     ``assembly_timeout_s``, ``assembly_max_timeout_s``, ``assembly_max_samples``,
-    ``assembly_max_run_samples``)."""
+    ``assembly_max_run_samples``, ``assembly_max_bytes``, ``assembly_max_run_bytes``)."""
 
     group_size: int = DEFAULT_GROUP_SIZE
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S
     max_samples: int = DEFAULT_MAX_SAMPLES
     max_run_samples: int = DEFAULT_MAX_RUN_SAMPLES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
+
+
+class Places(NamedTuple):
+    """What waiting samples take of the buffer: their number, and the UTF-8 bytes of their
+    texts."""
+
+    samples: int
+    bytes: int
+
+    def plus(self, other: Places) -> Places:
+        return Places(self.samples + other.samples, self.bytes + other.bytes)
+
+    def less(self, other: Places) -> Places:
+        return Places(self.samples - other.samples, self.bytes - other.bytes)
+
+    @staticmethod
+    def sum(places: Iterable[Places]) -> Places:
+        return functools.reduce(Places.plus, places, NO_PLACES)
+
+
+NO_PLACES = Places(0, 0)
+
+
+def _full(held: Places, more: Places, cap: Places, what: str) -> list[str]:
+    """The caps that ``more`` would pass, ``held`` taken; none when nothing waits (a request
+    larger than a cap still gets in then, as admission does)."""
+    if not held.samples:
+        return []
+    return [f"{have} {unit} {what}, limit {limit}"
+            for have, add, limit, unit in zip(held, more, cap, Places._fields)
+            if have + add > limit]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,6 +208,7 @@ class _Slot:
     sample: Sample
     reward: float
     future: asyncio.Future
+    places: Places = NO_PLACES  # held from the check until the group closes
 
 
 @dataclasses.dataclass
@@ -196,8 +245,8 @@ class GroupAssembler:
         self._tasks: set[asyncio.Task] = set()
         self._ids = itertools.count()
         self._closing = False
-        self._held: dict[str, int] = {}  # run id -> samples checked in and not yet ranked
-        self._held_total = 0
+        self._held: dict[str, Places] = {}  # run id -> samples checked in and not yet ranked
+        self._held_all = NO_PLACES
         # replicas (redis store): the groups are buffered in Redis (:meth:`_place_shared`)
         self._shared = shared_state(service.store)[1]
         self._waiting: dict[str, list[tuple[int, asyncio.Future]]] = {}  # group -> callers here
@@ -218,10 +267,10 @@ class GroupAssembler:
     ) -> SampleScore:
         """Add ``sample`` to its group and wait for the group's ranking; its value."""
         size, timeout = self._options(group_size, timeout_s)
-        self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
+        places = self._check(run_id, sample, size, timeout, lambda name: f"{field}.{name}")
         await self.service.open_run(run_id, tenant=tenant)
-        await self._hold(run_id, 1, tenant)
-        return await self._score_checked(run_id, sample, size, timeout, tenant)
+        await self._hold(run_id, places, tenant)
+        return await self._score_checked(run_id, sample, places, size, timeout, tenant)
 
     async def score_many(
         self,
@@ -242,26 +291,25 @@ class GroupAssembler:
         size, timeout = self._options(group_size, timeout_s)
         if not samples:
             raise InvalidRequest((columns or {}).get("response", "samples"), "no samples given")
+        unstarted: dict[int, Places] = {}
         for k, sample in enumerate(samples):
 
             def name(attr: str, k: int = k) -> str:
                 return f"{columns[attr]}[{k}]" if columns else f"samples[{k}].{attr}"
 
-            self._check(run_id, sample, size, timeout, name)
+            unstarted[k] = self._check(run_id, sample, size, timeout, name)
         await self.service.open_run(run_id, tenant=tenant)
-        await self._hold(run_id, len(samples), tenant)
-        started = 0
+        await self._hold(run_id, Places.sum(unstarted.values()), tenant)
 
-        async def one(sample: Sample) -> SampleScore:
-            nonlocal started
-            started += 1  # from here on, _score_checked gives the place back
-            return await self._score_checked(run_id, sample, size, timeout, tenant)
+        async def one(k: int, sample: Sample) -> SampleScore:
+            places = unstarted.pop(k)  # from here on, _score_checked gives its places back
+            return await self._score_checked(run_id, sample, places, size, timeout, tenant)
 
         try:
-            return list(await asyncio.gather(*(one(s) for s in samples)))
+            return list(await asyncio.gather(*(one(k, s) for k, s in enumerate(samples))))
         finally:  # a sample whose task never started (its caller went first) gives it here
-            if started < len(samples):
-                await self._unhold(run_id, len(samples) - started, tenant)
+            if unstarted:
+                await self._unhold(run_id, Places.sum(unstarted.values()), tenant)
 
     def _options(self, group_size: int | None, timeout_s: float | None) -> tuple[int, float]:
         return (
@@ -269,68 +317,74 @@ class GroupAssembler:
             self.options.timeout_s if timeout_s is None else timeout_s,
         )
 
-    async def _hold(self, run_id: str, n: int, tenant: str | None) -> None:
-        """Take ``n`` places in the buffer for ``tenant``'s run's samples, or refuse them all;
+    async def _hold(self, run_id: str, places: Places, tenant: str | None) -> None:
+        """Take ``places`` in the buffer for ``tenant``'s run's samples, or refuse them all;
         with replicas, the places of every replica count (:meth:`RedisGroups.hold`)."""
         held = run_key(run_id, tenant)
-        max_run, max_all = self.options.max_run_samples, self.options.max_samples
-        if self._shared is not None:
-            taken, run, total = await self._shared.hold(held, n, max_run, max_all)
-            where = " on every replica"
+        options = self.options
+        max_run = Places(options.max_run_samples, options.max_run_bytes)
+        max_all = Places(options.max_samples, options.max_bytes)
+        if self._shared is not None:  # its script takes them unless _full finds a cap full
+            taken, run_held, all_held = await self._shared.hold(held, places, max_run, max_all)
+            run, every, where = Places(*run_held), Places(*all_held), " on every replica"
         else:
-            run, total, where = self._held.get(held, 0), self._held_total, ""
-            # as admission does: a request larger than a cap still gets in once nothing waits
-            taken = not (run and run + n > max_run) and not (total and total + n > max_all)
+            run, every, where = self._held.get(held, NO_PLACES), self._held_all, ""
+        over = (_full(run, places, max_run, f"of this run waiting{where}")
+                + _full(every, places, max_all, f"waiting in all{where}"))
+        if self._shared is None:
+            taken = not over
             if taken:
-                self._held[held] = run + n
-                self._held_total += n
+                self._held[held], self._held_all = run.plus(places), every.plus(places)
         if not taken:
-            retry_after = min(10.0, self.options.timeout_s)
+            retry_after = min(10.0, options.timeout_s)
             raise Overloaded(
-                f"run {run_id!r}: the per-sample buffer is full for {n} more samples ({run} of "
-                f"this run waiting{where}, limit {max_run}; {total} in all, limit {max_all}); "
+                f"run {run_id!r}: the per-sample buffer is full for {places.samples} more "
+                f"samples of {places.bytes} bytes ({'; '.join(over)}); "
                 f"try again in {retry_after:.2f} s",
                 retry_after_s=retry_after,
             )
 
-    async def _unhold(self, run_id: str, n: int, tenant: str | None) -> None:
-        """Give back places a sample took and no buffer here gives back (:meth:`_hold`)."""
+    async def _unhold(self, run_id: str, places: Places, tenant: str | None) -> None:
+        """Give back places samples took and no buffer here gives back (:meth:`_hold`)."""
         if self._shared is None:
-            self._release(run_id, n, tenant)
+            self._release(run_id, places, tenant)
             return
         try:
-            await self._shared.unhold(run_key(run_id, tenant), n)
+            await self._shared.unhold(run_key(run_id, tenant), places)
         except StoreError:  # they count until this replica's lease lapses
-            logger.warning("run %s: %d held samples could not be given back", run_id, n)
+            logger.warning("run %s: %d held samples (%d bytes) could not be given back",
+                           run_id, places.samples, places.bytes)
 
-    def _release(self, run_id: str, n: int, tenant: str | None) -> None:
+    def _release(self, run_id: str, places: Places, tenant: str | None) -> None:
         held = run_key(run_id, tenant)
-        left = self._held.get(held, 0) - n
-        if left > 0:
+        left = self._held.get(held, NO_PLACES).less(places)
+        if left.samples > 0:
             self._held[held] = left
         else:
             self._held.pop(held, None)
-        self._held_total -= n
+        self._held_all = self._held_all.less(places)
 
     async def _score_checked(
-        self, run_id: str, sample: Sample, size: int, timeout: float, tenant: str | None
+        self, run_id: str, sample: Sample, places: Places, size: int, timeout: float,
+        tenant: str | None,
     ) -> SampleScore:
-        """The sample holds a place (:meth:`_hold`): given back here unless it joins a
+        """The sample holds ``places`` (:meth:`_hold`): given back here unless it joins a
         buffer here, whose close gives back its samples' places (a shared buffer's sample is
-        answered by :meth:`_place`, and gives its place back here)."""
+        answered by :meth:`_place`, and gives its places back here)."""
         try:
-            placed = await self._place(run_id, sample, size, timeout, tenant)
+            placed = await self._place(run_id, sample, places, size, timeout, tenant)
         except BaseException:
-            await self._unhold(run_id, 1, tenant)
+            await self._unhold(run_id, places, tenant)
             raise
         if isinstance(placed, SampleScore):  # answered: it joined no buffer here
-            await self._unhold(run_id, 1, tenant)
+            await self._unhold(run_id, places, tenant)
             return placed
         # The group is ranked in a task of its own: a caller that goes away does not cancel it.
         return await asyncio.shield(placed)
 
     async def _place(
-        self, run_id: str, sample: Sample, size: int, timeout: float, tenant: str | None
+        self, run_id: str, sample: Sample, places: Places, size: int, timeout: float,
+        tenant: str | None,
     ) -> SampleScore | asyncio.Future:
         """The sample's score when it is answered at once, else the future of its group."""
         reward = sample.reward
@@ -359,14 +413,15 @@ class GroupAssembler:
                 timeout, self._timed_out, key, buffer
             )
             self._buffers[key] = buffer
-        buffer.slots.append(_Slot(sample, reward, future))
+        buffer.slots.append(_Slot(sample, reward, future, places))
         if len(buffer.slots) >= buffer.size:
             self._close(key, buffer)
         return future
 
     def _check(
         self, run_id: str, sample: Sample, size: int, timeout: float, name: Callable[[str], str]
-    ) -> None:
+    ) -> Places:
+        """Refuse a bad sample (``name(field)`` names its fields); the places it takes."""
         limits = self.service.limits
         check_id(run_id, "run_id")
         if not 2 <= size <= limits.max_traces_per_group:
@@ -385,15 +440,21 @@ class GroupAssembler:
                 name("response"),
                 f"{size_of} bytes, more than the limit of {limits.max_trace_bytes}",
             )
+        total = size_of
         for attr in ("prompt", "label", "group_key"):
             value = getattr(sample, attr)
-            if value is not None and _utf8_size(value, name(attr)) > limits.max_prompt_bytes:
+            if value is None:
+                continue
+            size_of = _utf8_size(value, name(attr))
+            if size_of > limits.max_prompt_bytes:
                 raise InvalidRequest(name(attr), f"longer than {limits.max_prompt_bytes} bytes")
+            total += size_of
         if sample.reward is not None and not abs(sample.reward) <= MAX_ABS_REWARD:
             raise InvalidRequest(
                 name("reward"), f"must be finite and within +-{MAX_ABS_REWARD:g}, "
                 f"got {sample.reward}"
             )
+        return Places(1, total)
 
     def _group_id(self, key: str) -> str:
         return f"asm-{_digest(key)}-{next(self._ids)}"
@@ -417,7 +478,7 @@ class GroupAssembler:
             del self._buffers[key]
         if buffer.timer is not None:
             buffer.timer.cancel()
-        self._release(buffer.run_id, len(buffer.slots), buffer.tenant)
+        self._release(buffer.run_id, Places.sum(s.places for s in buffer.slots), buffer.tenant)
         task = asyncio.get_running_loop().create_task(self._rank(buffer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -596,12 +657,15 @@ class GroupAssembler:
 
 __all__ = [
     "DEFAULT_GROUP_SIZE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_RUN_BYTES",
     "DEFAULT_MAX_RUN_SAMPLES",
     "DEFAULT_MAX_SAMPLES",
     "DEFAULT_MAX_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "AssemblyOptions",
     "GroupAssembler",
+    "Places",
     "Sample",
     "SampleScore",
     "math_verifier",

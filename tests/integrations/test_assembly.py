@@ -20,6 +20,7 @@ from judge_server.settings import ServerSettings
 from judge_server.transports.assembly import (
     AssemblyOptions,
     GroupAssembler,
+    Places,
     Sample,
     math_verifier,
     response_of,
@@ -305,23 +306,71 @@ async def test_two_tenants_samples_for_one_run_id_never_form_one_group(start_ser
     assert [(s.status, s.group_size) for s in scores] == [("alone", 1), ("alone", 1)]
     for tenant in ("team-a", "team-b"):
         assert [r.run_id for r in await server.service.list_runs(tenant=tenant)] == ["default"]
-    assert assembler.pending == 0 and assembler._held_total == 0
+    assert assembler.pending == 0 and assembler._held_all == (0, 0)
 
 
 async def test_a_request_cancelled_as_its_samples_start_gives_their_places_back(start_server):
     """A caller gone (cancelled) after its samples took their places and before they started
-    gives every place back: none is left counting against the run's cap."""
+    gives every place back, and its bytes: none is left counting against the run's caps."""
     server = await start_server()
     assembler: GroupAssembler = server.app.state.assembler
     samples = [Sample(response=f"The answer is {k}.", prompt="2 + 2?", label="4")
                for k in range(3)]
+    each = len("The answer is 0.") + len("2 + 2?") + len("4")
     for _ in range(20):  # cancelled at each step of the loop until the places are taken
         task = asyncio.ensure_future(
             assembler.score_many("r9", samples, group_size=8, timeout_s=60))
-        while assembler._held_total == 0 and not task.done():
+        while assembler._held_all.samples == 0 and not task.done():
             await asyncio.sleep(0)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        assert assembler._held_total == assembler.pending
+        assert assembler._held_all == (assembler.pending, assembler.pending * each)
     await assembler.aclose()
-    assert assembler._held_total == 0
+    assert assembler._held_all == (0, 0)
+
+
+async def test_buffered_samples_are_capped_in_bytes_too_and_their_bytes_come_back(start_server):
+    """Samples at the size limits passed the count caps by far (48 GiB by default): now their
+    bytes are capped too, per run and on the server, and a request past either is refused
+    whole (429) while the count caps would admit it; the bytes come back once the samples are
+    answered, and a small sample still fits where a big one did not."""
+    server = await start_server(assembly_max_run_bytes=2500, assembly_max_bytes=3500)
+    assembler: GroupAssembler = server.app.state.assembler
+
+    def big(k: int, group: str) -> dict:  # 1,000 bytes: response, prompt, label, group key
+        return {"query": [f"{k:03d}" + "x" * 990], "prompts": ["big?"], "labels": ["7"],
+                "group_ids": [group]}
+
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, timeout=60) as c:
+
+        def send(run_id: str, payload: dict, size: int, timeout_s: float = 60):
+            return asyncio.ensure_future(post(c, run_id, payload, group_size=size,
+                                              timeout_s=timeout_s))
+
+        async def buffered(n: int) -> None:
+            while assembler.pending < n:
+                await asyncio.sleep(0.01)
+
+        a = [send("a", big(k, "ga"), 3) for k in range(2)]
+        await buffered(2)
+        assert assembler._held_all == Places(2, 2000)
+        refused = await post(c, "a", big(2, "g2"), group_size=8, timeout_s=1)  # 3,000 > 2,500
+        assert refused.status_code == 429 and "retry-after" in refused.headers, refused.text
+        assert "2000 bytes of this run waiting, limit 2500" in refused.text
+        assert "samples of this run" not in refused.text  # 3 samples: far below the count
+        b = [send("b", big(3, "gb"), 2)]
+        await buffered(3)
+        refused = await post(c, "b", big(4, "g4"), group_size=8, timeout_s=1)  # 4,000 > 3,500
+        assert refused.status_code == 429, refused.text
+        assert "3000 bytes waiting in all, limit 3500" in refused.text
+        small = {"query": ["7"], "prompts": ["small?"], "labels": ["7"], "group_ids": ["ga"]}
+        a.append(send("a", small, 3))  # 8 bytes fit: the group of a closes
+        assert [r.status_code for r in await asyncio.gather(*a)] == [200] * 3
+        b.append(send("b", big(5, "gb"), 2))  # 2,000 in all again
+        assert [r.status_code for r in await asyncio.gather(*b)] == [200] * 2
+        assert assembler.pending == 0 and assembler._held_all == (0, 0)
+
+        waiting = [send("a", big(6, "gc"), 2)]  # 1,000 waiting
+        await buffered(1)
+        waiting.append(send("a", big(7, "gc"), 2))  # the bytes came back
+        assert [r.status_code for r in await asyncio.gather(*waiting)] == [200] * 2

@@ -646,7 +646,7 @@ async def test_samples_buffered_are_capped_per_run_and_server_and_freed(start_se
         assert (await post("b", 1)).status_code == 429  # the server is full
         for response in await asyncio.gather(*waiting, other):  # closed alone by the timeout
             assert response.status_code == 200, response.text
-        assert assembler.pending == 0 and assembler._held_total == 0
+        assert assembler.pending == 0 and assembler._held_all == (0, 0)
         many = await http.post("/v1/openrlhf/a", json={
             "query": ["1 4", "2 4"], "prompts": ["1 ", "2 "], "labels": ["4", "4"]},
             params={"group_size": 2, "timeout_s": 0.5})
