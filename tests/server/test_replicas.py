@@ -434,3 +434,36 @@ def test_the_sample_caps_hold_across_replicas(start_replica):
         assert answer.status_code == 200, answer.text
         with pytest.raises(httpx.HTTPError):
             sent[1 - k].result()
+
+
+def test_the_sample_byte_caps_hold_across_replicas(start_replica):
+    """The per-sample byte caps count the bytes waiting on every replica, as the count caps
+    count samples: two requests of samples of about 1,000 bytes that each fit a byte cap but
+    not together are admitted once between two replicas, far below the count caps; the bytes
+    are given back when their samples are answered."""
+    caps = {"ARENA_ASSEMBLY_MAX_RUN_BYTES": "4500", "ARENA_ASSEMBLY_MAX_BYTES": "6500"}
+    replicas = [start_replica(env=caps) for _ in range(2)]
+    prompts = itertools.count()
+    refusals: list[str] = []
+
+    def send(k: int, run_id: str, n: int) -> int:
+        """``n`` samples of about 1,000 bytes each, of a new group of ``run_id``, to replica
+        ``k``: the answer's status."""
+        prompt = f"prompt {next(prompts)}"
+        answer = score(replicas[k], *("x" * 970 + f" strength={i}" for i in range(n)),
+                       prompt=prompt, run_id=run_id, group_size=8, timeout_s=3)
+        if answer.status_code == 429:
+            refusals.append(answer.text)
+        return answer.status_code
+
+    def race(first: tuple[str, int], second: tuple[str, int]) -> list[int]:
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(send, (0, 1), *zip(first, second)))
+
+    assert sorted(race(("a", 3), ("a", 3))) == [200, 429]  # one run: 6,000 over 4,500
+    assert "bytes of this run waiting on every replica, limit 4500" in refusals[-1]
+    assert sorted(race(("a", 4), ("b", 3))) == [200, 429]  # two runs: 7,000 over 6,500
+    assert "bytes waiting in all on every replica, limit 6500" in refusals[-1]
+    assert "samples of this run" not in refusals[-1]  # 7 samples: far below the counts
+    assert "samples waiting" not in refusals[-1]
+    assert race(("a", 2), ("b", 2)) == [200, 200]  # the bytes came back: 2,000 + 2,000 fit
