@@ -467,3 +467,51 @@ def test_the_sample_byte_caps_hold_across_replicas(start_replica):
     assert "samples of this run" not in refusals[-1]  # 7 samples: far below the counts
     assert "samples waiting" not in refusals[-1]
     assert race(("a", 2), ("b", 2)) == [200, 200]  # the bytes came back: 2,000 + 2,000 fit
+
+
+async def test_a_cancelled_request_gives_its_places_and_bytes_back_in_redis(start_server,
+                                                                            redis_url):
+    """With the redis store, a caller gone (cancelled) at any step after its samples took
+    their places gives them back in Redis, their bytes with them; a request that waits
+    counts its samples and their bytes there, for its run and in all."""
+    from judge_server.transports.assembly import GroupAssembler, Sample
+
+    server = await start_server(store=RedisStore(redis_url))
+    assembler: GroupAssembler = server.app.state.assembler
+    redis = server.service.store.client
+
+    async def held() -> dict[str, int]:
+        """Every asm-held hash in Redis (samples or bytes, of a run or in all) -> its sum."""
+        counts = {name: sum(map(int, (await redis.hgetall(name)).values()))
+                  for name in await redis.keys("arena:asm-held*")}
+        return {name: count for name, count in counts.items() if count}
+
+    async def given_back() -> dict[str, int]:
+        """What is still held once every place given back has reached Redis (a cancelled
+        request ends with its first sample cancelled; the others give theirs back after)."""
+        for _ in range(500):
+            if not await held():
+                break
+            await asyncio.sleep(0.01)
+        return await held()
+
+    samples = [Sample(response=f"The answer is {k}.", prompt="2 + 2?", label="4")
+               for k in range(3)]
+    each = len("The answer is 0.") + len("2 + 2?") + len("4")
+    for pause in range(10):  # cancelled at several steps once the places are taken
+        task = asyncio.ensure_future(
+            assembler.score_many("r9", samples, group_size=8, timeout_s=60))
+        while not await held() and not task.done():
+            await asyncio.sleep(0)
+        await asyncio.sleep(pause * 0.002)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await given_back() == {}
+    waiting = asyncio.ensure_future(
+        assembler.score_many("r10", samples, group_size=8, timeout_s=60))
+    while not await held():
+        await asyncio.sleep(0.01)
+    assert sorted((await held()).values()) == [3, 3, 3 * each, 3 * each]
+    await assembler.aclose()  # answers the waiting samples
+    assert len(await waiting) == 3
+    assert await given_back() == {}
