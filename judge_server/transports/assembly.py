@@ -245,7 +245,7 @@ class GroupAssembler:
         self._tasks: set[asyncio.Task] = set()
         self._ids = itertools.count()
         self._closing = False
-        self._held: dict[str, Places] = {}  # run id -> samples checked in and not yet ranked
+        self._held: dict[str, Places] = {}  # run id -> its samples checked in, not yet ranked
         self._held_all = NO_PLACES
         # replicas (redis store): the groups are buffered in Redis (:meth:`_place_shared`)
         self._shared = shared_state(service.store)[1]
