@@ -62,6 +62,7 @@ does not create runs, fails every caller of the group with that error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -110,6 +111,14 @@ long, the sample gets its verifiable reward, ``judge_failed``)."""
 
 Verifier = Callable[[str, "str | None"], float]
 """``verifier(response, label) -> reward``."""
+
+
+def _report_lost(run_id: str, places: Places, giving: asyncio.Future) -> None:
+    """Log places of Redis's count that could not be given back (they count until this
+    replica's lease lapses)."""
+    if not giving.cancelled() and giving.exception() is not None:
+        logger.warning("run %s: %d held samples (%d bytes) could not be given back: %s",
+                       run_id, places.samples, places.bytes, giving.exception())
 
 
 def math_verifier(response: str, label: str | None) -> float:
@@ -325,7 +334,13 @@ class GroupAssembler:
         max_run = Places(options.max_run_samples, options.max_run_bytes)
         max_all = Places(options.max_samples, options.max_bytes)
         if self._shared is not None:  # its script takes them unless _full finds a cap full
-            taken, run_held, all_held = await self._shared.hold(held, places, max_run, max_all)
+            holding = asyncio.ensure_future(self._shared.hold(held, places, max_run, max_all))
+            try:
+                taken, run_held, all_held = await asyncio.shield(holding)
+            except asyncio.CancelledError:  # the caller left: what the script takes comes back
+                holding.add_done_callback(
+                    functools.partial(self._give_back_if_taken, run_id, places, tenant))
+                raise
             run, every, where = Places(*run_held), Places(*all_held), " on every replica"
         else:
             run, every, where = self._held.get(held, NO_PLACES), self._held_all, ""
@@ -349,11 +364,18 @@ class GroupAssembler:
         if self._shared is None:
             self._release(run_id, places, tenant)
             return
-        try:
-            await self._shared.unhold(run_key(run_id, tenant), places)
-        except StoreError:  # they count until this replica's lease lapses
-            logger.warning("run %s: %d held samples (%d bytes) could not be given back",
-                           run_id, places.samples, places.bytes)
+        # In a task of its own: a caller cancelled meanwhile (it left) does not stop it halfway.
+        giving = asyncio.ensure_future(self._shared.unhold(run_key(run_id, tenant), places))
+        giving.add_done_callback(functools.partial(_report_lost, run_id, places))
+        with contextlib.suppress(StoreError):  # reported: they count until the lease lapses
+            await asyncio.shield(giving)
+
+    def _give_back_if_taken(
+        self, run_id: str, places: Places, tenant: str | None, hold: asyncio.Future
+    ) -> None:
+        """A hold whose caller left before it returned: its places back, if it took them."""
+        if not hold.cancelled() and hold.exception() is None and hold.result()[0]:
+            self._spawn(self._unhold(run_id, places, tenant))
 
     def _release(self, run_id: str, places: Places, tenant: str | None) -> None:
         held = run_key(run_id, tenant)

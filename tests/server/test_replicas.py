@@ -469,6 +469,23 @@ def test_the_sample_byte_caps_hold_across_replicas(start_replica):
     assert race(("a", 2), ("b", 2)) == [200, 200]  # the bytes came back: 2,000 + 2,000 fit
 
 
+async def held(redis) -> dict[str, int]:
+    """Every asm-held hash in Redis (samples or bytes, of a run or in all) -> its sum."""
+    counts = {name: sum(map(int, (await redis.hgetall(name)).values()))
+              for name in await redis.keys("arena:asm-held*")}
+    return {name: count for name, count in counts.items() if count}
+
+
+async def given_back(redis) -> dict[str, int]:
+    """What is still held once every place given back has reached Redis (a cancelled
+    request ends with its first sample cancelled; the others give theirs back after)."""
+    for _ in range(500):
+        if not await held(redis):
+            break
+        await asyncio.sleep(0.01)
+    return await held(redis)
+
+
 async def test_a_cancelled_request_gives_its_places_and_bytes_back_in_redis(start_server,
                                                                             redis_url):
     """With the redis store, a caller gone (cancelled) at any step after its samples took
@@ -480,38 +497,54 @@ async def test_a_cancelled_request_gives_its_places_and_bytes_back_in_redis(star
     assembler: GroupAssembler = server.app.state.assembler
     redis = server.service.store.client
 
-    async def held() -> dict[str, int]:
-        """Every asm-held hash in Redis (samples or bytes, of a run or in all) -> its sum."""
-        counts = {name: sum(map(int, (await redis.hgetall(name)).values()))
-                  for name in await redis.keys("arena:asm-held*")}
-        return {name: count for name, count in counts.items() if count}
-
-    async def given_back() -> dict[str, int]:
-        """What is still held once every place given back has reached Redis (a cancelled
-        request ends with its first sample cancelled; the others give theirs back after)."""
-        for _ in range(500):
-            if not await held():
-                break
-            await asyncio.sleep(0.01)
-        return await held()
-
     samples = [Sample(response=f"The answer is {k}.", prompt="2 + 2?", label="4")
                for k in range(3)]
     each = len("The answer is 0.") + len("2 + 2?") + len("4")
     for pause in range(10):  # cancelled at several steps once the places are taken
         task = asyncio.ensure_future(
             assembler.score_many("r9", samples, group_size=8, timeout_s=60))
-        while not await held() and not task.done():
+        while not await held(redis) and not task.done():
             await asyncio.sleep(0)
         await asyncio.sleep(pause * 0.002)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        assert await given_back() == {}
+        assert await given_back(redis) == {}
     waiting = asyncio.ensure_future(
         assembler.score_many("r10", samples, group_size=8, timeout_s=60))
-    while not await held():
+    while not await held(redis):
         await asyncio.sleep(0.01)
-    assert sorted((await held()).values()) == [3, 3, 3 * each, 3 * each]
+    assert sorted((await held(redis)).values()) == [3, 3, 3 * each, 3 * each]
     await assembler.aclose()  # answers the waiting samples
     assert len(await waiting) == 3
-    assert await given_back() == {}
+    assert await given_back(redis) == {}
+
+
+async def test_a_caller_that_leaves_while_its_places_go_back_does_not_stop_them(
+        start_server, redis_url, monkeypatch):
+    """With the redis store, samples answered (their group of 2 full) give their places back;
+    a caller cancelled while that is on its way to Redis does not stop it halfway (before,
+    the places stayed counted until the replica's lease lapsed)."""
+    from judge_server.transports.assembly import GroupAssembler, Sample
+
+    server = await start_server(store=RedisStore(redis_url))
+    assembler: GroupAssembler = server.app.state.assembler
+    redis = server.service.store.client
+    shared = assembler._shared
+    unhold = shared.unhold
+    giving = asyncio.Event()
+
+    async def slow_unhold(*args):
+        giving.set()
+        await asyncio.sleep(0.2)  # on its way to Redis
+        return await unhold(*args)
+
+    monkeypatch.setattr(shared, "unhold", slow_unhold)
+    samples = [Sample(response=f"The answer is {k}.", prompt="3 + 3?", label="6")
+               for k in (6, 5)]
+    task = asyncio.ensure_future(assembler.score_many("r11", samples, group_size=2,
+                                                      timeout_s=60))
+    await asyncio.wait_for(giving.wait(), 60)  # a hang guard, not a bound
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await given_back(redis) == {}
+    await assembler.aclose()
