@@ -530,6 +530,7 @@ async def test_a_caller_that_leaves_while_its_places_go_back_does_not_stop_them(
     assembler: GroupAssembler = server.app.state.assembler
     redis = server.service.store.client
     shared = assembler._shared
+    assert shared is not None  # the redis store's shared buffers
     unhold = shared.unhold
     giving = asyncio.Event()
 
