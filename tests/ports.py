@@ -1,12 +1,7 @@
-"""Free loopback ports for the servers the tests start."""
+"""Free loopback ports for the servers the tests start (the benchmarks' own helper)."""
 
 from __future__ import annotations
 
-import socket
+from judge_server.bench.process import free_port
 
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it (now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port"]

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from judge_server.bench.process import stop
+
 from .ports import free_port
 
 
@@ -50,8 +52,4 @@ class RedisServer:
             sock.recv(16)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process, grace_s=10)

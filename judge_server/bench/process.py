@@ -25,9 +25,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
+    """A loopback port with nothing listening on it (now)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stop ``process``: SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass
@@ -80,13 +91,8 @@ def serve_process(
             time.sleep(0.1)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.unlink(missing_ok=True)
 
 
-__all__ = ["ROOT", "ServeProcess", "free_port", "serve_process"]
+__all__ = ["ROOT", "ServeProcess", "free_port", "serve_process", "stop"]

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from judge_server.bench.process import stop
+
 from ..optional import require
 from ..ports import free_port
 
@@ -94,12 +96,7 @@ def vllm_server(tiny_model, tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 HELPER = Path(__file__).with_name("vllm_engine_helper.py")
